@@ -1,0 +1,36 @@
+"""Schedule and forget (pattern 4): renew due subscriptions daily through Kafka.
+
+The DAG only selects who is due and produces one renewal request per user, keyed by user id,
+then finishes. The companion worker charges the payment provider in order per user and retries
+until the provider answers:
+    kafka-workflows worker --topic subscription-renewals --group renewals \
+        --handler kw_examples.subscriptions.renew
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, task
+from kafka_workflows_airflow.operators import ProduceRequestsOperator
+
+with DAG(
+    dag_id="subscription_renewals",
+    description="Schedule and forget: one renewal request per due subscription, handled by the worker",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["kafka-workflows", "schedule-and-forget"],
+) as dag:
+
+    @task
+    def select_due_subscriptions(ds: str) -> list[dict]:
+        from kw_examples.subscriptions import due_subscriptions
+
+        return due_subscriptions(ds)
+
+    ProduceRequestsOperator(
+        task_id="produce_renewal_requests",
+        topic="subscription-renewals",
+        requests=select_due_subscriptions(),
+        key_field="user_id",
+    )

@@ -1,0 +1,31 @@
+"""The `kw-` header contract of DESIGN.md. Values are UTF-8 strings on the wire."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+REQUEST_ID = "kw-request-id"
+WORKFLOW = "kw-workflow"
+ATTEMPT = "kw-attempt"
+RETRY_AT = "kw-retry-at"
+ORIGINAL_TOPIC = "kw-original-topic"
+ORIGINAL_PARTITION = "kw-original-partition"
+ORIGINAL_OFFSET = "kw-original-offset"
+CONSUMER_GROUP = "kw-consumer-group"
+ERROR_TYPE = "kw-error-type"
+ERROR_MESSAGE = "kw-error-message"
+FIRST_FAILED_AT = "kw-first-failed-at"
+REPLAYED_FROM = "kw-replayed-from"
+TRACEPARENT = "traceparent"
+
+WireHeaders = list[tuple[str, bytes]]
+
+
+def encode(headers: Mapping[str, object]) -> WireHeaders:
+    """Encode a mapping as Kafka headers; None values are left out."""
+    return [(name, str(value).encode()) for name, value in headers.items() if value is not None]
+
+
+def decode(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """Decode Kafka headers; the last value wins for a repeated name."""
+    return {name: (value or b"").decode("utf-8", "replace") for name, value in headers or ()}

@@ -1,0 +1,73 @@
+"""An idempotent producer whose delivery failures raise instead of vanishing in a callback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from kafka_workflows import headers as h
+from kafka_workflows.config import client_config
+from kafka_workflows.errors import DeliveryError
+from kafka_workflows.messages import encode_value
+
+
+@dataclass(frozen=True)
+class Delivered:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+
+
+class RequestProducer:
+    """Produce keyed JSON requests; `flush()` returns what was delivered or raises DeliveryError.
+
+    Idempotence (acks=all, in-order, no duplicates on internal retries) is always on: a
+    schedule-and-forget request must land once even when the network blips.
+    """
+
+    def __init__(self, config: Mapping[str, Any], **overrides: Any) -> None:
+        settings = {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "message.timeout.ms": 30_000,
+            **overrides,
+        }
+        self._producer = Producer(client_config(config, **settings))
+        self._delivered: list[Delivered] = []
+        self._failed: list[tuple[str | None, KafkaError]] = []
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        key = msg.key().decode() if msg.key() is not None else None
+        if err is not None:
+            self._failed.append((key, err))
+        else:
+            self._delivered.append(Delivered(msg.topic(), msg.partition(), msg.offset(), key))
+
+    def send(self, topic: str, value: Any, key: str | None = None,
+             headers: Mapping[str, object] | None = None, raw: bool = False) -> None:
+        payload = value if raw else encode_value(value)
+        while True:
+            try:
+                self._producer.produce(topic, payload, key=None if key is None else str(key).encode(),
+                                       headers=h.encode(headers or {}), on_delivery=self._on_delivery)
+                break
+            except BufferError:  # local queue full: serve callbacks and try again
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> list[Delivered]:
+        remaining = self._producer.flush(timeout)
+        delivered, failed = self._delivered, self._failed
+        self._delivered, self._failed = [], []
+        if failed or remaining:
+            first = "; ".join(f"key={k!r}: {e.str()}" for k, e in failed[:3])
+            raise DeliveryError(
+                f"{len(failed)} message(s) failed and {remaining} not acknowledged within {timeout:.0f}s"
+                + (f" (first: {first})" if first else "")
+            )
+        return delivered

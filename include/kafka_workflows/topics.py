@@ -1,0 +1,87 @@
+"""Topic naming (DESIGN.md contract) and creation with configs.
+
+The Kafka provider's KafkaAdminClientHook cannot set topic configs, so creation lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from kafka_workflows.config import client_config
+from kafka_workflows.errors import ConfigError, KafkaWorkflowsError
+
+log = logging.getLogger(__name__)
+
+
+def retry_topic(topic: str, group: str, n: int) -> str:
+    """The n-th (from 1) non-blocking retry topic of `group` reading `topic`."""
+    if n < 1:
+        raise ValueError(f"retry topics are numbered from 1, got {n}")
+    return f"{topic}.{group}.retry-{n}"
+
+
+def dead_letter_topic(topic: str, group: str) -> str:
+    return f"{topic}.{group}.dlq"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int = 3
+    replication_factor: int = -1  # the broker's default.replication.factor
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or len(self.name) > 249:
+            raise ConfigError(f"topic name {self.name!r} must be 1..249 characters")
+        if self.partitions < 1:
+            raise ConfigError(f"topic {self.name!r}: partitions must be >= 1, got {self.partitions}")
+
+
+def ensure_topics(config: Mapping[str, Any], specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. Safe to call concurrently."""
+    specs = list(specs)
+    if not specs:
+        return []
+    admin = AdminClient(client_config(config))
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor,
+                  config={k: str(v) for k, v in s.config.items()}) for s in missing],
+        operation_timeout=timeout, request_timeout=timeout,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result()
+            created.append(name)
+            log.info("created topic %s", name)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise KafkaWorkflowsError(f"could not create topic {name!r}: {exc.args[0].str()}") from exc
+    _wait_for_metadata(admin, created, timeout)
+    return created
+
+
+def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> None:
+    """create_topics returns before every partition has a leader; wait so the first produce succeeds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    pending = set(names)
+    while pending and time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=timeout).topics
+        pending = {n for n in pending if n not in topics or topics[n].error is not None
+                   or any(p.leader < 0 for p in topics[n].partitions.values())}
+        if pending:
+            time.sleep(0.1)

@@ -1,0 +1,1 @@
+"""Handlers and fixtures of the example workflows (shipped in the worker image with the core)."""

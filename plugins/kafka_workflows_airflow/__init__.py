@@ -1,0 +1,1 @@
+"""The Airflow side of kafka-workflows: hooks, operators, sensors, triggers and the plugin."""

@@ -1,0 +1,121 @@
+"""Run `airflow standalone` with this repo's dags/ and plugins/ (stack and end-to-end tests share it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN = "admin"
+
+
+@dataclass
+class AirflowStandalone:
+    home: Path
+    port: int
+    kafka_bootstrap: str
+    extra_env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _secret(self, name: str) -> str:
+        """Secrets shared by all standalone components (a per-process random one breaks task auth)."""
+        path = self.home / f".{name}"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+    @property
+    def password(self) -> str:
+        return self._secret("admin-password")
+
+    def env(self) -> dict[str, str]:
+        passwords = self.home / "simple_auth_manager_passwords.json"
+        self.home.mkdir(parents=True, exist_ok=True)
+        passwords.write_text(json.dumps({ADMIN: self.password}))
+        env = {
+            **os.environ,
+            # standalone starts its components as `airflow ...` subprocesses, found on PATH
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": self._secret("secret-key"),
+            "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt-secret"),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(
+                {"conn_type": "kafka", "extra": {"bootstrap.servers": self.kafka_bootstrap}}),
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            **(self.extra_env or {}),
+        }
+        return env
+
+    def start(self, timeout: float = 240.0) -> AirflowStandalone:
+        env = self.env()
+        airflow = str(Path(sys.executable).parent / "airflow")
+        log = open(self.home / "standalone.log", "ab")  # noqa: SIM115 - closed after Popen dup'ed it
+        self.proc = subprocess.Popen([airflow, "standalone"], env=env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited ({self.proc.returncode}); see {self.home}/standalone.log")
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=3) as r:
+                    health = json.load(r)
+                if all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler")) \
+                        and health.get("triggerer", {}).get("status") == "healthy":
+                    return
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(2)
+        raise RuntimeError(f"airflow standalone not healthy at {self.url} within {timeout:.0f}s; "
+                           f"see {self.home}/standalone.log")
+
+    def token(self) -> str:
+        body = json.dumps({"username": ADMIN, "password": self.password}).encode()
+        req = urllib.request.Request(f"{self.url}/auth/token", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return str(json.load(r)["access_token"])
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()

@@ -1,0 +1,231 @@
+"""A real single-node Apache Kafka (KRaft, broker+controller) run from Maven-resolved jars.
+
+`ensure_jars()` asks Maven (stack/kafka/pom.xml) for kafka_2.13 and a log4j2 backend once and
+caches them in `.state/kafka/libs`; `Broker` formats a data folder and runs `kafka.Kafka` with
+`java` on loopback, waits until it answers, and stops it with SIGTERM (controlled shutdown).
+Standard library only, so tests, the stack and CI all share it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+POM = REPO / "stack" / "kafka" / "pom.xml"
+LIBS = REPO / ".state" / "kafka" / "libs"
+_STAMP = LIBS / ".pom-stamp"
+
+LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = {level}
+rootLogger.appenderRef.file.ref = file
+"""
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_jars() -> Path:
+    """Resolve the broker jars with Maven unless the cached copy matches the POM."""
+    stamp = POM.read_bytes()
+    if _STAMP.exists() and _STAMP.read_bytes() == stamp and any(LIBS.glob("kafka_2.13-*.jar")):
+        return LIBS
+    if shutil.which("mvn") is None or shutil.which("java") is None:
+        raise BrokerError("Java 17+ and Maven are needed to run the local Kafka broker (mvn/java not on PATH)")
+    if LIBS.exists():
+        shutil.rmtree(LIBS)
+    cmd = [
+        "mvn", "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
+        f"-DoutputDirectory={LIBS}", "-DincludeScope=runtime",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BrokerError(f"Maven could not resolve the Kafka jars:\n{result.stdout[-4000:]}{result.stderr[-4000:]}")
+    _STAMP.write_bytes(stamp)
+    return LIBS
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BrokerError(f"Kafka exited with code {proc.returncode}; see {log}:\n{_tail(log)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise BrokerError(f"Kafka did not accept connections on 127.0.0.1:{port} within {timeout:.0f}s; see {log}")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Broker:
+    """One KRaft node on loopback. Its data lives in `data_dir`; reuse keeps topics across starts."""
+
+    def __init__(self, data_dir: Path, port: int = 9092, controller_port: int | None = None,
+                 heap: str = "512m", log_level: str = "WARN") -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.controller_port = controller_port or free_port()
+        self.heap = heap
+        self.log_level = log_level
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def _properties(self) -> str:
+        settings = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir / "logs"),
+            "num.partitions": "3",
+            "auto.create.topics.enable": "false",
+            # One node: every internal topic has one replica and one in-sync replica.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "10",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "min.insync.replicas": "1",
+            "default.replication.factor": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Compaction visible within seconds in tests.
+            "log.cleaner.backoff.ms": "500",
+            "log.cleaner.min.compaction.lag.ms": "0",
+            "log.retention.check.interval.ms": "5000",
+        }
+        return "".join(f"{k}={v}\n" for k, v in settings.items())
+
+    def start(self, timeout: float = 90.0) -> Broker:
+        libs = ensure_jars()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = self.data_dir / "server.properties"
+        formatted = (self.data_dir / "logs" / "meta.properties").exists()
+        if formatted:
+            # Keep the controller port the existing quorum was formatted with.
+            old = dict(line.split("=", 1) for line in props.read_text().splitlines() if "=" in line)
+            self.controller_port = int(old["controller.quorum.voters"].rsplit(":", 1)[1])
+        props.write_text(self._properties())
+        log4j = self.data_dir / "log4j2.properties"
+        log4j.write_text(LOG4J2.format(log=self.log_file, level=self.log_level))
+        java = [
+            "java", f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={self.data_dir}",
+            "-cp", f"{libs}/*",
+        ]
+        if not formatted:
+            fmt = subprocess.run(
+                [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
+                capture_output=True, text=True,
+            )
+            if fmt.returncode != 0:
+                raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
+        out = open(self.data_dir / "stdout.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen([*java, "kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        out.close()
+        _wait_for_port(self.port, self.proc, timeout, self.log_file)
+        self._wait_until_ready(timeout)
+        return self
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        """The port opens before the broker has registered; ask for metadata until a broker answers."""
+        try:
+            from confluent_kafka.admin import AdminClient
+        except ImportError:  # the stack runner may call this before the venv exists
+            return
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if admin.list_topics(timeout=2).brokers:
+                    return
+            except Exception:  # noqa: BLE001 - not ready yet
+                time.sleep(0.3)
+        raise BrokerError(f"Kafka on {self.bootstrap_servers} never reported a broker; see {self.log_file}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def __enter__(self) -> Broker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a single-node Kafka broker on loopback.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("jars", help="resolve the Kafka jars with Maven (cached)")
+    run = sub.add_parser("run", help="run a broker in the foreground until Ctrl-C")
+    run.add_argument("--port", type=int, default=9092)
+    run.add_argument("--dir", type=Path, default=REPO / ".state" / "kafka" / "data")
+    args = parser.parse_args(argv)
+    if args.cmd == "jars":
+        print(ensure_jars())
+        return 0
+    broker = Broker(args.dir, port=args.port).start()
+    print(f"Kafka is up on {broker.bootstrap_servers} (data: {args.dir}); Ctrl-C stops it", flush=True)
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Shared fixtures: one real Kafka broker per test session, on a free loopback port.
+
+A missing Java/Maven/broker makes these fixtures fail loudly: there is no skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STATE = REPO / ".state" / "tests"
+STATE.mkdir(parents=True, exist_ok=True)
+
+# Airflow reads its home at import time: point it at a throwaway folder before anything imports it.
+os.environ.setdefault("AIRFLOW_HOME", str(STATE / f"airflow-home-{os.getpid()}"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
+
+from stack.broker import Broker, free_port  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    instance = Broker(tmp_path_factory.mktemp("kafka"), port=free_port()).start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def kafka_config(broker: Broker) -> dict[str, str]:
+    return {"bootstrap.servers": broker.bootstrap_servers}
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def group() -> str:
+    return f"g-{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,95 @@
+"""Test helpers that talk to the real broker: read a topic to the end, committed offsets, worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def read_all(config: Mapping[str, Any], topic: str, expected: int | None = None,
+             timeout: float = 20.0) -> list[Any]:
+    """Every message of `topic` (read_committed), waiting until `expected` arrived if given."""
+    consumer = Consumer({**config, "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "enable.partition.eof": True})
+    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
+    messages: list[Any] = []
+    eof: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                pass
+            elif msg.error():
+                eof.add(msg.partition())
+            else:
+                messages.append(msg)
+                eof.discard(msg.partition())
+            done = len(eof) == len(metadata.partitions)
+            if done and (expected is None or len(messages) >= expected):
+                break
+    finally:
+        consumer.close()
+    return messages
+
+
+def committed(config: Mapping[str, Any], group: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        result = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: tp.offset for tp in result}
+    finally:
+        consumer.close()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def group_members(config: Mapping[str, Any], group: str) -> int:
+    """Members of `group` that hold at least one partition."""
+    admin = AdminClient(dict(config))
+    description = admin.describe_consumer_groups([group])[group].result()
+    return sum(1 for m in description.members if m.assignment and m.assignment.topic_partitions)
+
+
+def start_worker(config: Mapping[str, Any], topic: str, group: str, handler: str, record: Path,
+                 *extra: str, log: Path | None = None, env: Mapping[str, str] | None = None
+                 ) -> subprocess.Popen[bytes]:
+    """Run `kafka-workflows worker` as a real process; the recording handler writes to `record`."""
+    full_env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": config["bootstrap.servers"],
+                "KW_TEST_RECORD": str(record),
+                "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)]), **(env or {})}
+    out = open(log or record.with_suffix(f".{uuid.uuid4().hex[:6]}.log"), "ab")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", "worker", "--topic", topic,
+                             "--group", group, "--handler", handler, *extra],
+                            env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    return proc
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,166 @@
+"""The companion worker against the real broker: at-least-once, order, SIGTERM, bad input."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kafka_workflows.backoff import Backoff
+from kafka_workflows.config import check_reachable
+from kafka_workflows.errors import BrokerUnreachableError, HandlerImportError
+from kafka_workflows.messages import Message
+from kafka_workflows.producer import RequestProducer
+from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics
+from kafka_workflows.worker import Worker
+from tests.helpers.kafka import committed, group_members, read_all, records, start_worker, wait_for
+
+pytestmark = pytest.mark.integration
+HANDLER = "tests.helpers.handlers.record"
+
+
+def _produce(config: dict[str, Any], topic: str, items: list[tuple[str, Any]]) -> None:
+    producer = RequestProducer(config)
+    for key, value in items:
+        producer.send(topic, value, key=key)
+    producer.flush()
+
+
+def _run_in_thread(worker: Worker) -> threading.Thread:
+    ready = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"ready": ready}, daemon=True)
+    thread.start()
+    assert ready.wait(30), "worker did not start"
+    return thread
+
+
+def test_handler_failure_leaves_offset_uncommitted_and_message_returns_after_restart(
+        kafka_config: dict[str, Any], topic: str, group: str) -> None:
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=1)])
+    _produce(kafka_config, topic, [("k", {"n": n}) for n in range(5)])
+    seen: list[int] = []
+
+    def fails_on_three(message: Message) -> None:
+        if message.value["n"] == 3:
+            raise RuntimeError("provider down")
+        seen.append(message.value["n"])
+
+    worker = Worker(kafka_config, [topic], group, fails_on_three, backoff=Backoff(initial=0.2, max=0.2))
+    thread = _run_in_thread(worker)
+    wait_for(lambda: worker.stats.failed >= 3, 30, "three failed attempts on n=3")
+    worker.stop()
+    thread.join(30)
+    assert seen == [0, 1, 2]  # 4 never ran: the partition is blocked behind 3
+    assert committed(kafka_config, group, topic) == {0: 3}  # the offset of n=3: not committed
+
+    after: list[int] = []
+    worker = Worker(kafka_config, [topic], group, lambda m: after.append(m.value["n"]))
+    thread = _run_in_thread(worker)
+    wait_for(lambda: len(after) >= 2, 30, "n=3 and n=4 after restart")
+    worker.stop()
+    thread.join(30)
+    assert after == [3, 4]
+    assert committed(kafka_config, group, topic) == {0: 5}
+
+
+def test_sigterm_mid_stream_loses_nothing(kafka_config: dict[str, Any], topic: str, group: str,
+                                          tmp_path: Path) -> None:
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=3)])
+    total = 300
+    _produce(kafka_config, topic, [(f"user-{n % 17}", {"n": n, "sleep": 0.01}) for n in range(total)])
+    record = tmp_path / "handled.jsonl"
+    worker = start_worker(kafka_config, topic, group, HANDLER, record)
+    wait_for(lambda: len(records(record)) >= 60, 60, "60 handled before SIGTERM")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    first_run = [r["value"]["n"] for r in records(record)]
+    assert 60 <= len(first_run) < total
+    offsets = committed(kafka_config, group, topic)
+    assert sum(max(o, 0) for o in offsets.values()) == len(first_run), "SIGTERM commits what was handled"
+
+    worker = start_worker(kafka_config, topic, group, HANDLER, record)
+    wait_for(lambda: len(records(record)) >= total, 60, "the rest after restart")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    handled = [r["value"]["n"] for r in records(record)]
+    assert sorted(handled) == list(range(total)), "every message handled exactly once across the restart"
+
+
+def test_per_key_order_holds_across_three_partitions_and_two_workers(
+        kafka_config: dict[str, Any], topic: str, group: str, tmp_path: Path) -> None:
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=3)])
+    record = tmp_path / "handled.jsonl"
+    workers = [start_worker(kafka_config, topic, group, HANDLER, record) for _ in range(2)]
+    try:
+        wait_for(lambda: group_members(kafka_config, group) == 2, 60, "both workers to own partitions", 0.5)
+        keys, per_key = 12, 25
+        _produce(kafka_config, topic, [(f"user-{k}", {"seq": s, "user": k})
+                                       for s in range(per_key) for k in range(keys)])
+        wait_for(lambda: len(records(record)) >= keys * per_key, 60, "all messages handled")
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(30)
+    by_key: dict[str, list[int]] = defaultdict(list)
+    pids_by_partition: dict[int, set[int]] = defaultdict(set)
+    for r in sorted(records(record), key=lambda r: r["t"]):
+        by_key[r["key"]].append(r["value"]["seq"])
+        pids_by_partition[r["partition"]].add(r["pid"])
+    assert len(by_key) == keys
+    for key, seqs in by_key.items():
+        assert seqs == list(range(per_key)), f"{key} handled out of order: {seqs}"
+    assert len({pid for pids in pids_by_partition.values() for pid in pids}) == 2, "both workers took part"
+    assert all(len(pids) == 1 for pids in pids_by_partition.values()), "a partition belongs to one worker"
+
+
+def test_non_json_request_is_dead_lettered_and_the_worker_goes_on(
+        kafka_config: dict[str, Any], topic: str, group: str) -> None:
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=1)])
+    producer = RequestProducer(kafka_config)
+    producer.send(topic, {"n": 1}, key="a")
+    producer.send(topic, b"this is not json", key="b", raw=True, headers={"kw-request-id": "r-9"})
+    producer.send(topic, {"n": 2}, key="c")
+    producer.flush()
+    handled: list[int] = []
+    worker = Worker(kafka_config, [topic], group, lambda m: handled.append(m.value["n"]))
+    thread = _run_in_thread(worker)
+    wait_for(lambda: len(handled) >= 2, 30, "the messages around the bad one")
+    worker.stop()
+    thread.join(30)
+    assert handled == [1, 2]
+    assert committed(kafka_config, group, topic) == {0: 3}
+    [dead] = read_all(kafka_config, dead_letter_topic(topic, group), expected=1)
+    headers = {k: v.decode() for k, v in dead.headers()}
+    assert dead.value() == b"this is not json" and dead.key() == b"b"
+    assert headers["kw-original-topic"] == topic and headers["kw-original-offset"] == "1"
+    assert headers["kw-original-partition"] == "0" and headers["kw-consumer-group"] == group
+    assert headers["kw-error-type"] == "MessageDecodeError" and "value is not JSON" in headers["kw-error-message"]
+    assert headers["kw-request-id"] == "r-9"
+
+
+def test_bad_broker_address_is_named() -> None:
+    with pytest.raises(BrokerUnreachableError, match=r"bootstrap.servers='127.0.0.1:1'"):
+        check_reachable({"bootstrap.servers": "127.0.0.1:1"}, timeout=3)
+
+
+def test_unknown_handler_fails_at_start_before_consuming(kafka_config: dict[str, Any], topic: str,
+                                                         group: str, tmp_path: Path) -> None:
+    with pytest.raises(HandlerImportError, match="no_such_module"):
+        Worker(kafka_config, [topic], group, "no_such_module.handle")
+    proc = start_worker(kafka_config, topic, group, "no_such_module.handle", tmp_path / "r.jsonl",
+                        log=tmp_path / "worker.log")
+    assert proc.wait(30) == 2
+    assert "handler 'no_such_module.handle': cannot import module 'no_such_module'" in (
+        tmp_path / "worker.log").read_text()
+    assert topic not in read_topics(kafka_config), "nothing was created or consumed"
+
+
+def read_topics(config: dict[str, Any]) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+
+    return set(AdminClient(config).list_topics(timeout=10).topics)

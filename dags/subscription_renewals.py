@@ -9,8 +9,10 @@ until the provider answers:
 
 from __future__ import annotations
 
+from typing import Any
+
 import pendulum
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, Param, task
 from kafka_workflows_airflow.operators import ProduceRequestsOperator
 
 with DAG(
@@ -20,13 +22,17 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     tags=["kafka-workflows", "schedule-and-forget"],
+    params={"day": Param(None, type=["null", "string"], format="date",
+                         description="Renew what is due on or before this day (default: the run's date)")},
 ) as dag:
 
     @task
-    def select_due_subscriptions(ds: str) -> list[dict]:
+    def select_due_subscriptions(**context: Any) -> list[dict]:
         from kw_examples.subscriptions import due_subscriptions
 
-        return due_subscriptions(ds)
+        # Runs triggered through the REST API may have no logical date in Airflow 3.
+        when = context.get("logical_date") or context["dag_run"].run_after
+        return due_subscriptions(context["params"]["day"] or when.date().isoformat())
 
     ProduceRequestsOperator(
         task_id="produce_renewal_requests",

@@ -90,7 +90,8 @@ class AirflowStandalone:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited ({self.proc.returncode}); see {self.home}/standalone.log")
+                raise RuntimeError(
+                    f"airflow standalone exited ({self.proc.returncode}); see {self.home}/standalone.log")
             try:
                 with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=3) as r:
                     health = json.load(r)

@@ -5,7 +5,9 @@ A missing Java/Maven/broker makes these fixtures fail loudly: there is no skip.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +19,15 @@ STATE = REPO / ".state" / "tests"
 STATE.mkdir(parents=True, exist_ok=True)
 
 # Airflow reads its home at import time: point it at a throwaway folder before anything imports it.
-os.environ.setdefault("AIRFLOW_HOME", str(STATE / f"airflow-home-{os.getpid()}"))
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="airflow-home-", dir=STATE))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
+# dag.test() runs DAGs from bundles: the product's dags/ plus the DAGs the tests declare.
+os.environ.setdefault("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([
+    {"name": name, "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle", "kwargs": {"path": str(path)}}
+    for name, path in (("dags-folder", REPO / "dags"), ("test-dags", REPO / "tests" / "airflow" / "dags"))
+]))
 
 from stack.broker import Broker, free_port  # noqa: E402
 

@@ -1,0 +1,46 @@
+"""A real Airflow metadata DB (SQLite, migrated by `airflow db migrate`) for dag.test() runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kw_examples.payment_provider import PaymentProvider
+
+from stack.broker import Broker
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    airflow = Path(sys.executable).parent / "airflow"
+    result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ)
+    assert result.returncode == 0, f"airflow db migrate failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+
+
+@pytest.fixture
+def kafka_connection(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The provider's `kafka_default` connection, from the environment, pointing at the test broker."""
+    monkeypatch.setenv("AIRFLOW_CONN_KAFKA_DEFAULT", json.dumps(
+        {"conn_type": "kafka", "extra": {"bootstrap.servers": broker.bootstrap_servers}}))
+    return broker.bootstrap_servers
+
+
+@pytest.fixture
+def payment_provider(monkeypatch: pytest.MonkeyPatch) -> Iterator[PaymentProvider]:
+    server = PaymentProvider().start_in_thread()
+    monkeypatch.setenv("PAYMENT_PROVIDER_URL", server.url)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def examples_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "examples.sqlite"
+    monkeypatch.setenv("KW_EXAMPLES_DB", str(path))
+    return path

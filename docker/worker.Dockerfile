@@ -1,0 +1,11 @@
+# The companion worker image: the Kafka side only (include/ and its dependencies), no Airflow.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY include ./include
+# plugins/ is listed by pyproject's package finder; the worker image ships an empty one.
+RUN mkdir -p plugins && pip install --no-cache-dir . && useradd --uid 50000 worker
+USER worker
+ENTRYPOINT ["kafka-workflows"]
+CMD ["--help"]

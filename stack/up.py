@@ -1,0 +1,157 @@
+"""README command 1: the whole local stack, and the example workflow once, end to end.
+
+Starts a real Kafka broker, the fake payment provider, `airflow standalone` (this repo's dags/
+and plugins/) and the companion worker; triggers `subscription_renewals` through the REST API;
+shows the renewals the worker processed; then keeps running until Ctrl-C, which stops
+everything in reverse order. State lives in .state/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import airflow_client.client as af
+import pendulum
+from airflow_client.client.api.dag_api import DAGApi
+from airflow_client.client.api.dag_run_api import DagRunApi
+from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
+from kw_examples import subscriptions
+from kw_examples.payment_provider import PaymentProvider
+
+from stack.airflow import ADMIN, AirflowStandalone
+from stack.broker import Broker
+
+REPO = Path(__file__).resolve().parent.parent
+STATE = REPO / ".state"
+TOPIC, GROUP, HANDLER = "subscription-renewals", "renewals", "kw_examples.subscriptions.renew"
+
+
+def _say(text: str) -> None:
+    print(f"[kafka-workflows] {text}", flush=True)
+
+
+def _port_free(port: int) -> None:
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            raise SystemExit(f"port {port} is already in use; stop what holds it or pick another with --*-port")
+
+
+def _wait(predicate, timeout: float, what: str, interval: float = 1.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def run_example(airflow: AirflowStandalone) -> None:
+    """Trigger subscription_renewals through the REST API and show what the worker renewed."""
+    with af.ApiClient(af.Configuration(host=airflow.url, access_token=airflow.token())) as client:
+        dags, runs = DAGApi(client), DagRunApi(client)
+
+        def parsed() -> bool:
+            try:
+                return bool(dags.get_dag("subscription_renewals"))
+            except af.ApiException:
+                return False
+
+        _wait(parsed, 180, "Airflow to parse subscription_renewals", 2)
+        day = (pendulum.now("UTC") + pendulum.duration(days=10)).date().isoformat()
+        run = runs.trigger_dag_run("subscription_renewals", TriggerDAGRunPostBody(
+            logical_date=None, conf={"day": day}, note="kafka-workflows stack: example run"))
+        _say(f"triggered subscription_renewals run {run.dag_run_id} through the REST API (due by {day})")
+
+        def finished() -> str | None:
+            state = str(runs.get_dag_run("subscription_renewals", run.dag_run_id).state.value)
+            return state if state in ("success", "failed") else None
+
+        state = _wait(finished, 300, "the DAG run to finish", 2)
+        if state != "success":
+            raise SystemExit(f"the example DAG run ended {state}; see the task logs in the UI")
+    _say("the DAG produced its requests and finished; the worker renews them (schedule and forget)")
+    _wait(lambda: subscriptions.due_subscriptions(day) == [], 120, "the worker to renew every due subscription")
+    renewed = subscriptions.renewals()
+    _say(f"{len(renewed)} renewals processed by the worker:")
+    for r in renewed:
+        print(f"    {r['user_id']:<10} period {r['period']}  charge {r['charge_id']}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kafka-port", type=int, default=int(os.environ.get("KW_KAFKA_PORT", 9092)))
+    parser.add_argument("--airflow-port", type=int, default=int(os.environ.get("KW_AIRFLOW_PORT", 8080)))
+    parser.add_argument("--provider-port", type=int, default=int(os.environ.get("KW_PROVIDER_PORT", 8089)))
+    parser.add_argument("--once", action="store_true", help="stop after the example run instead of serving")
+    args = parser.parse_args()
+    for port in (args.kafka_port, args.airflow_port, args.provider_port):
+        _port_free(port)
+
+    examples_db = STATE / "examples.sqlite"
+    for stale in (examples_db, Path(f"{examples_db}-wal"), Path(f"{examples_db}-shm")):
+        stale.unlink(missing_ok=True)  # the demo starts from fresh subscriptions every time
+    os.environ["KW_EXAMPLES_DB"] = str(examples_db)
+
+    stoppers: list = []
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        broker = Broker(STATE / "kafka" / "data", port=args.kafka_port).start()
+        stoppers.append(broker.stop)
+        _say(f"Kafka {broker.bootstrap_servers} (KRaft, logs {broker.log_file})")
+
+        provider = PaymentProvider(port=args.provider_port).start_in_thread()
+        stoppers.append(provider.shutdown)
+        _say(f"fake payment provider {provider.url} (POST /admin/failing {{\"failing\": true}} to break it)")
+
+        airflow = AirflowStandalone(STATE / "airflow", args.airflow_port, broker.bootstrap_servers,
+                                    extra_env={"KW_EXAMPLES_DB": str(examples_db),
+                                               "PAYMENT_PROVIDER_URL": provider.url})
+        _say("starting airflow standalone (first start migrates its database: about a minute)")
+        airflow.start()
+        stoppers.append(airflow.stop)
+
+        worker_log = STATE / "worker.log"
+        with open(worker_log, "ab") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "kafka_workflows.cli", "worker", "--topic", TOPIC, "--group", GROUP,
+                 "--handler", HANDLER], env=airflow.env(), stdout=log, stderr=subprocess.STDOUT)
+
+        def stop_worker() -> None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+
+        stoppers.append(stop_worker)
+        _say(f"companion worker pid {worker.pid}: {TOPIC} -> {HANDLER} (log {worker_log})")
+
+        run_example(airflow)
+        _say(f"Airflow UI: {airflow.url}  user: {ADMIN}  password: {airflow.password}")
+        _say(f"trigger again: see README (curl with a token from {airflow.url}/auth/token)")
+        if args.once:
+            return 0
+        _say("everything is running; Ctrl-C stops it all")
+        while worker.poll() is None and airflow.proc is not None and airflow.proc.poll() is None:
+            time.sleep(1)
+        _say("a component exited; stopping the stack")
+        return 1
+    except KeyboardInterrupt:
+        _say("stopping")
+        return 0
+    finally:
+        for stop in reversed(stoppers):
+            try:
+                stop()
+            except Exception as exc:  # noqa: BLE001 - keep stopping the rest
+                _say(f"while stopping: {exc}")
+        _say("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

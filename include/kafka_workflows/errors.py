@@ -23,3 +23,7 @@ class HandlerImportError(KafkaWorkflowsError, ImportError):
 
 class MessageDecodeError(KafkaWorkflowsError, ValueError):
     """A message value is not the JSON the contract requires."""
+
+
+class NonRetryableError(KafkaWorkflowsError):
+    """Raise (or subclass) in a handler when retrying cannot help: the message goes to the dead-letter topic."""

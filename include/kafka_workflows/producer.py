@@ -49,15 +49,21 @@ class RequestProducer:
             self._delivered.append(Delivered(msg.topic(), msg.partition(), msg.offset(), key))
 
     def send(self, topic: str, value: Any, key: str | None = None,
-             headers: Mapping[str, object] | None = None, raw: bool = False) -> None:
+             headers: Mapping[str, object] | None = None, raw: bool = False, partition: int = -1) -> None:
         payload = value if raw else encode_value(value)
         while True:
             try:
                 self._producer.produce(topic, payload, key=None if key is None else str(key).encode(),
-                                       headers=h.encode(headers or {}), on_delivery=self._on_delivery)
+                                       partition=partition, headers=h.encode(headers or {}),
+                                       on_delivery=self._on_delivery)
                 break
             except BufferError:  # local queue full: serve callbacks and try again
                 self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def tombstone(self, topic: str, key: str) -> None:
+        """A null value: deletes `key` from a compacted topic."""
+        self._producer.produce(topic, None, key=key.encode(), on_delivery=self._on_delivery)
         self._producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> list[Delivered]:

@@ -1,63 +1,85 @@
-"""The companion worker: consume requests in a group, call a handler, commit only what was handled.
+"""The companion worker: consume requests in a group, call a handler, commit only what is done.
 
-At-least-once: a message's offset is stored only after its handler returned (or after it was
-durably dead-lettered), and librdkafka commits stored offsets periodically, on revoke and on
-close. When a handler raises, the partition is paused and rewound to the failed message; it is
-resumed when its backoff is due, so one failing key never holds up the other partitions and no
-thread sleeps. Retry topics and the full policy set build on this loop.
+At-least-once: offsets are stored at the end of each consumed batch, only for messages whose
+handler returned or that were durably moved to a retry or dead-letter topic (the producer is
+flushed first), and librdkafka commits stored offsets periodically, on revoke and on close.
+
+No thread ever sleeps for a retry. A blocking retry pauses the failing partition and rewinds it
+to the failed message until its backoff is due; a retry-topic partition whose head is not due
+yet (kw-retry-at) is paused the same way. Other partitions keep flowing meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
-import traceback
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
+from confluent_kafka.admin import AdminClient
 
 from kafka_workflows import headers as h
-from kafka_workflows.backoff import Backoff
 from kafka_workflows.config import check_reachable, client_config
+from kafka_workflows.control import CONTROL_TOPIC, STATUS_TOPIC, ControlFollower, ensure_control_topics
 from kafka_workflows.errors import ConfigError, MessageDecodeError
 from kafka_workflows.handlers import resolve_callable
 from kafka_workflows.messages import Message, decode_value
+from kafka_workflows.metrics import WorkerMetrics
+from kafka_workflows.policy import RetryPolicy
 from kafka_workflows.producer import RequestProducer
-from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics
+from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics, retry_topic
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Message], Any]
 TP = tuple[str, int]
+FOREVER = float("inf")
 
 
 @dataclass
-class _Blocked:
+class Hold:
+    """A paused partition: `blocked` behind a failing message, or `waiting` for a retry to be due."""
+
+    kind: Literal["blocked", "waiting"]
     offset: int
-    failures: int
-    due: float
-    error: str
+    due: float  # time.monotonic() at which to resume; FOREVER once resumed
+    raw: KafkaMessage
+    failures: int = 0
+    error: str = ""
+    since: float = 0.0
+    next_attempt_at: float = 0.0
+    forced: bool = False  # an operator's unblock: handle now, whatever kw-retry-at says
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "topic": self.raw.topic(), "partition": self.raw.partition(),
+                "offset": self.offset, "failures": self.failures, "error": self.error, "since": self.since,
+                "next_attempt_at": self.next_attempt_at,
+                "key": self.raw.key().decode("utf-8", "replace") if self.raw.key() is not None else None}
 
 
 @dataclass
 class WorkerStats:
     handled: int = 0
     failed: int = 0
+    retried: int = 0
     dead_lettered: int = 0
-    blocked: dict[TP, _Blocked] = field(default_factory=dict)
 
 
 class Worker:
     """Run `handler` over `topics` as a member of consumer group `group` until `stop()`."""
 
     def __init__(self, config: Mapping[str, Any], topics: Sequence[str], group: str,
-                 handler: Handler | str, *, backoff: Backoff | None = None,
-                 topic_partitions: int = 3, poll_timeout: float = 0.2,
+                 handler: Handler | str, *, policy: RetryPolicy | None = None,
+                 topic_partitions: int = 3, poll_timeout: float = 0.2, batch_size: int = 500,
+                 metrics_port: int | None = None, status_interval: float = 2.0,
                  consumer_overrides: Mapping[str, Any] | None = None) -> None:
         if not topics:
             raise ConfigError("worker needs at least one topic")
@@ -68,13 +90,26 @@ class Worker:
         self.group = group
         self.handler: Handler = resolve_callable(handler) if isinstance(handler, str) else handler
         self.handler_name = handler if isinstance(handler, str) else getattr(handler, "__qualname__", repr(handler))
-        self.backoff = backoff or Backoff()
+        self.policy = policy or RetryPolicy.default()
+        self._backoff = self.policy.blocking.backoff() if self.policy.blocking else None
+        self.retry_topics: dict[str, tuple[str, int]] = {
+            retry_topic(t, group, n): (t, n) for t in self.topics for n in range(1, self.policy.retry_topic_count + 1)}
         self.topic_partitions = topic_partitions
         self.poll_timeout = poll_timeout
+        self.batch_size = batch_size
+        self.metrics_port = metrics_port
+        self.status_interval = status_interval
         self.consumer_overrides = dict(consumer_overrides or {})
+        self.member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stats = WorkerStats()
+        self.metrics = WorkerMetrics(group)
+        self.held: dict[TP, Hold] = {}
+        self._assignment: set[TP] = set()
+        self._operator_paused = False
         self._stop = threading.Event()
-        self._dead_letters: RequestProducer | None = None
+        self._producer: RequestProducer | None = None
+        self._unflushed = False
+        self._status_due = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -88,130 +123,322 @@ class Worker:
     def prepare(self) -> None:
         """Everything that can fail before consuming: broker reachable, topics present."""
         check_reachable(self.config)
-        specs = [TopicSpec(t, self.topic_partitions) for t in self.topics]
-        specs += [TopicSpec(dead_letter_topic(t, self.group), self.topic_partitions) for t in self.topics]
-        ensure_topics(self.config, specs)
+        ensure_topics(self.config, [TopicSpec(t, self.topic_partitions) for t in self.topics])
+        metadata = AdminClient(client_config(self.config)).list_topics(timeout=10).topics
+        derived = []
+        for topic in self.topics:
+            partitions = len(metadata[topic].partitions)
+            derived.append(TopicSpec(dead_letter_topic(topic, self.group), partitions))
+            derived += [TopicSpec(name, partitions, config={"retention.ms": str(7 * 24 * 3600 * 1000)})
+                        for name, (base, _) in self.retry_topics.items() if base == topic]
+        ensure_topics(self.config, derived)
+        ensure_control_topics(self.config)
 
     def run(self, ready: threading.Event | None = None) -> WorkerStats:
         self.prepare()
+        if self.metrics_port is not None:
+            self.metrics.serve(self.metrics_port)
         consumer = Consumer(client_config(self.config, **{
             "group.id": self.group,
             "enable.auto.commit": True,
-            "enable.auto.offset.store": False,  # store after the handler returned
+            "enable.auto.offset.store": False,  # stored by us once a message is done
             "auto.commit.interval.ms": 1000,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
             "isolation.level": "read_committed",
+            "statistics.interval.ms": 5000,
+            # A resumed partition waits for the fetch long-poll in flight; keep it short so a
+            # retry happens close to its due time.
+            "fetch.wait.max.ms": 100,
+            "stats_cb": self.metrics.on_stats,
             **self.consumer_overrides,
         }))
-        consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_revoke)
-        log.info("worker %s consuming %s with handler %s", self.group, self.topics, self.handler_name)
+        control = ControlFollower(self.config)
+        consumer.subscribe([*self.topics, *self.retry_topics], on_assign=self._on_assign,
+                           on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        log.info("worker %s (%s) consuming %s with handler %s", self.group, self.member, self.topics,
+                 self.handler_name)
         if ready is not None:
             ready.set()
         try:
             while not self._stop.is_set():
+                for record in control.poll(0):
+                    self._apply(consumer, record)
                 self._resume_due(consumer)
-                for msg in consumer.consume(num_messages=200, timeout=self.poll_timeout):
-                    if self._stop.is_set():
-                        break  # not handled, not stored: the next owner gets it
-                    self._process(consumer, msg)
+                done: dict[TP, int] = {}
+                try:
+                    for msg in consumer.consume(num_messages=self.batch_size, timeout=self._timeout()):
+                        if self._stop.is_set():
+                            break  # not handled, not stored: the next owner gets it
+                        if self._process(consumer, msg):
+                            done[(msg.topic(), msg.partition())] = msg.offset() + 1
+                finally:
+                    self._store(consumer, done)
+                self._publish_status()
         finally:
+            self._publish_status(final=True)
             consumer.close()  # commits stored offsets and leaves the group
-            if self._dead_letters is not None:
-                self._dead_letters.flush()
-            log.info("worker %s stopped: %s handled, %s failed attempts, %s dead-lettered", self.group,
-                     self.stats.handled, self.stats.failed, self.stats.dead_lettered)
+            control.close()
+            if self._producer is not None:
+                self._producer.flush()
+            log.info("worker %s stopped: %s handled, %s failed attempts, %s retried, %s dead-lettered", self.group,
+                     self.stats.handled, self.stats.failed, self.stats.retried, self.stats.dead_lettered)
         return self.stats
+
+    def _store(self, consumer: Consumer, done: Mapping[TP, int]) -> None:
+        """Make retry/dead-letter writes durable, then store the offsets of what is done."""
+        if self._unflushed and self._producer is not None:
+            self._producer.flush()  # raises DeliveryError: nothing is stored, the messages come back
+            self._unflushed = False
+        if done:
+            consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()])
 
     # -- rebalance -------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("assigned %s", [(p.topic, p.partition) for p in partitions])
+        self._assignment |= {(p.topic, p.partition) for p in partitions}
+        if self._operator_paused and partitions:
+            consumer.incremental_assign(partitions)
+            consumer.pause(partitions)
+        self._status_due = 0.0
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for p in partitions:
-            self.stats.blocked.pop((p.topic, p.partition), None)
+            self.held.pop((p.topic, p.partition), None)
+            self._assignment.discard((p.topic, p.partition))
         try:
             consumer.commit(asynchronous=False)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit on revoke failed: %s", exc)
+        self._status_due = 0.0
 
     # -- the loop --------------------------------------------------------------------------
+    def _timeout(self) -> float:
+        """Wait for messages no longer than until the next held partition is due."""
+        due = min((hold.due for hold in self.held.values()), default=FOREVER)
+        return max(0.0, min(self.poll_timeout, due - time.monotonic()))
+
     def _resume_due(self, consumer: Consumer) -> None:
+        if self._operator_paused or not self.held:
+            return
         now = time.monotonic()
-        due = [tp for tp, b in self.stats.blocked.items() if b.due <= now]
+        due = [tp for tp, hold in self.held.items() if hold.due <= now]
         if due:
             consumer.resume([TopicPartition(t, p) for t, p in due])
             for tp in due:
-                self.stats.blocked[tp].due = float("inf")  # stays known until it succeeds
+                self.held[tp].due = FOREVER  # stays known until its message is done
 
-    def _process(self, consumer: Consumer, msg: KafkaMessage) -> None:
+    def _process(self, consumer: Consumer, msg: KafkaMessage) -> bool:
+        """Handle one message; True when its offset may be stored."""
         err = msg.error()
         if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                return
-            if err.fatal():
-                raise KafkaException(err)
-            log.warning("consumer error: %s", err.str())
-            return
+            if err.code() != KafkaError._PARTITION_EOF:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("consumer error: %s", err.str())
+            return False
         tp: TP = (msg.topic(), msg.partition())
-        blocked = self.stats.blocked.get(tp)
-        if blocked is not None and msg.offset() > blocked.offset:
-            return  # prefetched past the failed message before the rewind took effect
-        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        hold = self.held.get(tp)
+        if hold is not None and (hold.due != FOREVER or msg.offset() != hold.offset):
+            return False  # fetched before the pause and rewind took effect
+        headers = h.decode(msg.headers())
+        origin = self.retry_topics.get(msg.topic())
+        if origin is not None and not (hold is not None and hold.forced):
+            wait = int(headers.get(h.RETRY_AT, "0")) / 1000 - time.time()
+            if wait > 0:
+                self._hold(consumer, msg, "waiting", wait)
+                return False
+        if hold is not None and hold.kind == "waiting":
+            del self.held[tp]
+            hold = None
+        elif hold is not None and hold.failures:  # an in-place retry: tell the handler which attempt
+            headers[h.ATTEMPT] = str(int(headers.get(h.ATTEMPT, "1")) + hold.failures)
         try:
-            value = decode_value(msg.value(), where)
+            value = decode_value(msg.value(), f"{msg.topic()}[{msg.partition()}]@{msg.offset()}")
         except MessageDecodeError as exc:
-            log.error("%s; sending it to the dead-letter topic without calling the handler", exc)
-            self._dead_letter(msg, exc)
-            consumer.store_offsets(message=msg)
-            return
+            log.error("%s; dead-lettering it without calling the handler", exc)
+            self._dead_letter(msg, headers, origin, exc)
+            return True
         message = Message(
             topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
             key=msg.key().decode("utf-8", "replace") if msg.key() is not None else None,
-            value=value, headers=h.decode(msg.headers()), timestamp_ms=msg.timestamp()[1],
+            value=value, headers=headers, timestamp_ms=msg.timestamp()[1],
         )
+        base = origin[0] if origin else msg.topic()
+        started = time.perf_counter()
         try:
             self.handler(message)
-        except Exception as exc:  # noqa: BLE001 - any handler failure blocks and retries
-            self._block(consumer, msg, exc)
-            return
+        except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
+            return self._on_failure(consumer, msg, headers, origin, exc)
+        self.metrics.child(self.metrics.latency, base).observe(time.perf_counter() - started)
+        self.metrics.child(self.metrics.handled, base).inc()
         self.stats.handled += 1
-        if blocked is not None:
-            del self.stats.blocked[tp]
-            log.info("%s succeeded after %d failed attempt(s); partition unblocked", where, blocked.failures)
-        consumer.store_offsets(message=msg)
+        if hold is not None:
+            del self.held[tp]
+            self._status_due = 0.0
+            log.info("%s[%d]@%d succeeded after %d failed attempt(s); partition unblocked",
+                     msg.topic(), msg.partition(), msg.offset(), hold.failures)
+        return True
 
-    def _block(self, consumer: Consumer, msg: KafkaMessage, exc: Exception) -> None:
+    def _on_failure(self, consumer: Consumer, msg: KafkaMessage, headers: dict[str, str],
+                    origin: tuple[str, int] | None, exc: Exception) -> bool:
         tp: TP = (msg.topic(), msg.partition())
-        previous = self.stats.blocked.get(tp)
-        failures = previous.failures + 1 if previous is not None and previous.offset == msg.offset() else 1
-        delay = self.backoff.delay(failures)
+        base = origin[0] if origin else msg.topic()
         self.stats.failed += 1
-        self.stats.blocked[tp] = _Blocked(msg.offset(), failures, time.monotonic() + delay,
-                                          f"{type(exc).__name__}: {exc}")
-        consumer.pause([TopicPartition(*tp)])
-        consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
-        log.warning("handler failed on %s[%d]@%d (attempt %d): %s: %s; partition paused for %.1fs",
-                    msg.topic(), msg.partition(), msg.offset(), failures, type(exc).__name__, exc, delay)
+        self.metrics.failed.labels(self.group, base, type(exc).__name__).inc()
+        hold = self.held.get(tp)
+        same = hold is not None and hold.kind == "blocked" and hold.offset == msg.offset()
+        failures = hold.failures + 1 if same and hold is not None else 1
+        if self.policy.is_non_retryable(exc):
+            log.warning("%s[%d]@%d: %s is not retryable; dead-lettering", *tp, msg.offset(), type(exc).__name__)
+        elif origin is None and self._backoff is not None and self.policy.blocking is not None and (
+                self.policy.blocking.attempts is None or failures < self.policy.blocking.attempts):
+            delay = self._backoff.delay(failures)
+            self._hold(consumer, msg, "blocked", delay, failures=failures, error=f"{type(exc).__name__}: {exc}")
+            log.warning("handler failed on %s[%d]@%d (attempt %d): %s: %s; partition paused for %.2fs",
+                        *tp, msg.offset(), failures, type(exc).__name__, exc, delay)
+            return False
+        elif (origin[1] + 1 if origin else 1) <= self.policy.retry_topic_count:
+            self.held.pop(tp, None)
+            self._send_retry(msg, headers, origin, exc)
+            return True
+        self.held.pop(tp, None)
+        self._dead_letter(msg, headers, origin, exc)
+        return True
 
-    def _dead_letter(self, msg: KafkaMessage, exc: Exception) -> None:
-        """Write the message with provenance headers to the DLQ and wait until it is durable."""
-        if self._dead_letters is None:
-            self._dead_letters = RequestProducer(self.config)
-        original = h.decode(msg.headers())
+    def _hold(self, consumer: Consumer, msg: KafkaMessage, kind: Literal["blocked", "waiting"], delay: float,
+              failures: int = 0, error: str = "") -> None:
+        tp = TopicPartition(msg.topic(), msg.partition())
+        consumer.pause([tp])
+        consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+        previous = self.held.get((msg.topic(), msg.partition()))
+        self.held[(msg.topic(), msg.partition())] = Hold(
+            kind, msg.offset(), time.monotonic() + delay, msg, failures, error,
+            since=previous.since if previous is not None and previous.offset == msg.offset() else time.time(),
+            next_attempt_at=time.time() + delay)
+        self.metrics.blocked.labels(self.group).set(sum(1 for x in self.held.values() if x.kind == "blocked"))
+        if kind == "blocked":
+            self._status_due = 0.0
+
+    # -- retry and dead-letter topics ------------------------------------------------------
+    def _producer_for_writes(self) -> RequestProducer:
+        if self._producer is None:
+            self._producer = RequestProducer(self.config)
+        return self._producer
+
+    def _provenance(self, msg: KafkaMessage, headers: dict[str, str], exc: BaseException) -> dict[str, object]:
         now_ms = int(time.time() * 1000)
-        provenance = {
-            **original,
-            h.ORIGINAL_TOPIC: msg.topic(), h.ORIGINAL_PARTITION: msg.partition(),
-            h.ORIGINAL_OFFSET: msg.offset(), h.CONSUMER_GROUP: self.group,
-            h.ERROR_TYPE: type(exc).__name__, h.ERROR_MESSAGE: str(exc)[:1000],
-            h.FIRST_FAILED_AT: original.get(h.FIRST_FAILED_AT, now_ms),
+        return {
+            **headers,
+            h.ORIGINAL_TOPIC: headers.get(h.ORIGINAL_TOPIC, msg.topic()),
+            h.ORIGINAL_PARTITION: headers.get(h.ORIGINAL_PARTITION, msg.partition()),
+            h.ORIGINAL_OFFSET: headers.get(h.ORIGINAL_OFFSET, msg.offset()),
+            h.CONSUMER_GROUP: self.group,
+            h.ERROR_TYPE: getattr(exc, "error_type", type(exc).__name__),
+            h.ERROR_MESSAGE: str(exc)[:1000],
+            h.FIRST_FAILED_AT: headers.get(h.FIRST_FAILED_AT, now_ms),
         }
-        key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
-        self._dead_letters.send(dead_letter_topic(msg.topic(), self.group), msg.value() or b"",
-                                key=key, headers=provenance, raw=True)
-        self._dead_letters.flush()
+
+    def _send_retry(self, msg: KafkaMessage, headers: dict[str, str], origin: tuple[str, int] | None,
+                    exc: Exception) -> None:
+        base, n = (origin[0], origin[1] + 1) if origin else (msg.topic(), 1)
+        assert self.policy.non_blocking is not None
+        interval = self.policy.non_blocking.intervals[n - 1]
+        out = self._provenance(msg, headers, exc)
+        out[h.ATTEMPT] = int(headers.get(h.ATTEMPT, "1")) + 1
+        out[h.RETRY_AT] = int((time.time() + interval) * 1000)
+        self._write(retry_topic(base, self.group, n), msg, out)
+        self.stats.retried += 1
+        self.metrics.child(self.metrics.retried, base).inc()
+        log.info("%s[%d]@%d failed (%s); retry %d in %.1fs", msg.topic(), msg.partition(), msg.offset(),
+                 type(exc).__name__, n, interval)
+
+    def _dead_letter(self, msg: KafkaMessage, headers: dict[str, str], origin: tuple[str, int] | None,
+                     exc: BaseException, extra: Mapping[str, object] | None = None) -> None:
+        base = origin[0] if origin else msg.topic()
+        out = {**self._provenance(msg, headers, exc), **(extra or {})}
+        out.pop(h.RETRY_AT, None)
+        self._write(dead_letter_topic(base, self.group), msg, out)
         self.stats.dead_lettered += 1
-        log.debug("dead-lettered %s: %s", msg.topic(), traceback.format_exception_only(exc))
+        self.metrics.child(self.metrics.dead_lettered, base).inc()
+
+    def _write(self, topic: str, msg: KafkaMessage, headers: Mapping[str, object]) -> None:
+        key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
+        self._producer_for_writes().send(topic, msg.value() or b"", key=key, headers=headers, raw=True)
+        self._unflushed = True
+
+    # -- operations ------------------------------------------------------------------------
+    def _apply(self, consumer: Consumer, record: Mapping[str, Any]) -> None:
+        if record.get("kind") != "command" or record.get("group") != self.group:
+            return
+        op, tp = record["op"], (record.get("topic"), record.get("partition"))
+        result: str | None = None
+        if op in ("skip", "unblock"):
+            if tp not in self._assignment:
+                return  # another member owns it and answers
+            hold = self.held.get(tp)  # type: ignore[arg-type]
+            wanted = record.get("offset")
+            if hold is None or (wanted is not None and wanted != hold.offset):
+                result = f"nothing held at {tp[0]}[{tp[1]}]" + (f"@{wanted}" if wanted is not None else "")
+            elif op == "unblock":
+                hold.due, hold.forced = 0.0, True
+                result = f"retrying {tp[0]}[{tp[1]}]@{hold.offset} now"
+            else:
+                self._skip(consumer, tp, hold, record)  # type: ignore[arg-type]
+                result = f"skipped {tp[0]}[{tp[1]}]@{hold.offset} to the dead-letter topic"
+        elif op == "pause":
+            self._operator_paused = True
+            consumer.pause([TopicPartition(t, p) for t, p in self._assignment])
+            result = f"paused {len(self._assignment)} partition(s)"
+        elif op == "resume":
+            self._operator_paused = False
+            ready = [TopicPartition(t, p) for t, p in self._assignment
+                     if (t, p) not in self.held or self.held[(t, p)].due == FOREVER]
+            consumer.resume(ready)
+            result = f"resumed {len(ready)} partition(s)"
+        if result is None:
+            return
+        log.warning("operation %s by %s (%s): %s", op, record.get("by"), record.get("reason") or "no reason", result)
+        self._producer_for_writes().send(CONTROL_TOPIC, {
+            "kind": "applied", "command": record.get("id"), "op": op, "group": self.group, "worker": self.member,
+            "result": result, "at": time.time()}, key=self.group)
+        self._unflushed = True
+        self._status_due = 0.0
+
+    def _skip(self, consumer: Consumer, tp: TP, hold: Hold, record: Mapping[str, Any]) -> None:
+        msg = hold.raw
+        headers = h.decode(msg.headers())
+        error = hold.error.split(":", 1)
+        exc = _Skipped(error[1].strip() if len(error) > 1 else "skipped by an operator", error[0] or "Skipped")
+        self._dead_letter(msg, headers, self.retry_topics.get(msg.topic()), exc, extra={
+            "kw-skipped-by": record.get("by"), "kw-skip-reason": record.get("reason") or "",
+            "kw-skipped-at": int(record.get("at", time.time()) * 1000)})
+        del self.held[tp]
+        self._store(consumer, {tp: hold.offset + 1})
+        consumer.seek(TopicPartition(tp[0], tp[1], hold.offset + 1))
+        if not self._operator_paused:
+            consumer.resume([TopicPartition(*tp)])
+
+    def _publish_status(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now < self._status_due:
+            return
+        self._status_due = now + self.status_interval
+        producer = self._producer_for_writes()
+        key = f"{self.group}/{self.member}"
+        if final:
+            producer.tombstone(STATUS_TOPIC, key)  # a stopped worker leaves the status list
+        else:
+            producer.send(STATUS_TOPIC, {
+                "worker": self.member, "group": self.group, "topics": self.topics, "at": time.time(),
+                "paused": self._operator_paused, "assigned": sorted(f"{t}[{p}]" for t, p in self._assignment),
+                "held": [hold.describe() for hold in self.held.values()], **self.stats.__dict__}, key=key)
+        self._unflushed = True
+
+
+class _Skipped(Exception):
+    """Stands for the last error of a message an operator skipped; named after that error."""
+
+    def __init__(self, message: str, error_type: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type

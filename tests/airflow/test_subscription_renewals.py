@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pendulum
 import pytest
-from kafka_workflows.backoff import Backoff
+from kafka_workflows.policy import BlockingRetry, RetryPolicy
 from kafka_workflows.worker import Worker
 from kw_examples import subscriptions
 from kw_examples.payment_provider import PaymentProvider
@@ -31,7 +31,7 @@ def test_renewals_are_produced_by_the_dag_and_charged_once_by_the_worker(
     assert len(due) >= 5
 
     worker = Worker({"bootstrap.servers": kafka_connection}, ["subscription-renewals"], group,
-                    "kw_examples.subscriptions.renew", backoff=Backoff(initial=0.2, max=0.5))
+                    "kw_examples.subscriptions.renew", policy=RetryPolicy(blocking=BlockingRetry(initial=0.2, max=0.5)))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:

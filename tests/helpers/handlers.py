@@ -1,23 +1,55 @@
-"""Handlers the worker processes of the tests run, by dotted path (tests.helpers.handlers.record)."""
+"""Handlers the worker processes of the tests run, by dotted path (tests.helpers.handlers.record).
+
+Each appends one JSON line per call (attempt) to $KW_TEST_RECORD with an `outcome`, so a test
+can count every handler call, success or failure, across processes and restarts.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from pathlib import Path
 
+from kafka_workflows.errors import NonRetryableError
 from kafka_workflows.messages import Message
 
 
-def record(message: Message) -> None:
-    """Append what was handled, by whom and when, to $KW_TEST_RECORD (one JSON line, atomic append)."""
-    if isinstance(message.value, dict) and message.value.get("sleep"):
-        time.sleep(float(message.value["sleep"]))
-    line = json.dumps({"key": message.key, "value": message.value, "partition": message.partition,
-                       "offset": message.offset, "pid": os.getpid(), "t": time.time_ns(),
+class PermanentError(Exception):
+    """Configured as non-retryable in the classification tests."""
+
+
+def _append(message: Message, outcome: str) -> None:
+    line = json.dumps({"key": message.key, "value": message.value, "topic": message.topic,
+                       "partition": message.partition, "offset": message.offset, "pid": os.getpid(),
+                       "t": time.time(), "attempt": message.attempt, "outcome": outcome,
                        "headers": message.headers}) + "\n"
     fd = os.open(os.environ["KW_TEST_RECORD"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
     finally:
         os.close(fd)
+
+
+def record(message: Message) -> None:
+    """Succeeds, unless the value asks otherwise:
+    sleep: seconds to take; fail: always raise; fail_unless_exists: raise until that file exists;
+    fail_attempts: raise on attempts <= N (kw-attempt); permanent / non_retryable: raise those kinds.
+    """
+    value = message.value if isinstance(message.value, dict) else {}
+    if value.get("sleep"):
+        time.sleep(float(value["sleep"]))
+    error: Exception | None = None
+    if value.get("fail"):
+        error = RuntimeError(f"{message.key} always fails")
+    elif value.get("fail_unless_exists") and not Path(value["fail_unless_exists"]).exists():
+        error = ConnectionError(f"{message.key}: dependency down")
+    elif message.attempt <= int(value.get("fail_attempts", 0)):
+        error = TimeoutError(f"{message.key}: attempt {message.attempt} timed out")
+    elif value.get("permanent"):
+        error = PermanentError(f"{message.key}: bad account")
+    elif value.get("non_retryable"):
+        error = NonRetryableError(f"{message.key}: cannot ever work")
+    _append(message, "ok" if error is None else f"{type(error).__name__}")
+    if error is not None:
+        raise error

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_workflows.backoff import Backoff
 from kafka_workflows.config import check_reachable
 from kafka_workflows.errors import BrokerUnreachableError, HandlerImportError
 from kafka_workflows.messages import Message
+from kafka_workflows.policy import BlockingRetry, RetryPolicy
 from kafka_workflows.producer import RequestProducer
 from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics
 from kafka_workflows.worker import Worker
@@ -49,7 +49,8 @@ def test_handler_failure_leaves_offset_uncommitted_and_message_returns_after_res
             raise RuntimeError("provider down")
         seen.append(message.value["n"])
 
-    worker = Worker(kafka_config, [topic], group, fails_on_three, backoff=Backoff(initial=0.2, max=0.2))
+    policy = RetryPolicy(blocking=BlockingRetry(initial=0.2, max=0.2))
+    worker = Worker(kafka_config, [topic], group, fails_on_three, policy=policy)
     thread = _run_in_thread(worker)
     wait_for(lambda: worker.stats.failed >= 3, 30, "three failed attempts on n=3")
     worker.stop()

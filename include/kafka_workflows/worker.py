@@ -110,6 +110,7 @@ class Worker:
         self._producer: RequestProducer | None = None
         self._unflushed = False
         self._status_due = 0.0
+        self._handled_in_batch: dict[str, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -187,6 +188,9 @@ class Worker:
 
     def _store(self, consumer: Consumer, done: Mapping[TP, int]) -> None:
         """Make retry/dead-letter writes durable, then store the offsets of what is done."""
+        for base, count in self._handled_in_batch.items():  # one counter update a batch, not a message
+            self.metrics.child(self.metrics.handled, base).inc(count)
+        self._handled_in_batch.clear()
         if self._unflushed and self._producer is not None:
             self._producer.flush()  # raises DeliveryError: nothing is stored, the messages come back
             self._unflushed = False
@@ -241,9 +245,10 @@ class Worker:
         hold = self.held.get(tp)
         if hold is not None and (hold.due != FOREVER or msg.offset() != hold.offset):
             return False  # fetched before the pause and rewind took effect
-        headers = h.decode(msg.headers())
         origin = self.retry_topics.get(msg.topic())
-        if origin is not None and not (hold is not None and hold.forced):
+        # Fast path (no hold, main topic): headers stay undecoded unless the handler reads them.
+        headers = h.decode(msg.headers()) if origin is not None or hold is not None else None
+        if origin is not None and headers is not None and not (hold is not None and hold.forced):
             wait = int(headers.get(h.RETRY_AT, "0")) / 1000 - time.time()
             if wait > 0:
                 self._hold(consumer, msg, "waiting", wait)
@@ -251,27 +256,26 @@ class Worker:
         if hold is not None and hold.kind == "waiting":
             del self.held[tp]
             hold = None
-        elif hold is not None and hold.failures:  # an in-place retry: tell the handler which attempt
+        elif hold is not None and headers is not None and hold.failures:  # in-place retry: which attempt
             headers[h.ATTEMPT] = str(int(headers.get(h.ATTEMPT, "1")) + hold.failures)
         try:
             value = decode_value(msg.value(), f"{msg.topic()}[{msg.partition()}]@{msg.offset()}")
         except MessageDecodeError as exc:
             log.error("%s; dead-lettering it without calling the handler", exc)
-            self._dead_letter(msg, headers, origin, exc)
+            self._dead_letter(msg, headers if headers is not None else h.decode(msg.headers()), origin, exc)
             return True
-        message = Message(
-            topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
-            key=msg.key().decode("utf-8", "replace") if msg.key() is not None else None,
-            value=value, headers=headers, timestamp_ms=msg.timestamp()[1],
-        )
+        key = msg.key()
+        message = Message(msg.topic(), msg.partition(), msg.offset(),
+                          key.decode("utf-8", "replace") if key is not None else None,
+                          value, headers, msg.timestamp()[1], msg.headers())
         base = origin[0] if origin else msg.topic()
         started = time.perf_counter()
         try:
             self.handler(message)
         except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
-            return self._on_failure(consumer, msg, headers, origin, exc)
+            return self._on_failure(consumer, msg, message.headers, origin, exc)
         self.metrics.child(self.metrics.latency, base).observe(time.perf_counter() - started)
-        self.metrics.child(self.metrics.handled, base).inc()
+        self._handled_in_batch[base] = self._handled_in_batch.get(base, 0) + 1
         self.stats.handled += 1
         if hold is not None:
             del self.held[tp]
@@ -402,7 +406,6 @@ class Worker:
         self._producer_for_writes().send(CONTROL_TOPIC, {
             "kind": "applied", "command": record.get("id"), "op": op, "group": self.group, "worker": self.member,
             "result": result, "at": time.time()}, key=self.group)
-        self._unflushed = True
         self._status_due = 0.0
 
     def _skip(self, consumer: Consumer, tp: TP, hold: Hold, record: Mapping[str, Any]) -> None:
@@ -433,7 +436,7 @@ class Worker:
                 "worker": self.member, "group": self.group, "topics": self.topics, "at": time.time(),
                 "paused": self._operator_paused, "assigned": sorted(f"{t}[{p}]" for t, p in self._assignment),
                 "held": [hold.describe() for hold in self.held.values()], **self.stats.__dict__}, key=key)
-        self._unflushed = True
+        # Status is advisory: it is not flushed before offsets (only retry/dead-letter writes are).
 
 
 class _Skipped(Exception):

@@ -1,0 +1,112 @@
+"""Worker throughput vs a raw confluent-kafka consume-and-commit loop, same topic, same run.
+
+Starts its own broker, writes N 1 KiB JSON messages to a 3-partition topic, then reads them all
+with (a) a bare loop: consume batches, store offsets, auto-commit (what any at-least-once
+consumer must do at least) and (b) the kafka-workflows Worker with a no-op handler (decode,
+headers, metrics, policy bookkeeping, offsets). Each is run `--rounds` times alternately in
+fresh consumer groups; the best round of each counts. Last line: one JSON object.
+
+    .venv/bin/python bench/worker_throughput.py [--messages 200000] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "include")]
+
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+
+from kafka_workflows.messages import Message  # noqa: E402
+from kafka_workflows.topics import TopicSpec, ensure_topics  # noqa: E402
+from kafka_workflows.worker import Worker  # noqa: E402
+from stack.broker import Broker, free_port  # noqa: E402
+
+
+def produce(config: dict[str, str], topic: str, n: int) -> None:
+    producer = Producer({**config, "linger.ms": 20, "batch.num.messages": 10000, "enable.idempotence": True})
+    value = json.dumps({"user_id": "u", "pad": "x" * 990}).encode()
+    assert 1000 <= len(value) <= 1100
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(topic, value, key=f"user-{i % 1000}".encode(),
+                                 headers=[("kw-request-id", b"bench"), ("kw-attempt", b"1")])
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+
+
+def raw_loop(config: dict[str, str], topic: str, n: int) -> float:
+    consumer = Consumer({**config, "group.id": f"raw-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": True, "enable.auto.offset.store": False,
+                         "auto.commit.interval.ms": 1000, "isolation.level": "read_committed",
+                         "fetch.wait.max.ms": 100})
+    consumer.subscribe([topic])
+    seen, started = 0, None
+    while seen < n:
+        batch = consumer.consume(500, 1.0)
+        if batch and started is None:
+            started = time.perf_counter()
+        last: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            if msg.error():
+                continue
+            msg.value()
+            last[(msg.topic(), msg.partition())] = msg.offset() + 1
+            seen += 1
+        if last:
+            consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in last.items()])
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return n / elapsed
+
+
+def worker_loop(config: dict[str, str], topic: str, n: int) -> float:
+    first: list[float] = []
+
+    def noop(message: Message) -> None:
+        if not first:
+            first.append(time.perf_counter())
+
+    worker = Worker(config, [topic], f"worker-{uuid.uuid4().hex}", noop)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    while worker.stats.handled < n:
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - first[0]
+    worker.stop()
+    thread.join(30)
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, Broker(Path(tmp), port=free_port()) as broker:
+        config = {"bootstrap.servers": broker.bootstrap_servers}
+        topic = "bench-requests"
+        ensure_topics(config, [TopicSpec(topic, partitions=3)])
+        produce(config, topic, args.messages)
+        raw, ours = [], []
+        for round_ in range(args.rounds):
+            raw.append(raw_loop(config, topic, args.messages))
+            ours.append(worker_loop(config, topic, args.messages))
+            print(f"round {round_ + 1}: raw {raw[-1]:,.0f} msg/s, worker {ours[-1]:,.0f} msg/s", flush=True)
+    result = {"messages": args.messages, "value_bytes": 1024, "raw_msgs_per_s": round(max(raw)),
+              "worker_msgs_per_s": round(max(ours)), "ratio": round(max(ours) / max(raw), 3), "target_ratio": 0.8}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

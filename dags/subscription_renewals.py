@@ -13,6 +13,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Param, task
+
 from kafka_workflows_airflow.operators import ProduceRequestsOperator
 
 with DAG(

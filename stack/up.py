@@ -22,9 +22,9 @@ import pendulum
 from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
+
 from kw_examples import subscriptions
 from kw_examples.payment_provider import PaymentProvider
-
 from stack.airflow import ADMIN, AirflowStandalone
 from stack.broker import Broker
 

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kw_examples.payment_provider import PaymentProvider
 
+from kw_examples.payment_provider import PaymentProvider
 from stack.broker import Broker
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pendulum
 import pytest
-from kafka_workflows_airflow.operators import ProduceRequestsOperator
 from sqlalchemy import select
 
+from kafka_workflows_airflow.operators import ProduceRequestsOperator
 from tests.airflow.dags.produce_test_dags import produce_dag, produce_one_dag
 from tests.helpers.kafka import read_all
 

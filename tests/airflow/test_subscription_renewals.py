@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pendulum
 import pytest
+
 from kafka_workflows.policy import BlockingRetry, RetryPolicy
 from kafka_workflows.worker import Worker
 from kw_examples import subscriptions
 from kw_examples.payment_provider import PaymentProvider
-
 from tests.helpers.kafka import wait_for
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]

@@ -20,9 +20,9 @@ from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.api.x_com_api import XComApi
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
+
 from kw_examples import subscriptions
 from kw_examples.payment_provider import PaymentProvider
-
 from stack.airflow import AirflowStandalone
 from stack.broker import Broker, free_port
 from tests.helpers.kafka import wait_for

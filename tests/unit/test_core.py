@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from kafka_workflows import headers as h
 from kafka_workflows.backoff import Backoff
 from kafka_workflows.config import DEFAULT_BOOTSTRAP_SERVERS, kafka_config_from_env

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
+
 from kafka_workflows import headers as h
 from kafka_workflows.config import check_reachable
 from kafka_workflows.messages import request_id_for
 from kafka_workflows.producer import RequestProducer
 from kafka_workflows.topics import TopicSpec, ensure_topics
-
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
 
 

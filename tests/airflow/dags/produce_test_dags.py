@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import DAG
+
 from kafka_workflows_airflow.operators import ProduceRequestsOperator
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")

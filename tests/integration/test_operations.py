@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kafka_workflows import headers as h
 from kafka_workflows.producer import RequestProducer
 from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics
-
 from tests.helpers.kafka import REPO, read_all, records, start_worker, wait_for
 
 pytestmark = pytest.mark.integration

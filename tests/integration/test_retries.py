@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kafka_workflows import headers as h
 from kafka_workflows.errors import NonRetryableError
 from kafka_workflows.messages import Message
@@ -17,7 +18,6 @@ from kafka_workflows.policy import BlockingRetry, NonBlockingRetry, RetryPolicy
 from kafka_workflows.producer import RequestProducer
 from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics, retry_topic
 from kafka_workflows.worker import Worker
-
 from tests.helpers.kafka import read_all, wait_for
 
 pytestmark = pytest.mark.integration

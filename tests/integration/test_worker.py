@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from kafka_workflows.config import check_reachable
 from kafka_workflows.errors import BrokerUnreachableError, HandlerImportError
 from kafka_workflows.messages import Message
@@ -16,7 +17,6 @@ from kafka_workflows.policy import BlockingRetry, RetryPolicy
 from kafka_workflows.producer import RequestProducer
 from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics
 from kafka_workflows.worker import Worker
-
 from tests.helpers.kafka import committed, group_members, read_all, records, start_worker, wait_for
 
 pytestmark = pytest.mark.integration

@@ -42,14 +42,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    worker = sub.add_parser("worker", help="consume request topics and call a handler")
-    worker.add_argument("--topic", action="append", required=True, help="request topic (repeatable)")
-    worker.add_argument("--group", required=True, help="consumer group id")
-    worker.add_argument("--handler", required=True, help="dotted path, e.g. mypkg.handlers.renew")
+    worker = sub.add_parser("worker", help="run the handlers of workflow specs, or one handler given by flags")
+    worker.add_argument("specs", nargs="?", type=Path, help="a folder of workflow specs (or one spec file)")
+    worker.add_argument("--workflow", action="append", default=[], help="only this workflow (repeatable)")
+    worker.add_argument("--only", action="append", default=[], help="only this worker/processor (repeatable)")
+    worker.add_argument("--topic", action="append", help="request topic (repeatable), without specs")
+    worker.add_argument("--group", help="consumer group id, without specs")
+    worker.add_argument("--handler", help="dotted path, e.g. mypkg.handlers.renew, without specs")
     worker.add_argument("--policy", help='retry policy as JSON or @file, e.g. \'{"blocking": {"intervals": [1, 5], '
                                          '"attempts": 3}, "non_blocking": {"intervals": [30, 300]}}\'')
     worker.add_argument("--partitions", type=int, default=3, help="partitions for topics it creates")
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    worker.add_argument("--store", help="report each job's completion or failure to this atomic store")
+
+    validate = sub.add_parser("validate", help="check workflow specs: file, line, field, expected, found")
+    validate.add_argument("specs", type=Path, help="a folder of workflow specs (or one file)")
+    sub.add_parser("schema", help="print the JSON Schema of workflow specs")
+
+    store = sub.add_parser("store-processor", help="run the exactly-once processor of an atomic store")
+    store.add_argument("--store", required=True, help="store name S (topics S.commands, S.store, S.events)")
+    store.add_argument("--group", help="consumer group (default: the store's own)")
+    store.add_argument("--partitions", type=int, default=3)
+    store.add_argument("--commit-interval", type=float, default=1.0, help="seconds per transaction")
 
     topics = sub.add_parser("create-topic", help="create a topic if it does not exist")
     topics.add_argument("name")
@@ -85,14 +99,36 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        return _validate(args.specs)
+    if args.command == "schema":
+        from kafka_workflows.spec import json_schema
+
+        print(json.dumps(json_schema(), indent=2))
+        return 0
     config = kafka_config_from_env()
-    if args.command == "worker":
+    if args.command == "worker" and args.specs is not None:
+        from kafka_workflows import runner
+
+        if args.topic or args.group or args.handler:
+            raise ConfigError("give either a specs folder or --topic/--group/--handler, not both")
+        specs = runner.select_specs(args.specs, args.workflow)
+        runner.run_units(config, runner.build_units(config, specs, args.only), specs)
+    elif args.command == "worker":
         from kafka_workflows.worker import Worker
 
+        missing = [f"--{n}" for n in ("topic", "group", "handler") if not getattr(args, n)]
+        if missing:
+            raise ConfigError(f"worker needs a specs folder, or {', '.join(missing)}")
         worker = Worker(config, args.topic, args.group, args.handler, policy=_policy(args.policy),
-                        topic_partitions=args.partitions, metrics_port=args.metrics_port)
+                        topic_partitions=args.partitions, metrics_port=args.metrics_port, store=args.store)
         worker.install_signal_handlers()
         worker.run()
+    elif args.command == "store-processor":
+        from kafka_workflows.store import run_store_processor
+
+        run_store_processor(config, args.store, args.group, partitions=args.partitions,
+                            commit_interval=args.commit_interval)
     elif args.command == "create-topic":
         from kafka_workflows.topics import TopicSpec, ensure_topics
 
@@ -144,6 +180,20 @@ def _run(args: argparse.Namespace) -> int:
                           f"at {s['dead_lettered_at']}")
             print(f"{len(letters)} dead letter(s)")
     return 0
+
+
+def _validate(folder: Path) -> int:
+    from kafka_workflows.spec import SpecError, load_specs
+
+    bad = 0
+    for path, result in load_specs(folder):
+        if isinstance(result, SpecError):
+            bad += 1
+            print(result, file=sys.stderr)
+        else:
+            print(f"{path}: ok ({result.name}: {len(result.steps)} steps, {len(result.workers)} workers, "
+                  f"{len(result.processors)} processors, {len(result.stores)} stores)")
+    return 1 if bad else 0
 
 
 def main(argv: list[str] | None = None) -> int:

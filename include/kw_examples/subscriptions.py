@@ -93,3 +93,8 @@ def renew(message: Message) -> None:
     with _connect() as conn:
         conn.execute("INSERT OR IGNORE INTO renewals (user_id, period, charge_id, request_id) VALUES (?, ?, ?, ?)",
                      (user_id, period, charge["charge_id"], message.request_id))
+
+
+def select_due_subscriptions(day: str) -> list[dict[str, Any]]:
+    """The DAG's first step (by dotted path from the YAML spec)."""
+    return due_subscriptions(day)

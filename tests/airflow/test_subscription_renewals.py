@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.integration]
 def test_renewals_are_produced_by_the_dag_and_charged_once_by_the_worker(
         airflow_db: None, kafka_connection: str, payment_provider: PaymentProvider, examples_db: Path,
         group: str) -> None:
-    from dags.subscription_renewals import dag
+    from dags.workflows import dag_subscription_renewals as dag
 
     day = pendulum.datetime(2026, 11, 27, tz="UTC")
     payment_provider.failing = True  # the provider is down when the DAG runs: requests must wait

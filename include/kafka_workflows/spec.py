@@ -1,0 +1,382 @@
+"""The workflow spec: one YAML file declares a workflow's DAG (steps) and its worker side.
+
+Modelled with pydantic (strict, unknown keys rejected) and exported as JSON Schema for editors
+(`kafka-workflows schema`). YAML is read as plain JSON types (dates stay strings) so the schema
+and the model judge the same document. Every error names the file, the line, the field path,
+what was expected and what was found.
+
+    name: subscription_renewals          # the DAG id
+    schedule: "@daily"                    # null: triggered only
+    params: {day: {type: string, default: null, nullable: true, description: ...}}
+    steps:                                # each step has exactly one kind
+      - id: select_due
+        python: {callable: pkg.mod.fn, kwargs: {...}}
+      - id: produce
+        produce: {topic: renewals, requests: "{{ ti.xcom_pull('select_due') }}", key_field: user_id}
+    workers:                              # what `kafka-workflows worker <folder>` runs
+      - {name: renewals, topics: [renewals], group: renewals, handler: pkg.mod.renew,
+         retry: {blocking: {initial: 1, max: 60}}}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+from kafka_workflows.errors import ConfigError
+from kafka_workflows.policy import RetryPolicy
+
+NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,249}$"  # DAG ids, step ids, worker names, store names
+TOPIC = r"^[A-Za-z0-9._\-]{1,249}$"
+DOTTED = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$"
+TEMPLATED_TOPIC = r"^([A-Za-z0-9._\-]{1,249}|.*\{\{.*\}\}.*)$"
+STEP_KINDS = ("produce", "split", "await", "notify", "python", "operator")
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class ParamSpec(_Spec):
+    """A run parameter, shown in Airflow's trigger form."""
+
+    type: Literal["string", "integer", "number", "boolean", "array", "object"]
+    default: Any = None
+    nullable: bool = False
+    description: str | None = None
+    enum: list[Any] | None = None
+    format: Literal["date", "date-time", "email", "uri"] | None = None
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> Self:
+        if self.default is None and not self.nullable:
+            raise ValueError("default is null: give a default or set nullable: true")
+        return self
+
+
+class ProduceSpec(_Spec):
+    """Schedule and forget: ProduceRequestsOperator."""
+
+    topic: str = Field(pattern=TEMPLATED_TOPIC)
+    value: Any = None
+    key: str | None = None
+    requests: Any = None
+    key_field: str | None = None
+    partitions: PositiveInt = 3
+    kafka_config_id: str = "kafka_default"
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.value is None) == (self.requests is None):
+            raise ValueError("give exactly one of value (one request) or requests (many)")
+        return self
+
+
+class PythonSpec(_Spec):
+    """Any Python callable by dotted path; kwargs are templated (Jinja, rendered to native types)."""
+
+    callable: str = Field(pattern=DOTTED)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OperatorSpec(_Spec):
+    """Any Airflow operator by dotted path, with its keyword arguments."""
+
+    class_: str = Field(alias="class", pattern=DOTTED)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OperatorArgs(_Spec):
+    """split / await / notify: the keyword arguments of our operator for that kind."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+
+class StepSpec(_Spec):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True,
+                              json_schema_extra={"oneOf": [{"required": [k]} for k in STEP_KINDS]})
+
+    id: str = Field(pattern=NAME)
+    after: list[str] | None = Field(default=None, description="step ids; default: the step before")
+    retries: NonNegativeInt = 0
+    retry_delay: NonNegativeFloat = Field(default=60.0, description="seconds between task retries")
+    doc: str | None = None
+    produce: ProduceSpec | None = None
+    split: OperatorArgs | None = None
+    await_: OperatorArgs | None = Field(default=None, alias="await")
+    notify: OperatorArgs | None = None
+    python: PythonSpec | None = None
+    operator: OperatorSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        kinds = [k for k in STEP_KINDS if getattr(self, "await_" if k == "await" else k) is not None]
+        if len(kinds) != 1:
+            found = ", ".join(kinds) if kinds else "none"
+            raise ValueError(f"a step needs exactly one of {', '.join(STEP_KINDS)} (found: {found})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in STEP_KINDS if getattr(self, "await_" if k == "await" else k) is not None)
+
+    @property
+    def body(self) -> BaseModel:
+        return getattr(self, "await_" if self.kind == "await" else self.kind)  # type: ignore[no-any-return]
+
+
+class WorkerSpec(_Spec):
+    """A handler the companion worker runs: topics, group, handler, retry policy, store reporting."""
+
+    name: str = Field(pattern=NAME)
+    topics: list[str] = Field(min_length=1)
+    group: str = Field(pattern=NAME)
+    handler: str = Field(pattern=DOTTED)
+    retry: RetryPolicy | None = None
+    store: str | None = Field(default=None, pattern=NAME, description="report job completions to this store")
+    partitions: PositiveInt = 3
+
+    @model_validator(mode="after")
+    def _topics(self) -> Self:
+        bad = [t for t in self.topics if not re.match(TOPIC, t)]
+        if bad:
+            raise ValueError(f"invalid topic name(s) {bad}: letters, digits, '.', '_', '-' only")
+        return self
+
+
+class ProcessorSpec(_Spec):
+    """Exactly-once consume-transform-produce: outputs and input offsets in one transaction."""
+
+    name: str = Field(pattern=NAME)
+    topics: list[str] = Field(min_length=1)
+    group: str = Field(pattern=NAME)
+    transform: str = Field(pattern=DOTTED, description="message -> iterable of {topic, key, value}")
+    outputs: list[str] = Field(min_length=1, description="topics the transform may write")
+    commit_interval: PositiveFloat = 1.0
+    partitions: PositiveInt = 3
+
+
+class StoreSpec(_Spec):
+    """An atomic key-value store whose exactly-once processor the worker runs."""
+
+    name: str = Field(pattern=NAME)
+    partitions: PositiveInt = 3
+    commit_interval: PositiveFloat = 1.0
+
+
+class WorkflowSpec(_Spec):
+    name: str = Field(pattern=NAME, description="the DAG id")
+    description: str | None = None
+    schedule: str | None = Field(default=None, description="cron or preset; null = triggered only")
+    start_date: str = Field(default="2026-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    catchup: bool = False
+    tags: list[str] = Field(default_factory=list)
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    steps: list[StepSpec] = Field(default_factory=list)
+    workers: list[WorkerSpec] = Field(default_factory=list)
+    processors: list[ProcessorSpec] = Field(default_factory=list)
+    stores: list[StoreSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Self:
+        ids = [s.id for s in self.steps]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"step ids must be unique; repeated: {dupes}")
+        for step in self.steps:
+            unknown = [a for a in step.after or () if a not in ids]
+            if unknown:
+                raise ValueError(f"step {step.id!r}: after names unknown step(s) {unknown}; steps are {ids}")
+        names = [w.name for w in self.workers] + [p.name for p in self.processors]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"worker/processor names must be unique; repeated: {dupes}")
+        return self
+
+    def dependencies(self) -> dict[str, list[str]]:
+        """Upstream step ids of each step (`after`, or the step before when it is not given)."""
+        deps: dict[str, list[str]] = {}
+        for index, step in enumerate(self.steps):
+            deps[step.id] = list(step.after) if step.after is not None else (
+                [self.steps[index - 1].id] if index else [])
+        return deps
+
+
+# -- reading YAML with line numbers -----------------------------------------------------------
+class _JsonTypesLoader(yaml.SafeLoader):
+    """SafeLoader that keeps dates and times as strings: the document is what JSON would carry."""
+
+
+_JsonTypesLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str  # e.g. steps[1].produce.topic
+    message: str
+    line: int | None = None
+    found: str | None = None
+
+    def render(self, file: str) -> str:
+        where = f"{file}:{self.line}" if self.line else file
+        found = f" (found {self.found})" if self.found is not None else ""
+        return f"{where}: {self.path or '(document)'}: {self.message}{found}"
+
+
+@dataclass
+class SpecError(ConfigError):
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n".join(p.render(self.file) for p in self.problems)
+
+
+def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The deepest YAML node along a pydantic error location (for its line number)."""
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            key = "await" if part == "await_" else ("class" if part == "class_" else part)
+            match = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(key)), None)
+            if match is None:
+                return node
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before", "function-wrap") or str(part).startswith("function-"):
+            continue
+        else:
+            name = {"await_": "await", "class_": "class"}.get(str(part), str(part))
+            out += f".{name}" if out else name
+    return out
+
+
+_PATTERN_TEXT = {
+    NAME: "expected a name of letters, digits, '_', '.' or '-' (at most 250)",
+    DOTTED: "expected a dotted import path such as package.module.function",
+    TEMPLATED_TOPIC: "expected a topic name (letters, digits, '.', '_', '-') or a {{ template }}",
+    r"^\d{4}-\d{2}-\d{2}$": "expected a date as YYYY-MM-DD",
+}
+
+
+def line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The line of the YAML node at `loc` (field names and list indices), for errors found later."""
+    try:
+        node = _node_at(yaml.compose(text, Loader=_JsonTypesLoader), loc)
+    except yaml.YAMLError:
+        return None
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_duplicate_keys(node: yaml.Node | None, file: str) -> list[Problem]:
+    problems: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    problems.append(Problem(key.value, "duplicate key (YAML would keep only the last)",
+                                            key.start_mark.line + 1))
+                seen.add(key.value)
+            problems += _check_duplicate_keys(value, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            problems += _check_duplicate_keys(item, file)
+    return problems
+
+
+def parse_spec(text: str, file: str = "<spec>") -> WorkflowSpec:
+    """Validate one spec document; raise SpecError with every problem found."""
+    try:
+        node = yaml.compose(text, Loader=_JsonTypesLoader)
+        data = yaml.load(text, Loader=_JsonTypesLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise SpecError(file, [Problem("", f"not valid YAML: {getattr(exc, 'problem', exc)}",
+                                       mark.line + 1 if mark else None)]) from exc
+    duplicates = _check_duplicate_keys(node, file)
+    if duplicates:
+        raise SpecError(file, duplicates)
+    if not isinstance(data, dict):
+        raise SpecError(file, [Problem("", "a workflow spec is a mapping (name:, steps:, ...)", 1,
+                                       type(data).__name__)])
+    try:
+        return WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            target = _node_at(node, loc)
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "string_pattern_mismatch":
+                message = _PATTERN_TEXT.get(err["ctx"]["pattern"], message)
+            found = None if err["type"] in ("missing", "value_error") or isinstance(err.get("input"), dict) \
+                else _short(err.get("input"))
+            problems.append(Problem(_path(loc), message, target.start_mark.line + 1 if target else None, found))
+        raise SpecError(file, problems) from exc
+
+
+def load_spec(path: Path) -> WorkflowSpec:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(str(path), [Problem("", f"cannot read: {exc}")]) from exc
+    return parse_spec(text, str(path))
+
+
+def spec_files(folder: Path) -> list[Path]:
+    if folder.is_file():
+        return [folder]
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such folder of workflow specs")
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+
+
+def load_specs(folder: Path) -> Iterator[tuple[Path, WorkflowSpec | SpecError]]:
+    """Each spec file of `folder` with its spec, or its error: one bad file never hides the others."""
+    for path in spec_files(folder):
+        try:
+            yield path, load_spec(path)
+        except SpecError as exc:
+            yield path, exc
+
+
+def json_schema() -> dict[str, Any]:
+    schema = WorkflowSpec.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "kafka-workflows workflow spec"
+    return schema

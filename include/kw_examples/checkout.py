@@ -1,0 +1,59 @@
+"""The article's eCommerce flow (pattern 5, events in transactions).
+
+The payments service publishes order-purchase-completed with an idempotent producer; the
+checkout processor turns each into one order-checkout-completed inside a Kafka transaction that
+also carries its input offsets; delivery, inventory and invoices read it read_committed, so each
+sees every checkout exactly once and needs no de-duplication state of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from kafka_workflows.messages import Message
+
+PRODUCTS = ["yoga-mat", "water-bottle", "towel", "block", "strap"]
+
+
+def simulate_purchases(count: int, seed: int | None = None, prefix: str = "order") -> list[dict[str, Any]]:
+    """What the payments service would publish: `count` completed purchases."""
+    rng = random.Random(seed)
+    orders = []
+    for n in range(int(count)):
+        cart = [{"sku": rng.choice(PRODUCTS), "qty": rng.randint(1, 3), "price_cents": rng.randint(500, 5000)}
+                for _ in range(rng.randint(1, 3))]
+        orders.append({"order_id": f"{prefix}-{n:05d}", "user_id": f"user-{rng.randint(1, 50):03d}",
+                       "cart": cart, "paid_cents": sum(i["qty"] * i["price_cents"] for i in cart)})
+    return orders
+
+
+def checkout_completed(message: Message) -> list[dict[str, Any]]:
+    """The checkout processor's transform: one order-checkout-completed per purchase."""
+    order = message.value
+    return [{"topic": "order-checkout-completed", "key": order["order_id"],
+             "value": {"order_id": order["order_id"], "user_id": order["user_id"], "items": order["cart"],
+                       "total_cents": order["paid_cents"], "purchase_offset": message.offset}}]
+
+
+def _record(table: str, message: Message) -> None:
+    path = Path(os.environ.get("KW_EXAMPLES_DB", "/tmp/kafka-workflows/examples.sqlite"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=30) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (order_id TEXT PRIMARY KEY, detail TEXT)")
+        conn.execute(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", (message.key, str(message.value)[:200]))
+
+
+def prepare_delivery(message: Message) -> None:
+    _record("deliveries", message)
+
+
+def update_inventory(message: Message) -> None:
+    _record("inventory_updates", message)
+
+
+def create_invoice(message: Message) -> None:
+    _record("invoices", message)

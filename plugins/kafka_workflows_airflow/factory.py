@@ -1,0 +1,129 @@
+"""Workflow specs -> Airflow DAGs. A thin layer: every step kind is one of our operators, built
+with the spec's arguments, so YAML and Python share one implementation.
+
+`dags_from_folder` builds each spec on its own. A spec that does not validate or build becomes
+a paused stand-in DAG under the workflow's name whose description carries the error and whose
+only task fails with it, and a parse warning attributed to the YAML file and line; the other
+workflows of the folder load as usual. (Airflow 3 records import errors against the .py file it
+parsed, and a single loader module must not fail as a whole, so a per-YAML import error is not
+available to it.)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, BaseOperator, Param
+
+from kafka_workflows.handlers import resolve_callable
+from kafka_workflows.spec import NAME, Problem, SpecError, StepSpec, WorkflowSpec, line_of, load_specs
+
+log = logging.getLogger(__name__)
+
+KIND_OPERATORS = {
+    "produce": "kafka_workflows_airflow.operators.produce.ProduceRequestsOperator",
+    "split": "kafka_workflows_airflow.operators.split.SplitToJobsOperator",
+    "await": "kafka_workflows_airflow.sensors.completion.AwaitCompletionSensor",
+    "notify": "kafka_workflows_airflow.operators.notify.NotifyOperator",
+}
+
+
+class InvalidWorkflowSpec(UserWarning):
+    """Emitted while parsing dags/: a workflow spec that does not validate or build."""
+
+
+def _param(spec: Any) -> Param:
+    kind: Any = [spec.type, "null"] if spec.nullable else spec.type
+    extra = {k: v for k, v in (("enum", spec.enum), ("format", spec.format)) if v is not None}
+    return Param(spec.default, type=kind, description=spec.description, **extra)
+
+
+def _operator(step: StepSpec, dag: DAG) -> BaseOperator:
+    common: dict[str, Any] = {"task_id": step.id, "retries": step.retries,
+                              "retry_delay": pendulum.duration(seconds=step.retry_delay), "dag": dag}
+    if step.doc:
+        common["doc_md"] = step.doc
+    if step.kind == "python":
+        from airflow.providers.standard.operators.python import PythonOperator
+
+        assert step.python is not None
+        return PythonOperator(python_callable=resolve_callable(step.python.callable, "python.callable"),
+                              op_kwargs=dict(step.python.kwargs), **common)
+    if step.kind == "operator":
+        assert step.operator is not None
+        cls = resolve_callable(step.operator.class_, "operator class")
+        if not (isinstance(cls, type) and issubclass(cls, BaseOperator)):
+            raise TypeError(f"{step.operator.class_} is not an Airflow operator class")
+        return cls(**dict(step.operator.kwargs), **common)
+    cls = resolve_callable(KIND_OPERATORS[step.kind], f"{step.kind} operator")
+    args = step.body.model_dump(by_alias=False, exclude_unset=False) if step.kind == "produce" else dict(
+        step.body.model_extra or {})
+    return cls(**args, **common)  # type: ignore[no-any-return]
+
+
+def build_dag(spec: WorkflowSpec, text: str = "", file: str = "<spec>") -> DAG:
+    """One DAG for one spec; an operator that refuses its arguments raises SpecError naming the step."""
+    dag = DAG(
+        dag_id=spec.name,
+        description=spec.description,
+        schedule=spec.schedule,
+        start_date=pendulum.parse(spec.start_date, tz="UTC"),
+        catchup=spec.catchup,
+        tags=["kafka-workflows", *spec.tags],
+        params={name: _param(p) for name, p in spec.params.items()},
+        render_template_as_native_obj=True,  # templated requests/kwargs render to lists and dicts
+        doc_md=f"Declared in `{Path(file).name}`.\n\n{spec.description or ''}",
+    )
+    tasks: dict[str, BaseOperator] = {}
+    for index, step in enumerate(spec.steps):
+        try:
+            tasks[step.id] = _operator(step, dag)
+        except Exception as exc:  # any refusal becomes a spec error naming the step
+            loc = ("steps", index, "await" if step.kind == "await" else step.kind)
+            raise SpecError(file, [Problem(f"steps[{index}].{step.kind}", f"{type(exc).__name__}: {exc}",
+                                           line_of(text, loc) if text else None)]) from exc
+    for step_id, upstream in spec.dependencies().items():
+        for parent in upstream:
+            tasks[parent] >> tasks[step_id]
+    return dag
+
+
+def _stand_in(path: Path, error: SpecError) -> DAG:
+    """A visible, paused DAG that says what is wrong, for a spec that does not build."""
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    match = re.search(r"^name:\s*['\"]?([^'\"\n#]+?)['\"]?\s*(#.*)?$", text, re.MULTILINE)
+    name = match.group(1).strip() if match and re.match(NAME, match.group(1).strip()) else f"invalid_{path.stem}"
+    message = str(error)
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    with DAG(dag_id=name, description=f"INVALID SPEC {path.name}: {message.splitlines()[0]}"[:1000],
+             schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), is_paused_upon_creation=True,
+             tags=["kafka-workflows", "invalid-spec"], doc_md=f"```\n{message}\n```") as dag:
+        PythonOperator(task_id="invalid_spec", python_callable=_fail, op_args=[message])
+    return dag
+
+
+def _fail(message: str) -> None:
+    raise SpecError("workflow spec", [Problem("", message)])
+
+
+def dags_from_folder(folder: Path) -> dict[str, DAG]:
+    """Every spec of `folder` as a DAG, keyed by a module-global name; bad specs become stand-ins."""
+    dags: dict[str, DAG] = {}
+    for path, result in load_specs(folder):
+        try:
+            if isinstance(result, SpecError):
+                raise result
+            dag = build_dag(result, path.read_text(encoding="utf-8"), str(path))
+        except SpecError as error:
+            first = error.problems[0] if error.problems else None
+            warnings.warn_explicit(str(error), InvalidWorkflowSpec, str(path), (first.line if first else None) or 1)
+            log.error("invalid workflow spec %s:\n%s", path, error)
+            dag = _stand_in(path, error)
+        dags["dag_" + re.sub(r"\W", "_", dag.dag_id)] = dag
+    return dags

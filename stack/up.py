@@ -30,7 +30,7 @@ from stack.broker import Broker
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / ".state"
-TOPIC, GROUP, HANDLER = "subscription-renewals", "renewals", "kw_examples.subscriptions.renew"
+WORKFLOWS = REPO / "dags" / "workflows"
 
 
 def _say(text: str) -> None:
@@ -120,16 +120,17 @@ def main() -> int:
 
         worker_log = STATE / "worker.log"
         with open(worker_log, "ab") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "kafka_workflows.cli", "worker", "--topic", TOPIC, "--group", GROUP,
-                 "--handler", HANDLER], env=airflow.env(), stdout=log, stderr=subprocess.STDOUT)
+            # The worker side of every workflow spec: the same YAML files Airflow builds the DAGs from.
+            worker = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", "worker", str(WORKFLOWS)],
+                                      env=airflow.env(), stdout=log, stderr=subprocess.STDOUT)
 
         def stop_worker() -> None:
             worker.send_signal(signal.SIGTERM)
             worker.wait(30)
 
         stoppers.append(stop_worker)
-        _say(f"companion worker pid {worker.pid}: {TOPIC} -> {HANDLER} (log {worker_log})")
+        _say(f"companion worker pid {worker.pid}: kafka-workflows worker {WORKFLOWS.relative_to(REPO)} "
+             f"(log {worker_log})")
 
         run_example(airflow)
         _say(f"Airflow UI: {airflow.url}  user: {ADMIN}  password: {airflow.password}")

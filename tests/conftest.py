@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -33,10 +34,13 @@ from stack.broker import Broker, free_port  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    instance = Broker(tmp_path_factory.mktemp("kafka"), port=free_port()).start()
+def broker() -> Iterator[Broker]:
+    # Not under pytest's basetemp: pytest prunes old basetemps, including a concurrent session's.
+    data = Path(tempfile.mkdtemp(prefix="kafka-", dir=STATE))
+    instance = Broker(data, port=free_port()).start()
     yield instance
     instance.stop()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture

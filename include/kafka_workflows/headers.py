@@ -16,6 +16,7 @@ ERROR_TYPE = "kw-error-type"
 ERROR_MESSAGE = "kw-error-message"
 FIRST_FAILED_AT = "kw-first-failed-at"
 REPLAYED_FROM = "kw-replayed-from"
+JOB_INDEX = "kw-job-index"  # index of a job within its request (0-based), counted by the store
 TRACEPARENT = "traceparent"
 
 WireHeaders = list[tuple[str, bytes]]

@@ -35,6 +35,7 @@ from kafka_workflows.messages import Message, decode_value
 from kafka_workflows.metrics import WorkerMetrics
 from kafka_workflows.policy import RetryPolicy
 from kafka_workflows.producer import RequestProducer
+from kafka_workflows.store import StoreClient, ensure_store_topics
 from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics, retry_topic
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class Worker:
     def __init__(self, config: Mapping[str, Any], topics: Sequence[str], group: str,
                  handler: Handler | str, *, policy: RetryPolicy | None = None,
                  topic_partitions: int = 3, poll_timeout: float = 0.2, batch_size: int = 500,
-                 metrics_port: int | None = None, status_interval: float = 2.0,
+                 metrics_port: int | None = None, status_interval: float = 2.0, store: str | None = None,
                  consumer_overrides: Mapping[str, Any] | None = None) -> None:
         if not topics:
             raise ConfigError("worker needs at least one topic")
@@ -111,6 +112,9 @@ class Worker:
         self._unflushed = False
         self._status_due = 0.0
         self._handled_in_batch: dict[str, int] = {}
+        # Jobs of a split request (kw-request-id + kw-job-index) report to this atomic store.
+        self.store = store
+        self._store_client: StoreClient | None = StoreClient(self.config, store) if store else None
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -134,6 +138,8 @@ class Worker:
                         for name, (base, _) in self.retry_topics.items() if base == topic]
         ensure_topics(self.config, derived)
         ensure_control_topics(self.config)
+        if self.store is not None:
+            ensure_store_topics(self.config, self.store)
 
     def run(self, ready: threading.Event | None = None) -> WorkerStats:
         self.prepare()
@@ -191,8 +197,12 @@ class Worker:
         for base, count in self._handled_in_batch.items():  # one counter update a batch, not a message
             self.metrics.child(self.metrics.handled, base).inc(count)
         self._handled_in_batch.clear()
-        if self._unflushed and self._producer is not None:
-            self._producer.flush()  # raises DeliveryError: nothing is stored, the messages come back
+        if self._unflushed:
+            # Raises DeliveryError: then nothing is stored and the messages come back.
+            if self._producer is not None:
+                self._producer.flush()
+            if self._store_client is not None:
+                self._store_client.flush()
             self._unflushed = False
         if done:
             consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()])
@@ -203,6 +213,10 @@ class Worker:
         if self._operator_paused and partitions:
             consumer.incremental_assign(partitions)
             consumer.pause(partitions)
+        elif partitions:
+            # librdkafka keeps a partition's pause flag across revoke and re-assignment, but holds
+            # are dropped on revoke: a partition held before must not come back paused for good.
+            consumer.resume(partitions)
         self._status_due = 0.0
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -277,6 +291,8 @@ class Worker:
         self.metrics.child(self.metrics.latency, base).observe(time.perf_counter() - started)
         self._handled_in_batch[base] = self._handled_in_batch.get(base, 0) + 1
         self.stats.handled += 1
+        if self._store_client is not None:
+            self._report(message.headers, None)
         if hold is not None:
             del self.held[tp]
             self._status_due = 0.0
@@ -363,8 +379,22 @@ class Worker:
         out = {**self._provenance(msg, headers, exc), **(extra or {})}
         out.pop(h.RETRY_AT, None)
         self._write(dead_letter_topic(base, self.group), msg, out)
+        if self._store_client is not None:
+            self._report(headers, f"{out[h.ERROR_TYPE]}: {out[h.ERROR_MESSAGE]}")
         self.stats.dead_lettered += 1
         self.metrics.child(self.metrics.dead_lettered, base).inc()
+
+    def _report(self, headers: Mapping[str, str], failure: str | None) -> None:
+        """Tell the store a job is done (or failed for good). Flushed with the batch, before its
+        offsets are stored; the store counts job indices, so a repeat after a crash changes nothing."""
+        request_id, job = headers.get(h.REQUEST_ID), headers.get(h.JOB_INDEX)
+        if request_id is None or job is None or self._store_client is None:
+            return
+        if failure is None:
+            self._store_client.complete(request_id, int(job), flush=False)
+        else:
+            self._store_client.fail(request_id, int(job), failure[:500], flush=False)
+        self._unflushed = True
 
     def _write(self, topic: str, msg: KafkaMessage, headers: Mapping[str, object]) -> None:
         key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None

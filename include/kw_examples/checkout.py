@@ -32,9 +32,9 @@ def simulate_purchases(count: int, seed: int | None = None, prefix: str = "order
 
 
 def checkout_completed(message: Message) -> list[dict[str, Any]]:
-    """The checkout processor's transform: one order-checkout-completed per purchase."""
+    """The checkout processor's transform: one order-checkout-completed per purchase (its one output)."""
     order = message.value
-    return [{"topic": "order-checkout-completed", "key": order["order_id"],
+    return [{"key": order["order_id"],
              "value": {"order_id": order["order_id"], "user_id": order["user_id"], "items": order["cart"],
                        "total_cents": order["paid_cents"], "purchase_offset": message.offset}}]
 

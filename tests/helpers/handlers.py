@@ -53,3 +53,11 @@ def record(message: Message) -> None:
     _append(message, "ok" if error is None else f"{type(error).__name__}")
     if error is not None:
         raise error
+
+
+def slow_checkout(message: Message) -> list[dict[str, object]]:
+    """The example checkout transform, 2 ms a message, so a crash test can kill it mid-stream."""
+    from kw_examples.checkout import checkout_completed
+
+    time.sleep(0.002)
+    return checkout_completed(message)

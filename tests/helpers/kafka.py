@@ -19,10 +19,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def read_all(config: Mapping[str, Any], topic: str, expected: int | None = None,
-             timeout: float = 20.0) -> list[Any]:
+             timeout: float = 20.0, isolation: str = "read_committed") -> list[Any]:
     """Every message of `topic` (read_committed), waiting until `expected` arrived if given."""
     consumer = Consumer({**config, "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "enable.auto.commit": False, "isolation.level": isolation,
                          "enable.partition.eof": True})
     metadata = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])

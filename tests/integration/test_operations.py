@@ -226,3 +226,33 @@ def test_sigkill_mid_retry_loses_no_message(kafka_config: dict[str, Any], topic:
             assert ok[key] >= 1 and dead[key] == 0, key
     repeats = sum(ok.values()) - len(ok) + sum(dead.values()) - len(dead)
     print(f"SIGKILLed {kills} times; repeated handler successes + dead letters under at-least-once: {repeats}")
+
+
+def test_a_held_partition_that_comes_back_after_a_rebalance_is_not_left_paused(
+        kafka_config: dict[str, Any], topic: str, group: str, tmp_path: Path) -> None:
+    """librdkafka keeps pause flags across revoke and re-assignment; the worker must not."""
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=2)])
+    record = tmp_path / "calls.jsonl"
+    policy = json.dumps({"blocking": {"intervals": [60]}})
+    env = {"KAFKA_CONFIG": json.dumps({"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})}
+    producer = RequestProducer(kafka_config)
+    for partition in (0, 1):
+        producer.send(topic, {"fail": True}, key=f"poison-{partition}", partition=partition)
+    producer.flush()
+    first = start_worker(kafka_config, topic, group, HANDLER, record, "--policy", policy, env=env)
+    second = None
+    try:
+        wait_for(lambda: {r["partition"] for r in records(record)} == {0, 1}, 30, "both partitions blocked")
+        second = start_worker(kafka_config, topic, group, HANDLER, record, "--policy", policy, env=env)
+        wait_for(lambda: any(r["pid"] == second.pid for r in records(record)), 30, "a partition moving over")
+        [moved] = {r["partition"] for r in records(record) if r["pid"] == second.pid}
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+        left = time.time()
+        wait_for(lambda: any(r["pid"] == first.pid and r["partition"] == moved and r["t"] > left
+                             for r in records(record)), 20, f"partition {moved} retried at once by the first worker")
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)

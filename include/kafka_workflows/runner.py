@@ -1,0 +1,146 @@
+"""Run what a folder of workflow specs declares for the Kafka side: handlers (Worker),
+exactly-once processors (TransactionalProcessor) and store processors, one thread each.
+
+`kafka-workflows worker dags/workflows/` reads the same specs Airflow reads, so the DAG and
+the worker cannot drift. Every spec, handler path and policy is checked before anything starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from kafka_workflows import headers as h
+from kafka_workflows.config import check_reachable
+from kafka_workflows.errors import ConfigError
+from kafka_workflows.handlers import resolve_callable
+from kafka_workflows.messages import Message, decode_value, encode_value
+from kafka_workflows.spec import ProcessorSpec, SpecError, WorkflowSpec, load_specs
+from kafka_workflows.topics import TopicSpec, ensure_topics
+from kafka_workflows.transactions import Output, TransactionalProcessor
+from kafka_workflows.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+class Runnable(Protocol):
+    def run(self, ready: threading.Event | None = None) -> Any: ...
+    def stop(self, *_: object) -> None: ...
+
+
+@dataclass
+class Unit:
+    workflow: str
+    name: str
+    runnable: Runnable
+
+
+def select_specs(folder: Path, workflows: Iterable[str] = ()) -> list[WorkflowSpec]:
+    """Valid specs of `folder` (only the named workflows if given); any invalid selected spec fails."""
+    wanted = set(workflows)
+    specs, errors = [], []
+    for _path, result in load_specs(folder):
+        if isinstance(result, SpecError):
+            errors.append(result)
+        elif not wanted or result.name in wanted:
+            specs.append(result)
+    if errors and not wanted:
+        raise ConfigError("invalid workflow spec(s):\n" + "\n".join(str(e) for e in errors))
+    missing = wanted - {s.name for s in specs}
+    if missing:
+        known = ", ".join(sorted(s.name for s in specs)) or "none"
+        raise ConfigError(f"no valid workflow named {sorted(missing)} in {folder} (valid: {known})"
+                          + ("\n" + "\n".join(str(e) for e in errors) if errors else ""))
+    return specs
+
+
+def _transform(spec: ProcessorSpec) -> Callable[[Any], Iterable[Output]]:
+    """Adapt `message -> iterable of {[topic,] key, value[, headers]}` to the processor's Output."""
+    fn = resolve_callable(spec.transform, f"processor {spec.name!r} transform")
+    allowed = set(spec.outputs)
+
+    def process(raw: Any) -> Iterable[Output]:
+        where = f"{raw.topic()}[{raw.partition()}]@{raw.offset()}"
+        key = raw.key().decode("utf-8", "replace") if raw.key() is not None else None
+        message = Message(raw.topic(), raw.partition(), raw.offset(), key, decode_value(raw.value(), where),
+                          None, raw.timestamp()[1], raw.headers())
+        outputs = []
+        for out in fn(message) or ():
+            if "topic" not in out and len(spec.outputs) == 1:
+                out = {**out, "topic": spec.outputs[0]}  # one declared output: the transform need not name it
+            if out.get("topic") not in allowed:
+                raise ConfigError(f"processor {spec.name!r}: transform wrote to {out.get('topic')!r}, "
+                                  f"not one of its outputs {sorted(allowed)} ({where})")
+            headers = {h.REQUEST_ID: message.headers.get(h.REQUEST_ID), **(out.get("headers") or {})}
+            outputs.append(Output(out["topic"], out.get("key"), encode_value(out["value"]), headers))
+        return outputs
+
+    return process
+
+
+def build_units(config: Mapping[str, Any], specs: list[WorkflowSpec], only: Iterable[str] = ()) -> list[Unit]:
+    from kafka_workflows.store import StoreProcessor
+
+    only = set(only)
+    units: list[Unit] = []
+    for spec in specs:
+        for w in spec.workers:
+            if not only or w.name in only:
+                units.append(Unit(spec.name, w.name, Worker(config, w.topics, w.group, w.handler, policy=w.retry,
+                                                            topic_partitions=w.partitions, store=w.store)))
+        for p in spec.processors:
+            if not only or p.name in only:
+                units.append(Unit(spec.name, p.name, TransactionalProcessor(
+                    config, p.topics, p.group, _transform(p), commit_interval=p.commit_interval,
+                    transactional_id_prefix=f"kw-{spec.name}")))
+        for s in spec.stores:
+            if not only or f"store:{s.name}" in only:
+                units.append(Unit(spec.name, f"store:{s.name}", StoreProcessor(
+                    config, s.name, partitions=s.partitions, commit_interval=s.commit_interval)))
+    if only - {u.name for u in units}:
+        raise ConfigError(f"--only names nothing declared: {sorted(only - {u.name for u in units})}")
+    if not units:
+        raise ConfigError("the selected specs declare no workers, processors or stores")
+    return units
+
+
+def prepare_processor_topics(config: Mapping[str, Any], specs: list[WorkflowSpec]) -> None:
+    for spec in specs:
+        for p in spec.processors:
+            ensure_topics(config, [TopicSpec(t, p.partitions) for t in (*p.topics, *p.outputs)])
+
+
+def run_units(config: Mapping[str, Any], units: list[Unit], specs: list[WorkflowSpec]) -> None:
+    """Run every unit in its own thread until SIGTERM/SIGINT; a unit that dies stops the rest."""
+    check_reachable(config)
+    prepare_processor_topics(config, specs)
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def run(unit: Unit) -> None:
+        try:
+            unit.runnable.run()
+        except Exception as exc:
+            log.exception("%s/%s stopped with an error", unit.workflow, unit.name)
+            failures.append(f"{unit.workflow}/{unit.name}: {type(exc).__name__}: {exc}")
+        finally:
+            stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    threads = [threading.Thread(target=run, args=(u,), name=f"{u.workflow}/{u.name}") for u in units]
+    for thread in threads:
+        thread.start()
+    log.info("running %s", ", ".join(f"{u.workflow}/{u.name}" for u in units))
+    stop.wait()
+    for unit in units:
+        unit.runnable.stop()
+    for thread in threads:
+        thread.join(60)
+    if failures:
+        raise ConfigError("; ".join(failures))

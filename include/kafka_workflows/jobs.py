@@ -18,8 +18,7 @@ transaction and propagates: nothing is half-produced.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,7 +31,7 @@ from kafka_workflows.errors import KafkaWorkflowsError
 from kafka_workflows.messages import encode_value
 from kafka_workflows.store import StoreClient, ensure_store_topics, init_command
 from kafka_workflows.topics import TopicSpec, ensure_topics
-from kafka_workflows.transactions import TransactionAbortedError, TransactionFatalError
+from kafka_workflows.transactions import TransactionAbortedError, TransactionFatalError, retry_retriable
 
 log = logging.getLogger(__name__)
 
@@ -64,22 +63,6 @@ def jobs_transactional_id(dag_id: str, task_id: str, run_id: str, map_index: int
 
 def _error(exc: KafkaException) -> KafkaError | None:
     return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-
-
-def _retry(call: Callable[[], T], what: str, timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        try:
-            return call()
-        except KafkaException as exc:
-            err = _error(exc)
-            if (err is None or not err.retriable() or err.txn_requires_abort() or err.fatal()
-                    or time.monotonic() > deadline):
-                raise
-            log.info("%s: retriable error %s; retrying", what, err.str())
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
 
 def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: str, request_id: str,
@@ -128,7 +111,7 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
     try:
         try:
             # Fences an earlier attempt with this transactional.id and aborts its open transaction.
-            _retry(lambda: producer.init_transactions(60), "init_transactions", 120)
+            retry_retriable(lambda: producer.init_transactions(60), "init_transactions", 120)
         except KafkaException as exc:
             raise TransactionFatalError(f"init_transactions for transactional.id {transactional_id!r} "
                                         f"failed: {exc}") from exc
@@ -154,7 +137,7 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
             final_total = count if total is None else total
             command = init_command(store_name, request_id, final_total, meta)
             produce(command.topic, command.value, command.key, {h.REQUEST_ID: request_id, h.WORKFLOW: workflow})
-            _retry(lambda: producer.commit_transaction(timeout), "commit_transaction", timeout)
+            retry_retriable(lambda: producer.commit_transaction(timeout), "commit_transaction", timeout)
         except KafkaException as exc:
             err = _error(exc)
             detail = (err.str() if err is not None else str(exc)) + (
@@ -178,7 +161,7 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
 
 def _abort(producer: Producer, request_id: str) -> None:
     try:
-        _retry(lambda: producer.abort_transaction(60), "abort_transaction", 120)
+        retry_retriable(lambda: producer.abort_transaction(60), "abort_transaction", 120)
         log.warning("request %r: transaction aborted; nothing was produced", request_id)
     except KafkaException as exc:
         # A fatal producer cannot abort; the next attempt's init_transactions will.

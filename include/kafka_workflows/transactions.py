@@ -168,6 +168,23 @@ def _kafka_error(exc: BaseException) -> KafkaError | None:
     return None
 
 
+def retry_retriable(call: Callable[[], T], what: str, timeout: float) -> T:
+    """Retry `call` while librdkafka says its error is retriable (and neither abortable nor fatal)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            err = _kafka_error(exc)
+            if (err is None or not err.retriable() or err.txn_requires_abort() or err.fatal()
+                    or time.monotonic() > deadline):
+                raise
+            log.info("%s: retriable error %s; retrying", what, err.str())
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
 class TransactionalProcessor:
     """Run `handler` over `topics` in consumer group `group` with exactly-once outputs until `stop()`.
 
@@ -329,20 +346,7 @@ class TransactionalProcessor:
         self._producer = self._new_producer()
 
     def _retry(self, call: Callable[[], T], what: str) -> T:
-        """Retry `call` while librdkafka says the error is retriable (and neither abortable nor fatal)."""
-        deadline = time.monotonic() + max(30.0, self.transaction_timeout_ms / 1000)
-        delay = 0.05
-        while True:
-            try:
-                return call()
-            except KafkaException as exc:
-                err = _kafka_error(exc)
-                if (err is None or not err.retriable() or err.txn_requires_abort() or err.fatal()
-                        or time.monotonic() > deadline):
-                    raise
-                log.info("%s: retriable error %s; retrying", what, err.str())
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        return retry_retriable(call, what, max(30.0, self.transaction_timeout_ms / 1000))
 
     def _poll_producer(self) -> None:
         """Serve delivery reports; a fatal error (e.g. fenced) can surface here first."""

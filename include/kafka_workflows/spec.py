@@ -49,25 +49,42 @@ TEMPLATED_TOPIC = r"^([A-Za-z0-9._\-]{1,249}|.*\{\{.*\}\}.*)$"
 STEP_KINDS = ("produce", "split", "await", "notify", "python", "operator")
 
 
+class RuleError(ValueError):
+    """A cross-field rule broken at `path` (relative to the model that checks it)."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
 
 class ParamSpec(_Spec):
-    """A run parameter, shown in Airflow's trigger form."""
+    """A run parameter, shown in Airflow's trigger form. Without `default` it must be given."""
 
     type: Literal["string", "integer", "number", "boolean", "array", "object"]
     default: Any = None
     nullable: bool = False
+    title: str | None = None
     description: str | None = None
     enum: list[Any] | None = None
     format: Literal["date", "date-time", "email", "uri"] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    min_length: NonNegativeInt | None = None
 
     @model_validator(mode="after")
     def _default_fits(self) -> Self:
-        if self.default is None and not self.nullable:
-            raise ValueError("default is null: give a default or set nullable: true")
+        if "default" in self.model_fields_set and self.default is None and not self.nullable:
+            raise ValueError("default is null: give a value, set nullable: true, or leave default out "
+                             "to make the param required")
         return self
+
+    @property
+    def required(self) -> bool:
+        return "default" not in self.model_fields_set and not self.nullable
 
 
 class ProduceSpec(_Spec):
@@ -196,17 +213,22 @@ class WorkflowSpec(_Spec):
     @model_validator(mode="after")
     def _references(self) -> Self:
         ids = [s.id for s in self.steps]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        if dupes:
-            raise ValueError(f"step ids must be unique; repeated: {dupes}")
-        for step in self.steps:
+        for index, step in enumerate(self.steps):
+            if ids.index(step.id) != index:
+                raise RuleError(("steps", index, "id"), f"step id {step.id!r} is used twice; ids must be unique")
             unknown = [a for a in step.after or () if a not in ids]
             if unknown:
-                raise ValueError(f"step {step.id!r}: after names unknown step(s) {unknown}; steps are {ids}")
-        names = [w.name for w in self.workers] + [p.name for p in self.processors]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"worker/processor names must be unique; repeated: {dupes}")
+                raise RuleError(("steps", index, "after"), f"names unknown step(s) {unknown}; steps are {ids}")
+        for name, param in self.params.items():
+            if self.schedule is not None and param.required:
+                raise RuleError(("params", name), "has no default, but scheduled runs pass no params: give it a "
+                                "default or make the workflow triggered only (schedule: null)")
+        for kind, units in (("workers", self.workers), ("processors", self.processors)):
+            for index, unit in enumerate(units):
+                others = [w.name for w in self.workers] + [p.name for p in self.processors]
+                if others.count(unit.name) > 1:
+                    raise RuleError((kind, index, "name"), f"{unit.name!r} is used twice; worker and processor "
+                                    "names must be unique")
         return self
 
     def dependencies(self) -> dict[str, list[str]]:
@@ -340,6 +362,9 @@ def parse_spec(text: str, file: str = "<spec>") -> WorkflowSpec:
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
+            rule = (err.get("ctx") or {}).get("error")
+            if isinstance(rule, RuleError):
+                loc = (*loc, *rule.path)
             target = _node_at(node, loc)
             message = err["msg"].removeprefix("Value error, ")
             if err["type"] == "string_pattern_mismatch":

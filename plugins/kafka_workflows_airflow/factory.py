@@ -39,7 +39,11 @@ class InvalidWorkflowSpec(UserWarning):
 
 def _param(spec: Any) -> Param:
     kind: Any = [spec.type, "null"] if spec.nullable else spec.type
-    extra = {k: v for k, v in (("enum", spec.enum), ("format", spec.format)) if v is not None}
+    extra = {k: v for k, v in (("enum", spec.enum), ("format", spec.format), ("title", spec.title),
+                               ("minimum", spec.minimum), ("maximum", spec.maximum),
+                               ("minLength", spec.min_length)) if v is not None}
+    if spec.required:  # no default: the trigger form and the REST API must give it
+        return Param(type=kind, description=spec.description, **extra)
     return Param(spec.default, type=kind, description=spec.description, **extra)
 
 
@@ -66,9 +70,8 @@ def _operator(step: StepSpec, dag: DAG) -> BaseOperator:
     return cls(**args, **common)  # type: ignore[no-any-return]
 
 
-def build_dag(spec: WorkflowSpec, text: str = "", file: str = "<spec>") -> DAG:
-    """One DAG for one spec; an operator that refuses its arguments raises SpecError naming the step."""
-    dag = DAG(
+def _dag(spec: WorkflowSpec, file: str) -> DAG:
+    return DAG(
         dag_id=spec.name,
         description=spec.description,
         schedule=spec.schedule,
@@ -79,6 +82,15 @@ def build_dag(spec: WorkflowSpec, text: str = "", file: str = "<spec>") -> DAG:
         render_template_as_native_obj=True,  # templated requests/kwargs render to lists and dicts
         doc_md=f"Declared in `{Path(file).name}`.\n\n{spec.description or ''}",
     )
+
+
+def build_dag(spec: WorkflowSpec, text: str = "", file: str = "<spec>") -> DAG:
+    """One DAG for one spec; an operator that refuses its arguments raises SpecError naming the step."""
+    try:
+        dag = _dag(spec, file)
+    except Exception as exc:  # Airflow refused the DAG itself (schedule, params): name it
+        raise SpecError(file, [Problem("(workflow)", f"Airflow refused the DAG: {type(exc).__name__}: {exc}",
+                                       1)]) from exc
     tasks: dict[str, BaseOperator] = {}
     for index, step in enumerate(spec.steps):
         try:

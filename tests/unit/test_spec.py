@@ -56,8 +56,10 @@ def test_cross_field_rules_are_explained() -> None:
         "(found: none)"]
     text = ("name: x\nsteps:\n  - {id: a, python: {callable: os.getcwd}}\n"
             "  - {id: b, after: [zz], python: {callable: os.getcwd}}\n")
-    assert problems(text) == [
-        "wf.yaml:1: (document): step 'b': after names unknown step(s) ['zz']; steps are ['a', 'b']"]
+    assert problems(text) == ["wf.yaml:4: steps[1].after: names unknown step(s) ['zz']; steps are ['a', 'b']"]
+    text = "name: x\nschedule: '@daily'\nparams:\n  day: {type: string}\n"
+    assert problems(text) == ["wf.yaml:4: params.day: has no default, but scheduled runs pass no params: give it a "
+                              "default or make the workflow triggered only (schedule: null)"]
     text = "name: x\nworkers:\n  - {name: w, topics: [t], group: g, handler: a.b, retry: {blocking: {attempts: 0}}}\n"
     assert problems(text) == [
         "wf.yaml:3: workers[0].retry.blocking.attempts: Input should be greater than 0 (found 0)"]

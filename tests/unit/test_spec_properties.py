@@ -81,8 +81,7 @@ def test_mutated_specs_build_or_name_a_field_and_the_schema_agrees(doc: dict[str
         event("spec error")
         assert error.problems, "a spec error lists its problems"
         for problem in error.problems:
-            assert problem.message
-            assert problem.path or "step" in problem.message or "names" in problem.message, str(error)
+            assert problem.message and problem.path, f"an error that names no field: {error}"
     else:
         try:
             dag = build_dag(spec, text, "mutant.yaml")

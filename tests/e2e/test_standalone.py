@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import airflow_client.client as af
@@ -24,21 +23,10 @@ from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRun
 from kw_examples import subscriptions
 from kw_examples.payment_provider import PaymentProvider
 from stack.airflow import AirflowStandalone
-from stack.broker import Broker, free_port
+from stack.broker import Broker
 from tests.helpers.kafka import wait_for
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
-
-
-@pytest.fixture(scope="module")
-def standalone(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStandalone]:
-    home = tmp_path_factory.mktemp("standalone")
-    db = home / "examples.sqlite"
-    instance = AirflowStandalone(home, free_port(), broker.bootstrap_servers,
-                                 extra_env={"KW_EXAMPLES_DB": str(db)})
-    instance.start()
-    yield instance
-    instance.stop()
 
 
 def test_trigger_through_rest_api_and_the_worker_handles_the_requests(

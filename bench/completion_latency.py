@@ -1,0 +1,208 @@
+"""Completion latency: from the last job's completion to the `notify` task starting, in the standalone stack.
+
+Starts its own broker, `airflow standalone` (this repo's contacts_import DAG, which ends `await`
+from the trigger, plus a copy built with end_from_trigger=False) and a store processor. For each
+of `--requests` small imports it triggers a run through the REST API, waits until `await` is
+deferred and its trigger settled, then completes every job itself with StoreClient.complete (the
+bench plays the worker, so the moment the last complete command is acknowledged is known
+exactly: t0) and reads notify's start_date through the REST API. Reported per variant: p50/p95
+of notify.start_date - t0 (and, for the breakdown, of await's end_date - t0 and of the webhook's
+arrival - t0), and the runs that failed (the resume variant can lose a race inside Airflow, see
+dags/contacts_import.py).
+
+Variants: `resume` (the trigger event resumes `await` on a worker: execute_complete) and
+`end_from_trigger` (the triggerer ends `await` with its XCom). `--tuned` sets scheduler knobs
+(idle sleep 0.1 s, heartbeat 1 s) instead of the stack's defaults. Last line: one JSON object.
+
+    .venv/bin/python bench/completion_latency.py [--requests 5] [--tuned] [--commit-interval 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "include"), str(REPO / "plugins")]
+
+import airflow_client.client as af  # noqa: E402
+from airflow_client.client.api.dag_run_api import DagRunApi  # noqa: E402
+from airflow_client.client.api.task_instance_api import TaskInstanceApi  # noqa: E402
+from airflow_client.client.api.x_com_api import XComApi  # noqa: E402
+from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody  # noqa: E402
+
+from kafka_workflows.store import StoreClient  # noqa: E402
+from kw_examples import contacts  # noqa: E402
+from stack.airflow import AirflowStandalone  # noqa: E402
+from stack.broker import Broker, free_port  # noqa: E402
+from tests.helpers.webhook import WebhookReceiver  # noqa: E402
+
+VARIANTS = {"resume": "contacts_import_resume", "end_from_trigger": "contacts_import"}
+TUNED = {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1", "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1"}
+BENCH_DAGS = '''# An airflow DAG file (safe-mode discovery wants both words): contacts_import resuming on a worker.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from contacts_import import contacts_import_dag
+
+resume = contacts_import_dag("contacts_import_resume", end_from_trigger=False)
+'''
+
+
+class RunFailed(RuntimeError):
+    """A measured run did not reach `notify`."""
+
+
+def _state(value: Any) -> str | None:
+    return None if value is None else str(getattr(value, "value", value))
+
+
+def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _one(api: af.ApiClient, dag_id: str, source: str, callback: str, store: StoreClient,
+         receiver: WebhookReceiver, settle: float) -> dict[str, float]:
+    runs, tis = DagRunApi(api), TaskInstanceApi(api)
+    run_id = runs.trigger_dag_run(dag_id, TriggerDAGRunPostBody(logical_date=None, conf={
+        "source": source, "rows_per_job": 10, "callback_url": callback})).dag_run_id
+    _wait(lambda: _state(tis.get_task_instance(dag_id, run_id, "await").state) == "deferred", 120,
+          f"{dag_id} await deferred", 0.1)
+    split = XComApi(api).get_xcom_entry(dag_id, "split", run_id, "return_value", deserialize=True).actual_instance.value
+    time.sleep(settle)  # the triggerer picks the trigger up and its reader catches up: the steady state
+    before = len(receiver.accepted())
+    for job in range(split["total_jobs"]):
+        store.complete(split["request_id"], job)  # flushes: returns once the broker acknowledged it
+    t0 = time.time()
+    def notify_started() -> Any:
+        ti = tis.get_task_instance(dag_id, run_id, "notify")
+        if ti.start_date is None and _state(runs.get_dag_run(dag_id, run_id).state) == "failed":
+            awaited = _state(tis.get_task_instance(dag_id, run_id, "await").state)
+            raise RunFailed(f"{dag_id} run {run_id} failed (await {awaited})")
+        return ti if ti.start_date is not None else None
+
+    notify = _wait(notify_started, 120, "notify to start", 0.05)
+    _wait(lambda: _state(runs.get_dag_run(dag_id, run_id).state) in ("success", "failed"), 120, "the run", 0.2)
+    state = _wait(lambda: _state(runs.get_dag_run(dag_id, run_id).state) in ("success", "failed")
+                  and _state(runs.get_dag_run(dag_id, run_id).state), 120, "the run", 0.2)
+    if state != "success":
+        raise RuntimeError(f"{dag_id} run {run_id} ended {state}")
+    awaited = tis.get_task_instance(dag_id, run_id, "await")
+    hook = _wait(lambda: receiver.accepted()[before:], 30, "the webhook")[0]
+
+    def since(when: datetime | None) -> float:
+        assert when is not None
+        return when.timestamp() - t0
+
+    return {"notify_start": since(notify.start_date), "await_end": since(awaited.end_date),
+            "webhook": hook.received_at - t0}
+
+
+def measure(requests: int = 5, tuned: bool = False, settle: float = 3.0, rows: int = 40,
+            commit_interval: float = 1.0, variants: tuple[str, ...] = tuple(VARIANTS)) -> dict[str, Any]:
+    """Run the stack, time `requests` imports per variant; returns p50/p95 (seconds) per variant and metric."""
+    work = Path(tempfile.mkdtemp(prefix="kw-latency-"))
+    dags = work / "dags"
+    dags.mkdir()
+    shutil.copy(REPO / "dags" / "contacts_import.py", dags / "contacts_import.py")
+    (dags / "contacts_import_bench.py").write_text(BENCH_DAGS)
+    broker = Broker(work / "kafka", port=free_port()).start()
+    config = {"bootstrap.servers": broker.bootstrap_servers}
+    receiver = WebhookReceiver().start_in_thread()
+    csv = contacts.write_csv(work / "small.csv", rows)
+    standalone = AirflowStandalone(work / "airflow", free_port(), broker.bootstrap_servers, extra_env={
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "KW_EXAMPLES_DB": str(work / "examples.sqlite"),
+        "AIRFLOW_CONN_KW_WEBHOOK": json.dumps({"conn_type": "http", "password": "bench"}),
+        **(TUNED if tuned else {})})
+    processor: subprocess.Popen[bytes] | None = None
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    failures: dict[str, list[str]] = {v: [] for v in variants}
+    try:
+        standalone.start()
+        with open(work / "store-processor.log", "wb") as log:
+            processor = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", "store-processor", "--store",
+                                          contacts.STORE, "--commit-interval", str(commit_interval)],
+                                         env=standalone.env(), stdout=log, stderr=subprocess.STDOUT)
+        store = StoreClient(config, contacts.STORE)
+        with af.ApiClient(af.Configuration(host=standalone.url, access_token=standalone.token())) as api:
+            for dag_id in (VARIANTS[v] for v in variants):
+                _wait(lambda d=dag_id: _dag_known(api, d), 180, f"{dag_id} parsed", 1)
+            for n in range(requests):
+                for variant in variants:  # interleaved: both see the same machine load
+                    try:
+                        sample = _one(api, VARIANTS[variant], str(csv.path), f"{receiver.url}/{variant}", store,
+                                      receiver, settle)
+                    except RunFailed as exc:
+                        failures[variant].append(str(exc))
+                        print(f"{variant} #{n + 1}: {exc}", file=sys.stderr, flush=True)
+                        continue
+                    results[variant].append(sample)
+                    print(f"{variant} #{n + 1}: " + ", ".join(f"{k} {v:.2f}s" for k, v in sample.items()),
+                          file=sys.stderr, flush=True)
+    finally:
+        if processor is not None:
+            processor.terminate()
+            processor.wait(30)
+        standalone.stop()
+        receiver.stop()
+        broker.stop()
+        if all(len(results[v]) + len(failures[v]) == requests for v in variants):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"incomplete: logs kept in {work}", file=sys.stderr)
+    summary: dict[str, Any] = {"requests": requests, "tuned": tuned, "settings": TUNED if tuned else {},
+                               "store_commit_interval": commit_interval}
+    for variant, samples in results.items():
+        summary[variant] = {"failed_runs": len(failures[variant])}
+        for metric in (samples[0] if samples else ()):
+            values = [s[metric] for s in samples]
+            summary[variant][metric] = {"p50": round(statistics.median(values), 3),
+                                        "p95": round(_percentile(values, 0.95), 3)}
+    return summary
+
+
+def _dag_known(api: af.ApiClient, dag_id: str) -> bool:
+    from airflow_client.client.api.dag_api import DAGApi
+
+    try:
+        return DAGApi(api).get_dag(dag_id).dag_id == dag_id
+    except af.ApiException:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=5)
+    parser.add_argument("--tuned", action="store_true", help="scheduler idle sleep 0.1 s, heartbeat 1 s")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds between deferral and the completions")
+    parser.add_argument("--commit-interval", type=float, default=1.0,
+                        help="the store processor's transaction interval (its CLI default is 1 s)")
+    args = parser.parse_args()
+    print(json.dumps(measure(args.requests, args.tuned, args.settle, commit_interval=args.commit_interval)),
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The article's contacts import (pattern 6): a CSV of contacts split into jobs, upserted by workers.
+
+`contacts_import` (dags/contacts_import.py) validates the CSV against `SCHEMA` and produces one job
+per `rows_per_job` valid rows; the worker runs `import_job` on each and reports it to the store:
+
+    kafka-workflows worker --topic contacts-import-jobs --group contacts-importers \
+        --handler kw_examples.contacts.import_job --store contacts
+    kafka-workflows store-processor --store contacts
+
+Database: SQLite at KW_EXAMPLES_DB (default /tmp/kafka-workflows/examples.sqlite), table
+`contacts`, one row per email: importing a job twice (a redelivery) changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka_workflows.csv_source import Column, Schema
+from kafka_workflows.errors import NonRetryableError
+from kafka_workflows.messages import Message
+from kw_examples.subscriptions import db_path
+
+JOBS_TOPIC = "contacts-import-jobs"
+WORKER_GROUP = "contacts-importers"
+STORE = "contacts"
+FIELDS = ("email", "first_name", "last_name", "company", "phone", "lead_score", "notes")
+
+SCHEMA = Schema.of(
+    Column("email", "email", required=True),
+    Column("first_name", "string", required=True, max_length=100),
+    Column("last_name", "string", max_length=100),
+    Column("company", "string", max_length=200),
+    Column("phone", "string", max_length=40),
+    Column("lead_score", "int"),
+    Column("notes", "string", max_length=2000),
+)
+
+
+def _connect(path: Path | None = None) -> sqlite3.Connection:
+    path = path or db_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=60)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("""
+        CREATE TABLE IF NOT EXISTS contacts (
+            email TEXT PRIMARY KEY, first_name TEXT NOT NULL, last_name TEXT, company TEXT, phone TEXT,
+            lead_score INTEGER, notes TEXT, request_id TEXT, job_index INTEGER,
+            imported_at TEXT DEFAULT CURRENT_TIMESTAMP)""")
+    return conn
+
+
+_UPSERT = f"""
+    INSERT INTO contacts ({", ".join(FIELDS)}, request_id, job_index)
+    VALUES ({", ".join("?" for _ in FIELDS)}, ?, ?)
+    ON CONFLICT(email) DO UPDATE SET {", ".join(f"{f} = excluded.{f}" for f in FIELDS[1:])},
+        request_id = excluded.request_id, job_index = excluded.job_index"""
+
+
+def import_job(message: Message) -> None:
+    """Worker handler: upsert the job's contacts by email, in one SQLite transaction.
+
+    A job that is not the shape the split produces can never succeed: NonRetryableError sends it
+    to the dead-letter topic (and the store counts it as failed) instead of blocking the partition.
+    """
+    value = message.value
+    rows = value.get("rows") if isinstance(value, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and r.get("email") for r in rows):
+        raise NonRetryableError(f"{message.where}: not a contacts job (expected {{'rows': [{{'email': ...}}]}})")
+    job = message.headers.get("kw-job-index")
+    job_index = int(job) if job is not None else None
+    params = [(*(r.get(f) for f in FIELDS), message.request_id, job_index) for r in rows]
+    with _connect() as conn:
+        conn.executemany(_UPSERT, params)
+
+
+def contacts(path: Path | None = None) -> list[dict[str, Any]]:
+    """Every imported contact, ordered by email."""
+    with _connect(path) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(f"SELECT {', '.join(FIELDS)}, request_id, job_index FROM contacts ORDER BY email")
+        return [dict(r) for r in rows]
+
+
+def count(path: Path | None = None) -> int:
+    with _connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM contacts").fetchone()[0])
+
+
+# -- test data -----------------------------------------------------------------------------
+@dataclass
+class GeneratedCsv:
+    """What `write_csv` wrote: the valid contacts by email (typed as the import stores them)."""
+
+    path: Path
+    rows: int
+    valid: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bad_rows: list[int] = field(default_factory=list)  # data-row numbers (from 1)
+
+    @property
+    def bad(self) -> int:
+        return len(self.bad_rows)
+
+
+_FIRST = ["Ana", "José", "Zoë", "Li", "Øystein", "Mary-Jane", "O'Brien", "Chloé"]
+_LAST = ["Smith", "Núñez", "van der Berg", "Kowalski", "D'Angelo", "Müller"]
+_COMPANIES = ["Acme, Inc.", "Wix.com Ltd.", 'The "Best" Co', "Globex", "", "Initech; Ltd"]
+
+
+def generated_rows(rows: int, *, seed: int = 7, bad_every: int = 37, missing_every: int = 53,
+                   prefix: str = "contact") -> Iterator[tuple[list[str], dict[str, Any] | None]]:
+    """(CSV fields, the contact as imported or None when the row is bad) for `rows` rows.
+
+    Every `bad_every`-th row has an invalid email, every `missing_every`-th lacks its first name;
+    notes hold commas, quotes and newlines. Emails are unique, so valid rows == contacts.
+    """
+    rnd = random.Random(seed)
+    for n in range(1, rows + 1):
+        email = f"{prefix}{n}@example.com"
+        first, last, company = rnd.choice(_FIRST), rnd.choice(_LAST), rnd.choice(_COMPANIES)
+        phone = f"+1 555 {n % 10000:04d}" if n % 3 else ""
+        score = str(rnd.randint(0, 100)) if n % 4 else ""
+        notes = ["", f"met at booth {n % 17}, follow up", f'said "call me"\nsecond line {n}',
+                 "multi\r\nline, with CRLF"][n % 4]
+        bad = False
+        if bad_every and n % bad_every == 0:
+            email = f"{prefix}{n}(at)example.com" if n % 2 else f"{prefix}{n}@"
+            bad = True
+        if missing_every and n % missing_every == 0:
+            first = "   "
+            bad = True
+        display_email = email.upper() if n % 11 == 0 and not bad else email  # emails are case-insensitive
+        fields = [display_email, first, last, company, phone, score, notes]
+        contact = None if bad else {
+            "email": email.lower(), "first_name": first, "last_name": last, "company": company or None,
+            "phone": phone or None, "lead_score": int(score) if score else None, "notes": notes or None}
+        yield fields, contact
+
+
+def write_csv(path: Path, rows: int, *, bom: bool = True, crlf: bool = True, **options: Any) -> GeneratedCsv:
+    """Write a contacts CSV of `rows` data rows (streamed, any size); see `generated_rows` for the bad ones."""
+    result = GeneratedCsv(path, rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\r\n" if crlf else "\n")
+        writer.writerow(["Email", "First_Name", "last_name", "Company", "Phone", "lead_score", "notes"])
+        for n, (fields, contact) in enumerate(generated_rows(rows, **options), start=1):
+            writer.writerow(fields)
+            if contact is None:
+                result.bad_rows.append(n)
+            else:
+                result.valid[contact["email"]] = contact
+    return result

@@ -1,0 +1,199 @@
+"""Events aggregation, step 1: split a CSV into job messages plus the store's init(total), in ONE transaction."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from kafka_workflows.config import check_reachable
+from kafka_workflows.csv_source import (
+    BAD_ROW_MODES,
+    CsvJobSource,
+    CsvSourceError,
+    Schema,
+    SourceUnreadableError,
+    describe_source,
+)
+from kafka_workflows.jobs import jobs_transactional_id, produce_jobs
+from kafka_workflows.messages import request_id_for
+from kafka_workflows.store import StoreClient, StoreError
+from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
+
+SchemaSpec = Schema | Mapping[str, Any] | Sequence[Mapping[str, Any]] | str
+
+
+class SplitToJobsOperator(BaseOperator):
+    """Read `source` (a CSV: path, file:// or http(s):// URL), validate it against `schema`, and
+    produce one job message per `rows_per_job` valid rows to `topic`, together with `init(total)`
+    of store `store`, in one Kafka transaction.
+
+    The transactional.id and the request id derive from (dag_id, task_id, run_id, map_index), so
+    a retried attempt fences its predecessor, and a retry after a committed attempt produces
+    nothing (it reports the committed request, `already_registered=True`). The source is streamed,
+    never loaded whole.
+
+    Bad rows are skipped and reported (`on_bad_rows="skip"`) or fail the task with nothing produced
+    (`"fail"`). A missing `source`, a header without a required column, an empty file or a failed
+    bad-row check fail the task without retries (retrying cannot fix the input); an unreadable
+    source (HTTP 503, a file not there yet) fails it with retries.
+
+    XCom: `return_value` is a dict, and each entry is also pushed under its own key (so
+    `split.output["request_id"]` works): request_id, store, topic, total_jobs, rows, valid_rows,
+    bad_rows, bad_examples, already_registered, source.
+
+    `schema` is a `Schema`, a mapping/list the schema parser accepts, or the dotted path of one
+    (e.g. "kw_examples.contacts.SCHEMA").
+    """
+
+    template_fields: Sequence[str] = ("source", "topic", "store", "rows_per_job", "on_bad_rows")
+    ui_color = "#fdf1e0"
+
+    def __init__(self, *, source: str, topic: str, store: str, schema: SchemaSpec, rows_per_job: int | str = 500,
+                 on_bad_rows: str = "skip", max_bad_examples: int = 10, workflow: str | None = None,
+                 partitions: int = 3, delimiter: str = ",", source_timeout: float = 60.0,
+                 transaction_timeout_ms: int = 300_000,
+                 kafka_config_id: str = KafkaWorkflowsHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.source = source
+        self.topic = topic
+        self.store = store
+        self.schema = schema
+        self.rows_per_job = rows_per_job
+        self.on_bad_rows = on_bad_rows
+        self.max_bad_examples = max_bad_examples
+        self.workflow = workflow
+        self.partitions = partitions
+        self.delimiter = delimiter
+        self.source_timeout = source_timeout
+        self.transaction_timeout_ms = transaction_timeout_ms
+        self.kafka_config_id = kafka_config_id
+
+    # -- inputs, validated before any I/O ---------------------------------------------------
+    def _source(self) -> str:
+        source = self.source
+        # A param that is not set renders as None natively, as "None" in a string-rendering DAG.
+        if source is None or (isinstance(source, str) and source.strip() in ("", "None")):
+            raise AirflowFailException(
+                f"{self.task_id}: no CSV `source` to split: trigger the DAG with a conf such as "
+                '{"source": "https://example.com/contacts.csv"} (a path, file:// or http(s):// URL)')
+        if not isinstance(source, str):
+            raise AirflowFailException(f"{self.task_id}: `source` must be a path or URL string, "
+                                       f"got {type(source).__name__}: {source!r:.100}")
+        return source.strip()
+
+    def _rows_per_job(self) -> int:
+        value = self.rows_per_job
+        try:
+            number = int(value) if not isinstance(value, bool) else -1
+        except (TypeError, ValueError):
+            number = -1
+        if number < 1 or (isinstance(value, float) and value != number):
+            raise AirflowFailException(f"{self.task_id}: `rows_per_job` must be an integer >= 1, got {value!r}")
+        return number
+
+    def _on_bad_rows(self) -> str:
+        mode = str(self.on_bad_rows).strip().lower()
+        if mode not in BAD_ROW_MODES:
+            raise AirflowFailException(f"{self.task_id}: `on_bad_rows` must be one of {', '.join(BAD_ROW_MODES)}, "
+                                       f"got {self.on_bad_rows!r}")
+        return mode
+
+    def _schema(self) -> Schema:
+        spec: Any = self.schema
+        if isinstance(spec, str):
+            module_name, _, attr = spec.replace(":", ".").rpartition(".")
+            try:
+                spec = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError, ValueError) as exc:
+                raise AirflowFailException(
+                    f"{self.task_id}: schema {self.schema!r} cannot be imported ({exc})") from exc
+        try:
+            return Schema.parse(spec)
+        except (TypeError, ValueError) as exc:
+            raise AirflowFailException(f"{self.task_id}: invalid schema: {exc}") from exc
+
+    # -- the work ---------------------------------------------------------------------------
+    def execute(self, context: Context) -> dict[str, Any]:
+        source, rows_per_job, on_bad_rows, schema = (self._source(), self._rows_per_job(), self._on_bad_rows(),
+                                                     self._schema())
+        ti = context["ti"]
+        request_id = request_id_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+        transactional_id = jobs_transactional_id(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+        config = KafkaWorkflowsHook(self.kafka_config_id).get_kafka_config()
+        check_reachable(config)
+
+        # A retry after a committed attempt needs neither the source (it may be gone by now) nor a producer.
+        existing = self._registered(config, request_id)
+        if existing is not None:
+            return self._push(ti, self._already_registered(request_id, existing))
+
+        csv_jobs = CsvJobSource(source, schema, rows_per_job=rows_per_job, on_bad_rows=on_bad_rows,  # type: ignore[arg-type]
+                                max_examples=self.max_bad_examples, delimiter=self.delimiter,
+                                timeout=self.source_timeout)
+        try:
+            csv_jobs.open()  # header checked here: a bad file fails before any topic or transaction exists
+        except SourceUnreadableError:
+            raise
+        except CsvSourceError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self.log.info("splitting %s (columns %s) into jobs of %d row(s) for %s in store %r",
+                      csv_jobs.name, csv_jobs.header, rows_per_job, request_id, self.store)
+
+        # produce_jobs builds the init command after the last job, so the counts land in the
+        # request's store value (`meta`), where a retry and the notification find them.
+        meta: dict[str, Any] = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
+                                "source": describe_source(source), "rows_per_job": rows_per_job}
+
+        def jobs() -> Iterator[tuple[str, dict[str, Any]]]:
+            for job in csv_jobs.jobs():
+                yield f"{request_id}/{job.index}", job.to_message()
+            meta.update(csv_jobs.summary())
+
+        try:
+            result = produce_jobs(config, transactional_id, self.topic, request_id, jobs(), self.store,
+                                  workflow=self.workflow or ti.dag_id, meta=meta,
+                                  topic_partitions=self.partitions,
+                                  transaction_timeout_ms=self.transaction_timeout_ms)
+        except SourceUnreadableError:
+            raise
+        except CsvSourceError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        finally:
+            csv_jobs.close()
+        if result.already_registered:  # a zombie attempt committed between our check and the fence
+            return self._push(ti, self._already_registered(request_id, result.existing or {}))
+        summary = csv_jobs.summary()
+        if summary["bad_rows"]:
+            self.log.warning("%s: skipped %s", csv_jobs.name, csv_jobs.bad.describe())
+        self.log.info("committed %d job(s) (%d valid of %d rows) to %s and init(total=%d) to store %r; "
+                      "partitions %s", result.produced, summary["valid_rows"], summary["rows"], self.topic,
+                      result.total, self.store, result.partitions)
+        return self._push(ti, {
+            "request_id": request_id, "store": self.store, "topic": self.topic, "total_jobs": result.total,
+            "rows": summary["rows"], "valid_rows": summary["valid_rows"], "bad_rows": summary["bad_rows"],
+            "bad_examples": summary["bad_examples"], "already_registered": False, "source": summary["source"]})
+
+    def _registered(self, config: Mapping[str, Any], request_id: str) -> dict[str, Any] | None:
+        try:
+            return StoreClient(config, self.store).registered(request_id)
+        except StoreError:  # the store's topics do not exist yet: nothing was ever registered
+            return None
+
+    def _already_registered(self, request_id: str, existing: Mapping[str, Any]) -> dict[str, Any]:
+        meta = existing.get("meta") or {}
+        self.log.info("request %s is already registered in store %r (total=%s, status=%s): an earlier attempt "
+                      "committed; producing nothing", request_id, self.store, existing.get("total"),
+                      existing.get("status"))
+        return {"request_id": request_id, "store": self.store, "topic": self.topic,
+                "total_jobs": existing.get("total"), "rows": meta.get("rows"), "valid_rows": meta.get("valid_rows"),
+                "bad_rows": meta.get("bad_rows"), "bad_examples": meta.get("bad_examples", []),
+                "already_registered": True, "source": meta.get("source")}
+
+    def _push(self, ti: Any, result: dict[str, Any]) -> dict[str, Any]:
+        for key, value in result.items():
+            ti.xcom_push(key=key, value=value)
+        return result

@@ -1,0 +1,3 @@
+from kafka_workflows_airflow.sensors.completion import AwaitCompletionSensor
+
+__all__ = ["AwaitCompletionSensor"]

@@ -1,0 +1,131 @@
+"""Events aggregation, step 2: wait, deferred, until a split request's jobs are all accounted for."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+
+from kafka_workflows.store import COMPLETED_WITH_FAILURES, TERMINAL_STATUSES, StoreClient, StoreError
+from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
+from kafka_workflows_airflow.triggers.completion import StoreCompletionTrigger
+
+
+def describe_progress(progress: dict[str, Any] | None) -> str:
+    """'completed 150/200, failed 3' (the shape users see in a timeout or a log line)."""
+    if not progress:
+        return "no progress recorded"
+    total = progress.get("total")
+    return (f"completed {progress.get('completed', 0)}/{'?' if total is None else total}, "
+            f"failed {progress.get('failed', 0)}")
+
+
+class AwaitCompletionSensor(BaseSensorOperator):
+    """Wait until request `request_id` of store `store` is terminal; return its final store value.
+
+    Deferrable (the default): defers at once to `StoreCompletionTrigger`, which follows the store
+    topic in the triggerer (one shared consumer per triggerer process), so no worker slot is held
+    and no database is polled. `execute_complete` returns the final value (request_id, total,
+    completed, failed, status, failed_jobs, failure_reasons, meta, ...) as the XCom return value.
+
+    A request that ends `completed_with_failures` succeeds this task (the notification reports the
+    failed jobs) unless `fail_on_job_failures`. When `timeout` (seconds, BaseSensorOperator's) passes
+    first, the task fails with the progress reached, e.g. "completed 150/200, failed 3"; with
+    `soft_fail` it is skipped instead.
+
+    `end_from_trigger=True` lets the triggerer finish the task with the value as XCom, without
+    resuming it on a worker (lower latency to the notification); `execute_complete` then only runs
+    for timeouts, errors and `fail_on_job_failures`.
+
+    With `deferrable=False` it pokes the store every `poke_interval` seconds (one partition read each).
+    """
+
+    template_fields: Sequence[str] = ("request_id", "store")
+    ui_color = "#e6f1f2"
+
+    def __init__(self, *, request_id: str, store: str, kafka_config_id: str = KafkaWorkflowsHook.default_conn_name,
+                 deferrable: bool = True, fail_on_job_failures: bool = False, end_from_trigger: bool = False,
+                 progress_log_interval: float = 30.0, poke_interval: float = 5.0, **kwargs: Any) -> None:
+        super().__init__(poke_interval=poke_interval, **kwargs)
+        self.request_id = request_id
+        self.store = store
+        self.kafka_config_id = kafka_config_id
+        self.deferrable = deferrable
+        self.fail_on_job_failures = fail_on_job_failures
+        self.end_from_trigger = end_from_trigger
+        self.progress_log_interval = progress_log_interval
+
+    def _check_inputs(self) -> None:
+        for name in ("request_id", "store"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip() or value == "None":
+                raise AirflowFailException(f"{self.task_id}: `{name}` is empty ({value!r}); pass the split "
+                                           f"task's XCom, e.g. {name}=split.output[{name!r}]")
+
+    def execute(self, context: Context) -> Any:
+        self._check_inputs()
+        if not self.deferrable:
+            return super().execute(context)
+        self.log.info("deferring until request %s of store %r is terminal (timeout %.0fs)", self.request_id,
+                      self.store, self.timeout)
+        self.defer(
+            trigger=StoreCompletionTrigger(request_id=self.request_id, store=self.store,
+                                           kafka_config_id=self.kafka_config_id, deadline=time.time() + self.timeout,
+                                           progress_log_interval=self.progress_log_interval,
+                                           end_from_trigger=self.end_from_trigger,
+                                           fail_on_job_failures=self.fail_on_job_failures),
+            method_name="execute_complete",
+            # A backstop should the triggerer be down at the deadline; the trigger's own timeout
+            # event comes first and carries the progress.
+            timeout=timedelta(seconds=self.timeout + 300),
+        )
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        config = KafkaWorkflowsHook(self.kafka_config_id).get_kafka_config()
+        try:
+            value = StoreClient(config, self.store).get(self.request_id)
+        except StoreError as exc:
+            self.log.info("store %r not readable yet: %s", self.store, exc)
+            return False
+        if value is None or value.get("status") not in TERMINAL_STATUSES:
+            self.log.info("request %s: %s", self.request_id, describe_progress(value))
+            return False
+        return PokeReturnValue(True, self._finish(value))
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | str) -> dict[str, Any]:
+        if not isinstance(event, dict):
+            # A TaskSuccessEvent (end_from_trigger) that resumed the task anyway: dag.test() does so.
+            # Its XCom did not travel with it: read the final value from the store.
+            config = KafkaWorkflowsHook(self.kafka_config_id).get_kafka_config()
+            value = StoreClient(config, self.store).get(self.request_id)
+            if value is None:
+                raise AirflowException(f"request {self.request_id} ended in the triggerer ({event!r}) but store "
+                                       f"{self.store!r} has no value for it")
+            return self._finish(value)
+        status = event.get("status")
+        if status == "done":
+            return self._finish(event["value"])
+        if status == "timeout":
+            progress = event.get("progress")
+            where = describe_progress(progress) if progress else (
+                f"the store has no value for it ({event.get('reader')}); is `kafka-workflows store-processor "
+                f"--store {self.store}` running, and did the split commit?")
+            raise AirflowSensorTimeout(f"request {self.request_id} did not finish within {self.timeout:.0f}s: "
+                                       f"{where}")
+        raise AirflowException(f"waiting for request {self.request_id} of store {self.store!r} failed: "
+                               f"{event.get('message', event)}")
+
+    def _finish(self, value: dict[str, Any]) -> dict[str, Any]:
+        self.log.info("request %s is %s: %s", self.request_id, value.get("status"), describe_progress(value))
+        if value.get("status") == COMPLETED_WITH_FAILURES:
+            reasons = value.get("failure_reasons") or {}
+            self.log.warning("failed jobs %s; first reasons: %s", value.get("failed_jobs"),
+                             dict(list(reasons.items())[:5]))
+            if self.fail_on_job_failures:
+                raise AirflowFailException(f"request {self.request_id}: {describe_progress(value)} "
+                                           f"(failed jobs {value.get('failed_jobs')})")
+        return value

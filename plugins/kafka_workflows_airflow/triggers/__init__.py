@@ -1,0 +1,3 @@
+from kafka_workflows_airflow.triggers.completion import StoreCompletionTrigger
+
+__all__ = ["StoreCompletionTrigger"]

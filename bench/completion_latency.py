@@ -8,7 +8,7 @@ bench plays the worker, so the moment the last complete command is acknowledged 
 exactly: t0) and reads notify's start_date through the REST API. Reported per variant: p50/p95
 of notify.start_date - t0 (and, for the breakdown, of await's end_date - t0 and of the webhook's
 arrival - t0), and the runs that failed (the resume variant can lose a race inside Airflow, see
-dags/contacts_import.py).
+dags/workflows/contacts_import.yaml).
 
 Variants: `resume` (the trigger event resumes `await` on a worker: execute_complete) and
 `end_from_trigger` (the triggerer ends `await` with its XCom). `--tuned` sets scheduler knobs
@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "include"), str(REPO / "plugins")]
 
 import airflow_client.client as af  # noqa: E402
+import yaml  # noqa: E402
 from airflow_client.client.api.dag_run_api import DagRunApi  # noqa: E402
 from airflow_client.client.api.task_instance_api import TaskInstanceApi  # noqa: E402
 from airflow_client.client.api.x_com_api import XComApi  # noqa: E402
@@ -48,15 +49,18 @@ from tests.helpers.webhook import WebhookReceiver  # noqa: E402
 
 VARIANTS = {"resume": "contacts_import_resume", "end_from_trigger": "contacts_import"}
 TUNED = {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1", "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1"}
-BENCH_DAGS = '''# An airflow DAG file (safe-mode discovery wants both words): contacts_import resuming on a worker.
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from contacts_import import contacts_import_dag
 
-resume = contacts_import_dag("contacts_import_resume", end_from_trigger=False)
-'''
+def _bench_dags(dags: Path) -> None:
+    """The product's loader and contacts_import spec, plus a variant whose await resumes on a worker."""
+    shutil.copy(REPO / "dags" / "workflows.py", dags / "workflows.py")
+    (dags / "workflows").mkdir()
+    text = (REPO / "dags" / "workflows" / "contacts_import.yaml").read_text()
+    (dags / "workflows" / "contacts_import.yaml").write_text(text)
+    resume = yaml.safe_load(text)
+    resume["name"] = VARIANTS["resume"]
+    next(s for s in resume["steps"] if s["id"] == "await")["await"]["end_from_trigger"] = False
+    (dags / "workflows" / "contacts_import_resume.yaml").write_text(yaml.safe_dump(resume))
 
 
 class RunFailed(RuntimeError):
@@ -126,8 +130,7 @@ def measure(requests: int = 5, tuned: bool = False, settle: float = 3.0, rows: i
     work = Path(tempfile.mkdtemp(prefix="kw-latency-"))
     dags = work / "dags"
     dags.mkdir()
-    shutil.copy(REPO / "dags" / "contacts_import.py", dags / "contacts_import.py")
-    (dags / "contacts_import_bench.py").write_text(BENCH_DAGS)
+    _bench_dags(dags)
     broker = Broker(work / "kafka", port=free_port()).start()
     config = {"bootstrap.servers": broker.bootstrap_servers}
     receiver = WebhookReceiver().start_in_thread()

@@ -72,6 +72,8 @@ class AirflowStandalone:
             "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(
                 {"conn_type": "kafka", "extra": {"bootstrap.servers": self.kafka_bootstrap}}),
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            # The HMAC secret of contacts_import's webhook notifications is this connection's password.
+            "AIRFLOW_CONN_KW_WEBHOOK": json.dumps({"conn_type": "http", "password": self._secret("webhook-secret")}),
             **(self.extra_env or {}),
         }
         return env

@@ -1,6 +1,6 @@
 """The article's contacts import (pattern 6): a CSV of contacts split into jobs, upserted by workers.
 
-`contacts_import` (dags/contacts_import.py) validates the CSV against `SCHEMA` and produces one job
+`contacts_import` (dags/workflows/contacts_import.yaml) validates the CSV against `SCHEMA` and produces one job
 per `rows_per_job` valid rows; the worker runs `import_job` on each and reports it to the store:
 
     kafka-workflows worker --topic contacts-import-jobs --group contacts-importers \

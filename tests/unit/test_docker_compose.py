@@ -53,6 +53,12 @@ def test_build_contexts_dockerfiles_and_mounts_exist() -> None:
                 assert source in named_volumes, f"{name}: volume {source} not declared"
 
 
+def test_the_worker_runs_the_same_specs_airflow_reads() -> None:
+    worker = _compose()["services"]["worker"]
+    assert worker["command"] == ["worker", "/workflows"]
+    assert "./dags/workflows:/workflows:ro" in worker["volumes"]
+
+
 def test_worker_image_holds_the_kafka_side_only() -> None:
     dockerfile = (REPO / "docker" / "worker.Dockerfile").read_text()
     assert "COPY include ./include" in dockerfile

@@ -45,6 +45,7 @@ from kafka_workflows.store import StoreClient  # noqa: E402
 from kw_examples import contacts  # noqa: E402
 from stack.airflow import AirflowStandalone  # noqa: E402
 from stack.broker import Broker, free_port  # noqa: E402
+from stack.wait import wait_for  # noqa: E402
 from tests.helpers.webhook import WebhookReceiver  # noqa: E402
 
 VARIANTS = {"resume": "contacts_import_resume", "end_from_trigger": "contacts_import"}
@@ -71,16 +72,6 @@ def _state(value: Any) -> str | None:
     return None if value is None else str(getattr(value, "value", value))
 
 
-def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
@@ -92,7 +83,7 @@ def _one(api: af.ApiClient, dag_id: str, source: str, callback: str, store: Stor
     runs, tis = DagRunApi(api), TaskInstanceApi(api)
     run_id = runs.trigger_dag_run(dag_id, TriggerDAGRunPostBody(logical_date=None, conf={
         "source": source, "rows_per_job": 10, "callback_url": callback})).dag_run_id
-    _wait(lambda: _state(tis.get_task_instance(dag_id, run_id, "await").state) == "deferred", 120,
+    wait_for(lambda: _state(tis.get_task_instance(dag_id, run_id, "await").state) == "deferred", 120,
           f"{dag_id} await deferred", 0.1)
     split = XComApi(api).get_xcom_entry(dag_id, "split", run_id, "return_value", deserialize=True).actual_instance.value
     time.sleep(settle)  # the triggerer picks the trigger up and its reader catches up: the steady state
@@ -107,14 +98,14 @@ def _one(api: af.ApiClient, dag_id: str, source: str, callback: str, store: Stor
             raise RunFailed(f"{dag_id} run {run_id} failed (await {awaited})")
         return ti if ti.start_date is not None else None
 
-    notify = _wait(notify_started, 120, "notify to start", 0.05)
-    _wait(lambda: _state(runs.get_dag_run(dag_id, run_id).state) in ("success", "failed"), 120, "the run", 0.2)
-    state = _wait(lambda: _state(runs.get_dag_run(dag_id, run_id).state) in ("success", "failed")
+    notify = wait_for(notify_started, 120, "notify to start", 0.05)
+    wait_for(lambda: _state(runs.get_dag_run(dag_id, run_id).state) in ("success", "failed"), 120, "the run", 0.2)
+    state = wait_for(lambda: _state(runs.get_dag_run(dag_id, run_id).state) in ("success", "failed")
                   and _state(runs.get_dag_run(dag_id, run_id).state), 120, "the run", 0.2)
     if state != "success":
         raise RuntimeError(f"{dag_id} run {run_id} ended {state}")
     awaited = tis.get_task_instance(dag_id, run_id, "await")
-    hook = _wait(lambda: receiver.accepted()[before:], 30, "the webhook")[0]
+    hook = wait_for(lambda: receiver.accepted()[before:], 30, "the webhook")[0]
 
     def since(when: datetime | None) -> float:
         assert when is not None
@@ -151,7 +142,7 @@ def measure(requests: int = 5, tuned: bool = False, settle: float = 3.0, rows: i
         store = StoreClient(config, contacts.STORE)
         with af.ApiClient(af.Configuration(host=standalone.url, access_token=standalone.token())) as api:
             for dag_id in (VARIANTS[v] for v in variants):
-                _wait(lambda d=dag_id: _dag_known(api, d), 180, f"{dag_id} parsed", 1)
+                wait_for(lambda d=dag_id: _dag_known(api, d), 180, f"{dag_id} parsed", 1)
             for n in range(requests):
                 for variant in variants:  # interleaved: both see the same machine load
                     try:

@@ -27,6 +27,7 @@ from kw_examples import subscriptions
 from kw_examples.payment_provider import PaymentProvider
 from stack.airflow import ADMIN, AirflowStandalone
 from stack.broker import Broker
+from stack.wait import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / ".state"
@@ -43,16 +44,6 @@ def _port_free(port: int) -> None:
             raise SystemExit(f"port {port} is already in use; stop what holds it or pick another with --*-port")
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 1.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def run_example(airflow: AirflowStandalone) -> None:
     """Trigger subscription_renewals through the REST API and show what the worker renewed."""
     with af.ApiClient(af.Configuration(host=airflow.url, access_token=airflow.token())) as client:
@@ -64,7 +55,7 @@ def run_example(airflow: AirflowStandalone) -> None:
             except af.ApiException:
                 return False
 
-        _wait(parsed, 180, "Airflow to parse subscription_renewals", 2)
+        wait_for(parsed, 180, "Airflow to parse subscription_renewals", 2)
         day = (pendulum.now("UTC") + pendulum.duration(days=10)).date().isoformat()
         run = runs.trigger_dag_run("subscription_renewals", TriggerDAGRunPostBody(
             logical_date=None, conf={"day": day}, note="kafka-workflows stack: example run"))
@@ -74,11 +65,11 @@ def run_example(airflow: AirflowStandalone) -> None:
             state = str(runs.get_dag_run("subscription_renewals", run.dag_run_id).state.value)
             return state if state in ("success", "failed") else None
 
-        state = _wait(finished, 300, "the DAG run to finish", 2)
+        state = wait_for(finished, 300, "the DAG run to finish", 2)
         if state != "success":
             raise SystemExit(f"the example DAG run ended {state}; see the task logs in the UI")
     _say("the DAG produced its requests and finished; the worker renews them (schedule and forget)")
-    _wait(lambda: subscriptions.due_subscriptions(day) == [], 120, "the worker to renew every due subscription")
+    wait_for(lambda: subscriptions.due_subscriptions(day) == [], 120, "the worker to renew every due subscription")
     renewed = subscriptions.renewals()
     _say(f"{len(renewed)} renewals processed by the worker:")
     for r in renewed:
@@ -145,6 +136,9 @@ def main() -> int:
     except KeyboardInterrupt:
         _say("stopping")
         return 0
+    except TimeoutError as exc:
+        _say(f"{exc}; see the logs under {STATE}")
+        return 1
     finally:
         for stop in reversed(stoppers):
             try:

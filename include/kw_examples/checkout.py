@@ -8,13 +8,11 @@ sees every checkout exactly once and needs no de-duplication state of its own.
 
 from __future__ import annotations
 
-import os
 import random
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 from kafka_workflows.messages import Message
+from kw_examples.db import connect
 
 PRODUCTS = ["yoga-mat", "water-bottle", "towel", "block", "strap"]
 
@@ -40,10 +38,8 @@ def checkout_completed(message: Message) -> list[dict[str, Any]]:
 
 
 def _record(table: str, message: Message) -> None:
-    path = Path(os.environ.get("KW_EXAMPLES_DB", "/tmp/kafka-workflows/examples.sqlite"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path, timeout=30) as conn:
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (order_id TEXT PRIMARY KEY, detail TEXT)")
+    schema = f"CREATE TABLE IF NOT EXISTS {table} (order_id TEXT PRIMARY KEY, detail TEXT);"
+    with connect(schema) as conn:
         conn.execute(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", (message.key, str(message.value)[:200]))
 
 

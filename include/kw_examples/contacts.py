@@ -24,7 +24,7 @@ from typing import Any
 from kafka_workflows.csv_source import Column, Schema
 from kafka_workflows.errors import NonRetryableError
 from kafka_workflows.messages import Message
-from kw_examples.subscriptions import db_path
+from kw_examples.db import connect
 
 JOBS_TOPIC = "contacts-import-jobs"
 WORKER_GROUP = "contacts-importers"
@@ -42,17 +42,15 @@ SCHEMA = Schema.of(
 )
 
 
+_TABLE = """
+    CREATE TABLE IF NOT EXISTS contacts (
+        email TEXT PRIMARY KEY, first_name TEXT NOT NULL, last_name TEXT, company TEXT, phone TEXT,
+        lead_score INTEGER, notes TEXT, request_id TEXT, job_index INTEGER,
+        imported_at TEXT DEFAULT CURRENT_TIMESTAMP);"""
+
+
 def _connect(path: Path | None = None) -> sqlite3.Connection:
-    path = path or db_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=60)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("""
-        CREATE TABLE IF NOT EXISTS contacts (
-            email TEXT PRIMARY KEY, first_name TEXT NOT NULL, last_name TEXT, company TEXT, phone TEXT,
-            lead_score INTEGER, notes TEXT, request_id TEXT, job_index INTEGER,
-            imported_at TEXT DEFAULT CURRENT_TIMESTAMP)""")
-    return conn
+    return connect(_TABLE, path)
 
 
 _UPSERT = f"""

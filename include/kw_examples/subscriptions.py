@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from kafka_workflows.messages import Message
+from kw_examples.db import connect
 
-DEFAULT_DB = "/tmp/kafka-workflows/examples.sqlite"
 DEFAULT_PROVIDER = "http://127.0.0.1:8089"
 SEED_USERS = 12
 
@@ -28,24 +28,18 @@ class PaymentFailed(RuntimeError):
     """The provider refused or was unreachable; the worker retries the request."""
 
 
-def db_path() -> Path:
-    return Path(os.environ.get("KW_EXAMPLES_DB", DEFAULT_DB))
-
-
-def _connect(path: Path | None = None) -> sqlite3.Connection:
-    path = path or db_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.executescript("""
+SCHEMA = """
         CREATE TABLE IF NOT EXISTS subscriptions (
             user_id TEXT PRIMARY KEY, plan TEXT NOT NULL, amount_cents INTEGER NOT NULL,
             renews_on TEXT NOT NULL);
         CREATE TABLE IF NOT EXISTS renewals (
             user_id TEXT NOT NULL, period TEXT NOT NULL, charge_id TEXT NOT NULL,
             request_id TEXT, renewed_at TEXT DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (user_id, period));
-    """)
-    return conn
+"""
+
+
+def _connect(path: Path | None = None) -> sqlite3.Connection:
+    return connect(SCHEMA, path)
 
 
 def seed(today: date, path: Path | None = None) -> int:

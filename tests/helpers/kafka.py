@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
+
+from stack.wait import wait_for as wait_for  # re-exported: the tests wait the way the stack does
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,16 +57,6 @@ def committed(config: Mapping[str, Any], group: str, topic: str) -> dict[int, in
         return {tp.partition: tp.offset for tp in result}
     finally:
         consumer.close()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def group_members(config: Mapping[str, Any], group: str) -> int:

@@ -11,8 +11,9 @@ arrival - t0), and the runs that failed (the resume variant can lose a race insi
 dags/workflows/contacts_import.yaml).
 
 Variants: `resume` (the trigger event resumes `await` on a worker: execute_complete) and
-`end_from_trigger` (the triggerer ends `await` with its XCom). `--tuned` sets scheduler knobs
-(idle sleep 0.1 s, heartbeat 1 s) instead of the stack's defaults. Last line: one JSON object.
+`end_from_trigger` (the triggerer ends `await` with its XCom). The stack (stack/airflow.py) now
+runs the scheduler with idle sleep 0.1 s and heartbeat 1 s, so `--tuned` (the same knobs) only
+matters against older stacks. Last line: one JSON object.
 
     .venv/bin/python bench/completion_latency.py [--requests 5] [--tuned] [--commit-interval 0.2]
 """

@@ -31,6 +31,7 @@ os.environ.setdefault("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dum
 ]))
 
 from stack.broker import Broker, free_port  # noqa: E402
+from tests.helpers.webhook import WebhookReceiver  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +57,11 @@ def topic() -> str:
 @pytest.fixture
 def group() -> str:
     return f"g-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A webhook endpoint on loopback that records (and verifies) what it receives."""
+    server = WebhookReceiver().start_in_thread()
+    yield server
+    server.stop()

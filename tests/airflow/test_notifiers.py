@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,13 +34,6 @@ RESULT = {  # what AwaitCompletionSensor returns: the final store value
     "meta": {"rows": 1000, "valid_rows": 990, "bad_rows": 10, "bad_examples": [{"row": 4}], "source": "s.csv",
              "dag_id": "contacts_import", "run_id": "manual__1"},
 }
-
-
-@pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver().start_in_thread()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -73,13 +73,6 @@ def processes(standalone: AirflowStandalone, tmp_path: Path) -> Iterator[Process
 
 
 @pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver().start_in_thread()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def api(standalone: AirflowStandalone) -> Iterator[af.ApiClient]:
     with af.ApiClient(af.Configuration(host=standalone.url, access_token=standalone.token())) as client:
         wait_for(lambda: _dag_known(DAGApi(client)), 180, "the DAG processor to parse contacts_import", 2)

@@ -160,12 +160,9 @@ def test_non_blocking_retries_move_through_retry_topics_to_the_dead_letter_topic
         assert m.value() == source.value() and b'"n":%d' % n in m.value()
 
 
-def test_combined_policy_blocks_n_times_then_uses_retry_topics(
-        kafka_config: dict[str, Any], topic: str, group: str) -> None:
-    ensure_topics(kafka_config, [TopicSpec(topic, partitions=1)])
-    handler = Recorder(always={"x"})
-    policy = RetryPolicy(blocking=BlockingRetry(intervals=[0.2], attempts=2),
-                         non_blocking=NonBlockingRetry(intervals=[0.3]))
+def _x_dead_lettered_y_handled(kafka_config: dict[str, Any], topic: str, group: str, handler: Recorder,
+                               policy: RetryPolicy) -> None:
+    """Run a worker over a failing `x` then a healthy `y` until x is dead-lettered and y handled."""
     worker = Worker(kafka_config, [topic], group, handler, policy=policy)
     thread = _start(worker)
     try:
@@ -176,6 +173,15 @@ def test_combined_policy_blocks_n_times_then_uses_retry_topics(
         wait_for(lambda: worker.stats.dead_lettered == 1 and handler.ok("y"), 20, "x dead-lettered, y handled")
     finally:
         _stop(worker, thread)
+
+
+def test_combined_policy_blocks_n_times_then_uses_retry_topics(
+        kafka_config: dict[str, Any], topic: str, group: str) -> None:
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=1)])
+    handler = Recorder(always={"x"})
+    policy = RetryPolicy(blocking=BlockingRetry(intervals=[0.2], attempts=2),
+                         non_blocking=NonBlockingRetry(intervals=[0.3]))
+    _x_dead_lettered_y_handled(kafka_config, topic, group, handler, policy)
     assert [c["topic"] for c in handler.attempts("x")] == [topic, topic, retry_topic(topic, group, 1)]
     assert [c["attempt"] for c in handler.attempts("x")] == [1, 2, 3]
     [dead] = read_all(kafka_config, dead_letter_topic(topic, group), expected=1)
@@ -191,16 +197,7 @@ def test_non_retryable_errors_go_straight_to_the_dead_letter_topic(
     handler = Recorder(always={"x"}, error=PermanentError if error == "configured" else NonRetryableError)
     policy = RetryPolicy(blocking=BlockingRetry(intervals=[5], attempts=3), non_blocking=NonBlockingRetry(
         intervals=[5]), non_retryable=["tests.helpers.handlers.PermanentError"])
-    worker = Worker(kafka_config, [topic], group, handler, policy=policy)
-    thread = _start(worker)
-    try:
-        producer = RequestProducer(kafka_config)
-        producer.send(topic, {"n": 1}, key="x")
-        producer.send(topic, {"n": 2}, key="y")
-        producer.flush()
-        wait_for(lambda: worker.stats.dead_lettered == 1 and handler.ok("y"), 20, "x dead-lettered at once")
-    finally:
-        _stop(worker, thread)
+    _x_dead_lettered_y_handled(kafka_config, topic, group, handler, policy)
     assert len(handler.attempts("x")) == 1
     [dead] = read_all(kafka_config, dead_letter_topic(topic, group), expected=1)
     assert dict(dead.headers())[h.ERROR_TYPE].decode() == handler.error.__name__

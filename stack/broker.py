@@ -68,6 +68,7 @@ def ensure_jars() -> Path:
 
 
 def _cluster_id() -> str:
+    """Kafka's form of a cluster id. One in 64 starts with '-', so pass it as --cluster-id=<id>."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
@@ -161,7 +162,7 @@ class Broker:
         ]
         if not formatted:
             fmt = subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
+                [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}", "-c", str(props)],
                 capture_output=True, text=True,
             )
             if fmt.returncode != 0:

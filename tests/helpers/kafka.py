@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 import uuid
+from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -85,3 +88,35 @@ def records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Runner(Protocol):
+    """A Worker or a processor: run until stop(), setting `ready` once consuming."""
+
+    def run(self, ready: threading.Event | None = None) -> Any: ...
+
+    def stop(self, *_: object) -> None: ...
+
+
+def start_in_thread(runner: Runner) -> threading.Thread:
+    ready = threading.Event()
+    thread = threading.Thread(target=runner.run, kwargs={"ready": ready}, daemon=True)
+    thread.start()
+    assert ready.wait(30), f"{type(runner).__name__} did not start"
+    return thread
+
+
+def stop_thread(runner: Runner, thread: threading.Thread) -> None:
+    runner.stop()
+    thread.join(30)
+    assert not thread.is_alive(), f"{type(runner).__name__} did not stop"
+
+
+def scrape_metrics(port: int, topic: str) -> dict[str, float]:
+    """A worker's /metrics, summed per sample name over the series labelled with `topic`."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples: dict[str, float] = defaultdict(float)
+    for line in text.splitlines():
+        if line and not line.startswith("#") and f'topic="{topic}"' in line:
+            samples[line.split("{", 1)[0]] += float(line.rsplit(" ", 1)[1])
+    return samples

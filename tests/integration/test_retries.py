@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from kafka_workflows.policy import BlockingRetry, NonBlockingRetry, RetryPolicy
 from kafka_workflows.producer import RequestProducer
 from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics, retry_topic
 from kafka_workflows.worker import Worker
-from tests.helpers.kafka import read_all, wait_for
+from tests.helpers.kafka import read_all, scrape_metrics, start_in_thread, stop_thread, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,20 +51,6 @@ class Recorder:
         return [c for c in self.calls if c["key"] == key]
 
 
-def _start(worker: Worker) -> threading.Thread:
-    ready = threading.Event()
-    thread = threading.Thread(target=worker.run, kwargs={"ready": ready}, daemon=True)
-    thread.start()
-    assert ready.wait(30)
-    return thread
-
-
-def _stop(worker: Worker, thread: threading.Thread) -> None:
-    worker.stop()
-    thread.join(30)
-    assert not thread.is_alive()
-
-
 def test_blocking_retry_delays_only_its_partition_at_the_configured_intervals(
         kafka_config: dict[str, Any], topic: str, group: str) -> None:
     ensure_topics(kafka_config, [TopicSpec(topic, partitions=2)])
@@ -73,7 +58,7 @@ def test_blocking_retry_delays_only_its_partition_at_the_configured_intervals(
     handler = Recorder(fail={"a1": 3})
     worker = Worker(kafka_config, [topic], group, handler,
                     policy=RetryPolicy(blocking=BlockingRetry(intervals=intervals)))
-    thread = _start(worker)
+    thread = start_in_thread(worker)
     try:
         producer = RequestProducer(kafka_config)
         for n in range(5):
@@ -85,7 +70,7 @@ def test_blocking_retry_delays_only_its_partition_at_the_configured_intervals(
         producer.flush()
         wait_for(lambda: len(handler.ok()) == 25, 30, "every message handled")
     finally:
-        _stop(worker, thread)
+        stop_thread(worker, thread)
 
     attempts = [c["t"] for c in handler.attempts("a1")]
     assert len(attempts) == 4
@@ -107,7 +92,7 @@ def test_non_blocking_retries_move_through_retry_topics_to_the_dead_letter_topic
     handler = Recorder(always={"bad-0", "bad-1", "bad-2"})
     worker = Worker(kafka_config, [topic], group, handler,
                     policy=RetryPolicy(non_blocking=NonBlockingRetry(intervals=intervals)))
-    thread = _start(worker)
+    thread = start_in_thread(worker)
     producer = RequestProducer(kafka_config)
     try:
         for n in range(30):
@@ -123,7 +108,7 @@ def test_non_blocking_retries_move_through_retry_topics_to_the_dead_letter_topic
         late_done = max(c["t"] for c in handler.ok() if c["key"].startswith("late-"))
         wait_for(lambda: worker.stats.dead_lettered == 3, 30, "the failing ones to be dead-lettered")
     finally:
-        _stop(worker, thread)
+        stop_thread(worker, thread)
 
     for key in ("bad-0", "bad-1", "bad-2"):
         calls = handler.attempts(key)
@@ -164,7 +149,7 @@ def _x_dead_lettered_y_handled(kafka_config: dict[str, Any], topic: str, group: 
                                policy: RetryPolicy) -> None:
     """Run a worker over a failing `x` then a healthy `y` until x is dead-lettered and y handled."""
     worker = Worker(kafka_config, [topic], group, handler, policy=policy)
-    thread = _start(worker)
+    thread = start_in_thread(worker)
     try:
         producer = RequestProducer(kafka_config)
         producer.send(topic, {"n": 1}, key="x")
@@ -172,7 +157,7 @@ def _x_dead_lettered_y_handled(kafka_config: dict[str, Any], topic: str, group: 
         producer.flush()
         wait_for(lambda: worker.stats.dead_lettered == 1 and handler.ok("y"), 20, "x dead-lettered, y handled")
     finally:
-        _stop(worker, thread)
+        stop_thread(worker, thread)
 
 
 def test_combined_policy_blocks_n_times_then_uses_retry_topics(
@@ -217,8 +202,6 @@ def test_policy_errors_name_the_field() -> None:
 
 
 def test_dead_lettered_counts_by_topic_in_metrics(kafka_config: dict[str, Any], topic: str, group: str) -> None:
-    import urllib.request
-
     from stack.broker import free_port
 
     ensure_topics(kafka_config, [TopicSpec(topic, partitions=1)])
@@ -227,7 +210,7 @@ def test_dead_lettered_counts_by_topic_in_metrics(kafka_config: dict[str, Any], 
     worker = Worker(kafka_config, [topic], group, handler, metrics_port=port,
                     policy=RetryPolicy(non_blocking=NonBlockingRetry(intervals=[0.1])),
                     consumer_overrides={"statistics.interval.ms": 500})
-    thread = _start(worker)
+    thread = start_in_thread(worker)
     try:
         producer = RequestProducer(kafka_config)
         for key in ("x", "y", "z"):
@@ -235,19 +218,9 @@ def test_dead_lettered_counts_by_topic_in_metrics(kafka_config: dict[str, Any], 
         producer.flush()
         wait_for(lambda: worker.stats.dead_lettered == 1 and len(handler.ok()) == 2, 20, "x dead, y and z done")
         time.sleep(1.2)  # one statistics interval for the lag gauge
-
-        def scrape() -> dict[str, float]:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-            samples: dict[str, float] = defaultdict(float)
-            for line in text.splitlines():
-                if line and not line.startswith("#") and f'topic="{topic}"' in line:
-                    name = line.split("{", 1)[0]
-                    samples[name] += float(line.rsplit(" ", 1)[1])
-            return samples
-
-        samples = scrape()
+        samples = scrape_metrics(port, topic)
     finally:
-        _stop(worker, thread)
+        stop_thread(worker, thread)
     assert samples["kw_worker_handled_total"] == 2
     assert samples["kw_worker_failed_total"] == 3  # x twice (main, retry-1), y once
     assert samples["kw_worker_retried_total"] == 2

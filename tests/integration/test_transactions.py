@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections import Counter
@@ -22,7 +21,7 @@ from kafka_workflows.transactions import (
     TransactionalHandler,
     TransactionalProcessor,
 )
-from tests.helpers.kafka import committed, read_all, wait_for
+from tests.helpers.kafka import committed, read_all, start_in_thread, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -67,14 +66,6 @@ class Echo(TransactionalHandler):
         self.resets.append(partitions)
 
 
-def _start(processor: TransactionalProcessor) -> threading.Thread:
-    ready = threading.Event()
-    thread = threading.Thread(target=processor.run, kwargs={"ready": ready}, daemon=True)
-    thread.start()
-    assert ready.wait(30), "processor did not start"
-    return thread
-
-
 def _outputs(config: dict[str, Any], topic: str, expected: int) -> list[int]:
     return sorted(int(m.value()) for m in read_all(config, topic, expected=expected, timeout=30))
 
@@ -85,7 +76,7 @@ def test_outputs_and_offsets_commit_together(kafka_config: dict[str, Any], topic
     _produce(kafka_config, topic, range(300))
     handler = Echo(out)
     processor = TransactionalProcessor(kafka_config, [topic], group, handler, commit_interval=0.2)
-    thread = _start(processor)
+    thread = start_in_thread(processor)
     wait_for(lambda: sum(b.consumed for b in handler.batches) >= 300, 60, "300 messages committed")
     processor.stop()
     thread.join(30)
@@ -105,7 +96,7 @@ def test_abortable_error_aborts_rewinds_and_resets(kafka_config: dict[str, Any],
     _produce(kafka_config, topic, range(50))
     handler = Echo(out, oversize_once=20)
     processor = TransactionalProcessor(kafka_config, [topic], group, handler, commit_interval=0.2)
-    thread = _start(processor)
+    thread = start_in_thread(processor)
     wait_for(lambda: sum(b.consumed for b in handler.batches) >= 50, 60, "50 messages committed after the abort")
     processor.stop()
     thread.join(30)
@@ -144,7 +135,7 @@ def test_fenced_processor_recreates_its_producer_and_stays_exactly_once(kafka_co
     handler = Echo(out)
     processor = TransactionalProcessor(kafka_config, [topic], group, handler, instance_id="fixed",
                                        commit_interval=0.2)
-    thread = _start(processor)
+    thread = start_in_thread(processor)
     _produce(kafka_config, topic, range(40))
     wait_for(lambda: sum(b.consumed for b in handler.batches) >= 40, 60, "first 40 committed")
 
@@ -172,7 +163,7 @@ def test_revoke_commits_the_open_transaction_before_partitions_move(kafka_config
     # A commit interval far beyond the test: only the revoke can commit what `first` processed.
     slow = TransactionalProcessor(kafka_config, [topic], group, first, commit_interval=60,
                                   transaction_timeout_ms=180_000)
-    slow_thread = _start(slow)
+    slow_thread = start_in_thread(slow)
     wait_for(lambda: len(first.assigned) == 4, 30, "all partitions on the first processor")
     _produce(kafka_config, topic, range(100))
     wait_for(lambda: slow.stats.consumed >= 100, 30, "100 consumed into the open transaction")
@@ -181,7 +172,7 @@ def test_revoke_commits_the_open_transaction_before_partitions_move(kafka_config
     second = Echo(out)
     joiner = TransactionalProcessor(kafka_config, [topic], group, second, commit_interval=0.2)
     started = time.monotonic()
-    joiner_thread = _start(joiner)
+    joiner_thread = start_in_thread(joiner)
     wait_for(lambda: first.batches, 30, "the revoke to commit the open transaction")
     assert time.monotonic() - started < 30
     assert first.batches[0].consumed == 100

@@ -1,5 +1,7 @@
 """Errors a user can act on. Each message names what is wrong (address, path, field, offset)."""
 
+from typing import Any
+
 
 class KafkaWorkflowsError(Exception):
     """Base of every error this package raises on purpose."""
@@ -22,8 +24,28 @@ class HandlerImportError(KafkaWorkflowsError, ImportError):
 
 
 class MessageDecodeError(KafkaWorkflowsError, ValueError):
-    """A message value is not the JSON the contract requires."""
+    """A message value is not the JSON the contract requires. `record`: the Kafka record, when known."""
+
+    record: Any = None
 
 
 class NonRetryableError(KafkaWorkflowsError):
     """Raise (or subclass) in a handler when retrying cannot help: the message goes to the dead-letter topic."""
+
+
+class BatchItemFailed(KafkaWorkflowsError):
+    """Raised by a batch handler to say which message of its batch failed, and why.
+
+    The messages before `index` are done; the one at `index` goes through the retry policy with
+    `cause` as its error; the ones after it are handed to the handler again.
+    """
+
+    def __init__(self, index: int, cause: BaseException | None = None) -> None:
+        super().__init__(f"message {index} of the batch failed" + (f": {cause!r}" if cause is not None else ""))
+        self.index = index
+        self._cause = cause
+
+    @property
+    def cause(self) -> BaseException:
+        """The error given, else the one chained with `raise BatchItemFailed(i) from exc`, else this."""
+        return self._cause or self.__cause__ or self

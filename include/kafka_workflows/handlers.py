@@ -27,3 +27,20 @@ def resolve_callable(path: str, what: str = "handler") -> Callable[..., Any]:
     if not callable(target):
         raise HandlerImportError(f"{what} {path!r} is a {type(target).__name__}, not a callable")
     return target
+
+
+def batch_handler(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark `fn(messages: MessageBatch)` as a batch handler.
+
+    The worker then calls it with consecutive messages of one partition (at most its batch size)
+    instead of one message at a time. Returning means every message of the batch is done. To
+    fail one message, raise `BatchItemFailed(index)` from its error: the ones before it are done,
+    it goes through the retry policy, the rest come again. Any other error makes the worker hand
+    the batch's messages over again one at a time, so the policy acts on the one that fails.
+    """
+    fn.kw_batch_handler = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_batch_handler(fn: Callable[..., Any]) -> bool:
+    return getattr(fn, "kw_batch_handler", False) is True

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
+from confluent_kafka import Message as KafkaMessage
 from pydantic_core import from_json
 
 from kafka_workflows import headers as h
@@ -31,27 +33,72 @@ def decode_value(raw: bytes | None, where: str) -> Any:
         raise MessageDecodeError(f"{where}: value is not JSON ({exc}); starts with {preview!r}") from exc
 
 
+_PENDING: Any = object()  # a value not decoded yet
+
+
 class Message:
-    """A decoded request as handlers see it. Headers are decoded on first access."""
+    """A request as handlers see it: its JSON value and the Kafka record's metadata, read from the
+    record on first access.
 
-    __slots__ = ("_headers", "_raw_headers", "key", "offset", "partition", "timestamp_ms", "topic", "value")
+    Built per message on the worker's hot path, so it holds the record instead of copying six
+    fields out of it. A message handler gets the value decoded before it is called (an
+    undecodable message never reaches it); in a MessageBatch the value is decoded when first read.
+    To test a handler, wrap a record: `Message.of(confluent_kafka.Message(...))`.
+    """
 
-    def __init__(self, topic: str, partition: int, offset: int, key: str | None, value: Any,
-                 headers: dict[str, str] | None = None, timestamp_ms: int | None = None,
-                 raw_headers: list[tuple[str, bytes]] | None = None) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        self.key = key
-        self.value = value
-        self.timestamp_ms = timestamp_ms
+    __slots__ = ("_headers", "_raw", "_value")
+
+    def __init__(self, raw: KafkaMessage, value: Any = _PENDING, headers: dict[str, str] | None = None) -> None:
+        self._raw = raw
+        self._value = value
         self._headers = headers
-        self._raw_headers = raw_headers
+
+    @classmethod
+    def of(cls, raw: KafkaMessage) -> Message:
+        """Decode `raw`'s value; MessageDecodeError names the record when it is not JSON."""
+        return cls(raw, decode_value(raw.value(), where(raw)))
+
+    @property
+    def value(self) -> Any:
+        """The decoded JSON value; MessageDecodeError (carrying this record) when it is not JSON."""
+        if self._value is _PENDING:
+            try:
+                self._value = decode_value(self._raw.value(), where(self._raw))
+            except MessageDecodeError as exc:
+                exc.record = self._raw
+                raise
+        return self._value
+
+    @property
+    def record(self) -> KafkaMessage:
+        """The confluent-kafka record underneath."""
+        return self._raw
+
+    @property
+    def topic(self) -> str:
+        return self._raw.topic()
+
+    @property
+    def partition(self) -> int:
+        return self._raw.partition()
+
+    @property
+    def offset(self) -> int:
+        return self._raw.offset()
+
+    @property
+    def key(self) -> str | None:
+        key = self._raw.key()
+        return key.decode("utf-8", "replace") if key is not None else None
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self._raw.timestamp()[1]
 
     @property
     def headers(self) -> dict[str, str]:
         if self._headers is None:
-            self._headers = h.decode(self._raw_headers)
+            self._headers = h.decode(self._raw.headers())
         return self._headers
 
     @property
@@ -73,10 +120,71 @@ class Message:
 
     @property
     def where(self) -> str:
-        return f"{self.topic}[{self.partition}]@{self.offset}"
+        return where(self._raw)
 
     def __repr__(self) -> str:
         return f"Message({self.where}, key={self.key!r}, value={self.value!r})"
+
+
+class MessageBatch(Sequence[Message]):
+    """Consecutive messages of one partition, in offset order, for a batch handler.
+
+    Lazy: a Message is built, and its value decoded, only when the handler reads it, so a handler
+    that looks at a few fields of a large batch pays for those alone.
+    """
+
+    __slots__ = ("_messages", "_records")
+
+    def __init__(self, records: Sequence[KafkaMessage], messages: list[Message | None] | None = None) -> None:
+        self._records = records
+        self._messages = messages if messages is not None else [None] * len(records)
+
+    @classmethod
+    def of(cls, *messages: Message) -> MessageBatch:
+        """A batch of messages built already (the worker's one-at-a-time path)."""
+        return cls([m.record for m in messages], list(messages))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Message]: ...
+
+    def __getitem__(self, index: int | slice) -> Message | list[Message]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self._records)))]
+        message = self._messages[index]
+        if message is None:
+            message = self._messages[index] = Message(self._records[index])
+        return message
+
+    def __iter__(self) -> Iterator[Message]:
+        for i in range(len(self._records)):
+            yield self[i]
+
+    @property
+    def topic(self) -> str:
+        return self._records[0].topic()
+
+    @property
+    def partition(self) -> int:
+        return self._records[0].partition()
+
+    def values(self) -> list[Any]:
+        """Every message's decoded value, in order."""
+        return [message.value for message in self]
+
+    def __repr__(self) -> str:
+        first, last = self._records[0], self._records[-1]
+        return f"MessageBatch({first.topic()}[{first.partition()}]@{first.offset()}..{last.offset()}, {len(self)})"
+
+
+def where(raw: KafkaMessage) -> str:
+    """`topic[partition]@offset` of a record, for errors and logs."""
+    return f"{raw.topic()}[{raw.partition()}]@{raw.offset()}"
 
 
 def request_id_for(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> str:

@@ -7,9 +7,58 @@ A registry per worker keeps several workers in one process (tests, embedded use)
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BOUNDS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+
+
+class BatchHistogram(Collector):
+    """A labelled Prometheus histogram fed a batch at a time.
+
+    prometheus_client's Histogram.observe takes a lock and walks the buckets on every call, about
+    1 µs: a third of the worker's whole per-message cost. The worker instead counts a batch into a
+    plain list (`new_tally`, `bucket_of`) and merges it here once per batch; exposition is still
+    prometheus_client's (a HistogramMetricFamily with the usual _bucket, _count and _sum series).
+    """
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...], bounds: tuple[float, ...]) -> None:
+        self.name, self.documentation, self.labels, self.bounds = name, documentation, labels, bounds
+        self._lock = threading.Lock()
+        self._tallies: dict[tuple[str, ...], list[float]] = {}
+
+    def new_tally(self) -> list[float]:
+        """[sum, count in bucket 0, ..., count in +Inf]; bucket i of a value is bisect_left(bounds, value)."""
+        return [0.0] * (len(self.bounds) + 2)
+
+    def merge(self, tallies: Mapping[tuple[str, ...], list[float]]) -> None:
+        with self._lock:
+            for labels, tally in tallies.items():
+                mine = self._tallies.get(labels)
+                if mine is None:
+                    mine = self._tallies[labels] = self.new_tally()
+                for i, x in enumerate(tally):
+                    mine[i] += x
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        with self._lock:
+            snapshot = {labels: list(tally) for labels, tally in self._tallies.items()}
+        for labels, tally in sorted(snapshot.items()):
+            cumulative, buckets = 0.0, []
+            for bound, n in zip([*self.bounds, float("inf")], tally[1:], strict=True):
+                cumulative += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            family.add_metric(list(labels), buckets, tally[0])
+        yield family
 
 
 class WorkerMetrics:
@@ -25,15 +74,16 @@ class WorkerMetrics:
                                registry=self.registry)
         self.dead_lettered = Counter("kw_worker_dead_lettered", "Messages sent to the dead-letter topic",
                                      labels, registry=self.registry)
-        self.latency = Histogram("kw_worker_handler_seconds", "Handler latency", labels, registry=self.registry,
-                                 buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30))
+        self.latency = BatchHistogram("kw_worker_handler_seconds", "Handler latency", ("group", "topic"),
+                                      LATENCY_BOUNDS)
+        self.registry.register(self.latency)
         self.lag = Gauge("kw_worker_consumer_lag", "Consumer lag per partition (from librdkafka statistics)",
                          [*labels, "partition"], registry=self.registry)
         self.blocked = Gauge("kw_worker_blocked_partitions", "Partitions blocked by a failing message",
                              ["group"], registry=self.registry)
         self._children: dict[tuple[str, str], Any] = {}
 
-    def child(self, metric: Counter | Histogram, topic: str) -> Any:
+    def child(self, metric: Counter, topic: str) -> Any:
         """Cached labelled child: labels() is too slow for the per-message path."""
         key = (metric._name, topic)
         found = self._children.get(key)

@@ -19,7 +19,7 @@ from kafka_workflows import headers as h
 from kafka_workflows.config import check_reachable
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.handlers import resolve_callable
-from kafka_workflows.messages import Message, decode_value, encode_value
+from kafka_workflows.messages import Message, encode_value
 from kafka_workflows.spec import ProcessorSpec, SpecError, WorkflowSpec, load_specs
 from kafka_workflows.topics import TopicSpec, ensure_topics
 from kafka_workflows.transactions import Output, TransactionalProcessor
@@ -65,17 +65,14 @@ def _transform(spec: ProcessorSpec) -> Callable[[Any], Iterable[Output]]:
     allowed = set(spec.outputs)
 
     def process(raw: Any) -> Iterable[Output]:
-        where = f"{raw.topic()}[{raw.partition()}]@{raw.offset()}"
-        key = raw.key().decode("utf-8", "replace") if raw.key() is not None else None
-        message = Message(raw.topic(), raw.partition(), raw.offset(), key, decode_value(raw.value(), where),
-                          None, raw.timestamp()[1], raw.headers())
+        message = Message.of(raw)
         outputs = []
         for out in fn(message) or ():
             if "topic" not in out and len(spec.outputs) == 1:
                 out = {**out, "topic": spec.outputs[0]}  # one declared output: the transform need not name it
             if out.get("topic") not in allowed:
                 raise ConfigError(f"processor {spec.name!r}: transform wrote to {out.get('topic')!r}, "
-                                  f"not one of its outputs {sorted(allowed)} ({where})")
+                                  f"not one of its outputs {sorted(allowed)} ({message.where})")
             headers = {h.REQUEST_ID: message.headers.get(h.REQUEST_ID), **(out.get("headers") or {})}
             outputs.append(Output(out["topic"], out.get("key"), encode_value(out["value"]), headers))
         return outputs

@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--partitions", type=int, default=3, help="partitions for topics it creates")
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     worker.add_argument("--store", help="report each job's completion or failure to this atomic store")
+    worker.add_argument("--batch-size", type=int, default=500,
+                        help="messages consumed at a time: the largest batch a @batch_handler gets")
 
     validate = sub.add_parser("validate", help="check workflow specs: file, line, field, expected, found")
     validate.add_argument("specs", type=Path, help="a folder of workflow specs (or one file)")
@@ -121,7 +123,8 @@ def _run(args: argparse.Namespace) -> int:
         if missing:
             raise ConfigError(f"worker needs a specs folder, or {', '.join(missing)}")
         worker = Worker(config, args.topic, args.group, args.handler, policy=_policy(args.policy),
-                        topic_partitions=args.partitions, metrics_port=args.metrics_port, store=args.store)
+                        topic_partitions=args.partitions, metrics_port=args.metrics_port, store=args.store,
+                        batch_size=args.batch_size)
         worker.install_signal_handlers()
         worker.run()
     elif args.command == "store-processor":

@@ -89,7 +89,8 @@ def build_units(config: Mapping[str, Any], specs: list[WorkflowSpec], only: Iter
         for w in spec.workers:
             if not only or w.name in only:
                 units.append(Unit(spec.name, w.name, Worker(config, w.topics, w.group, w.handler, policy=w.retry,
-                                                            topic_partitions=w.partitions, store=w.store)))
+                                                            topic_partitions=w.partitions, store=w.store,
+                                                            batch_size=w.batch_size)))
         for p in spec.processors:
             if not only or p.name in only:
                 units.append(Unit(spec.name, p.name, TransactionalProcessor(

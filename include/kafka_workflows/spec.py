@@ -168,6 +168,8 @@ class WorkerSpec(_Spec):
     retry: RetryPolicy | None = None
     store: str | None = Field(default=None, pattern=NAME, description="report job completions to this store")
     partitions: PositiveInt = 3
+    batch_size: int = Field(default=500, ge=1, le=100_000,
+                            description="messages consumed at a time: the largest batch a @batch_handler gets")
 
     @model_validator(mode="after")
     def _topics(self) -> Self:

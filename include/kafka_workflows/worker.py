@@ -88,6 +88,8 @@ class Worker:
             raise ConfigError("worker needs at least one topic")
         if not group:
             raise ConfigError("worker needs a consumer group id")
+        if not 1 <= batch_size <= 100_000:
+            raise ConfigError(f"batch size must be between 1 and 100000, got {batch_size}")
         self.config = dict(config)
         self.topics = list(topics)
         self.group = group

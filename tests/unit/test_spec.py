@@ -42,6 +42,13 @@ def test_errors_name_file_line_field_expected_and_found() -> None:
     ]
 
 
+def test_a_worker_batch_size_out_of_range_is_named() -> None:
+    text = ("name: x\nworkers:\n  - {name: w, topics: [t], group: g, handler: os.getcwd,\n"
+            "     batch_size: 0}\n")
+    assert problems(text) == [
+        "wf.yaml:4: workers[0].batch_size: Input should be greater than or equal to 1 (found 0)"]
+
+
 def test_unknown_keys_missing_fields_and_wrong_types_are_named() -> None:
     text = "name: x\nschedul: '@daily'\nsteps:\n  - id: a\n    python: {kwargs: {}}\n  - id: b\n    retries: two\n"
     found = problems(text)

@@ -127,7 +127,7 @@ class Worker:
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
-        """Ask the loop to finish the message in hand, commit and leave the group."""
+        """Ask the loop to finish the message (or batch) in hand, commit and leave the group."""
         self._stopping = True
 
     def install_signal_handlers(self) -> None:
@@ -620,8 +620,8 @@ def _failed_index(records: list[KafkaMessage], exc: Exception) -> tuple[int | No
     """Which message of a batch failed, and with what error, when the handler's exception says so."""
     if isinstance(exc, BatchItemFailed):
         if not 0 <= exc.index < len(records):
-            log.warning("batch handler named message %d of a batch of %d; handling it one at a time", exc.index,
-                        len(records))
+            log.warning("batch handler named message %d of a batch of %d; handling the batch one message at a time",
+                        exc.index, len(records))
             return None, exc
         return exc.index, exc.cause if isinstance(exc.cause, Exception) else exc
     if isinstance(exc, MessageDecodeError) and exc.record is not None:

@@ -11,8 +11,9 @@ import os
 import time
 from pathlib import Path
 
-from kafka_workflows.errors import NonRetryableError
-from kafka_workflows.messages import Message
+from kafka_workflows.errors import BatchItemFailed, NonRetryableError
+from kafka_workflows.handlers import batch_handler
+from kafka_workflows.messages import Message, MessageBatch
 
 
 class PermanentError(Exception):
@@ -53,6 +54,16 @@ def record(message: Message) -> None:
     _append(message, "ok" if error is None else f"{type(error).__name__}")
     if error is not None:
         raise error
+
+
+@batch_handler
+def record_batch(messages: MessageBatch) -> None:
+    """`record` as a batch handler: the first message that fails is named with BatchItemFailed."""
+    for i, message in enumerate(messages):
+        try:
+            record(message)
+        except Exception as exc:
+            raise BatchItemFailed(i) from exc
 
 
 def slow_checkout(message: Message) -> list[dict[str, object]]:

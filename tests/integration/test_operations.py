@@ -175,8 +175,9 @@ def test_replay_a_filtered_selection_after_a_fix_and_a_replay_that_fails_again_d
         assert worker.wait(30) == 0
 
 
+@pytest.mark.parametrize("handler", [HANDLER, "tests.helpers.handlers.record_batch"], ids=["message", "batch"])
 def test_sigkill_mid_retry_loses_no_message(kafka_config: dict[str, Any], topic: str, group: str,
-                                            tmp_path: Path) -> None:
+                                            tmp_path: Path, handler: str) -> None:
     """Kill -9 the worker at random points while messages sit in retry topics; restart each time."""
     ensure_topics(kafka_config, [TopicSpec(topic, partitions=3)])
     record = tmp_path / "calls.jsonl"
@@ -198,7 +199,7 @@ def test_sigkill_mid_retry_loses_no_message(kafka_config: dict[str, Any], topic:
         dead = {m.key().decode() for m in read_all(kafka_config, dlq, timeout=1)}
         return handled | dead == set(kinds)
 
-    worker = start_worker(kafka_config, topic, group, HANDLER, record, "--policy", policy, env=env)
+    worker = start_worker(kafka_config, topic, group, handler, record, "--policy", policy, env=env)
     try:
         while kills < 4:
             seen = len(records(record))
@@ -211,7 +212,7 @@ def test_sigkill_mid_retry_loses_no_message(kafka_config: dict[str, Any], topic:
             retrying = {r["key"] for r in records(record) if r["outcome"] != "ok"} - {
                 r["key"] for r in records(record) if r["outcome"] == "ok"}
             print(f"kill {kills}: {len(retrying)} messages failed at least once and not yet handled")
-            worker = start_worker(kafka_config, topic, group, HANDLER, record, "--policy", policy, env=env)
+            worker = start_worker(kafka_config, topic, group, handler, record, "--policy", policy, env=env)
         wait_for(settled, 120, "every message handled or dead-lettered", 1)
     finally:
         worker.send_signal(signal.SIGTERM)

@@ -1,6 +1,7 @@
 """The companion worker: consume requests in a group, call a handler, commit only what is done.
 
-At-least-once: offsets are stored at the end of each consumed batch, only for messages whose
+At-least-once: offsets are stored at the end of each consumed batch (and every second during a
+long one), only for messages whose
 handler returned or that were durably moved to a retry or dead-letter topic (the producer is
 flushed first), and librdkafka commits stored offsets periodically, on revoke and on close.
 
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Message], Any]
 TP = tuple[str, int]
 FOREVER = float("inf")
+# A consumed batch of slow messages can take minutes: store what is done at least this often, so
+# a crash repeats seconds of work, not the whole batch.
+PROGRESS_INTERVAL = 1.0
 
 
 @dataclass
@@ -274,6 +278,7 @@ class Worker:
         clock, bounds, tallies = time.perf_counter, self.metrics.latency.bounds, self._tallies
         fastest = bounds[0]
         report = self._store_client is not None
+        progress_due = clock() + PROGRESS_INTERVAL
         for msg in batch:
             if self._stopping:
                 break  # not handled, not stored: the next owner gets it
@@ -290,6 +295,10 @@ class Worker:
                     done[tp] = msg.offset() + 1
                 continue
             started = clock()
+            if started >= progress_due:
+                self._store(consumer, done)
+                done.clear()
+                progress_due = started + PROGRESS_INTERVAL
             try:
                 handler(message)
             except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
@@ -312,6 +321,7 @@ class Worker:
         held, retry_topics = self.held, self.retry_topics
         run: list[KafkaMessage] = []
         run_tp: TP | None = None
+        progress_due = time.perf_counter() + PROGRESS_INTERVAL
         for msg in batch:
             topic = msg.topic()
             tp = (topic, msg.partition())
@@ -328,6 +338,10 @@ class Worker:
             else:
                 if run:
                     self._handle_run(consumer, run, done)
+                    if time.perf_counter() >= progress_due:
+                        self._store(consumer, done)
+                        done.clear()
+                        progress_due = time.perf_counter() + PROGRESS_INTERVAL
                 run, run_tp = [msg], tp
         if run:
             self._handle_run(consumer, run, done)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -12,12 +12,22 @@ import pytest
 
 from kafka_workflows.config import check_reachable
 from kafka_workflows.errors import BrokerUnreachableError, HandlerImportError
-from kafka_workflows.messages import Message
+from kafka_workflows.handlers import batch_handler
+from kafka_workflows.messages import Message, MessageBatch
 from kafka_workflows.policy import BlockingRetry, RetryPolicy
 from kafka_workflows.producer import RequestProducer
 from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics
 from kafka_workflows.worker import Worker
-from tests.helpers.kafka import committed, group_members, read_all, records, start_worker, wait_for
+from tests.helpers.kafka import (
+    committed,
+    group_members,
+    read_all,
+    records,
+    start_in_thread,
+    start_worker,
+    stop_thread,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 HANDLER = "tests.helpers.handlers.record"
@@ -28,14 +38,6 @@ def _produce(config: dict[str, Any], topic: str, items: list[tuple[str, Any]]) -
     for key, value in items:
         producer.send(topic, value, key=key)
     producer.flush()
-
-
-def _run_in_thread(worker: Worker) -> threading.Thread:
-    ready = threading.Event()
-    thread = threading.Thread(target=worker.run, kwargs={"ready": ready}, daemon=True)
-    thread.start()
-    assert ready.wait(30), "worker did not start"
-    return thread
 
 
 def test_handler_failure_leaves_offset_uncommitted_and_message_returns_after_restart(
@@ -51,7 +53,7 @@ def test_handler_failure_leaves_offset_uncommitted_and_message_returns_after_res
 
     policy = RetryPolicy(blocking=BlockingRetry(initial=0.2, max=0.2))
     worker = Worker(kafka_config, [topic], group, fails_on_three, policy=policy)
-    thread = _run_in_thread(worker)
+    thread = start_in_thread(worker)
     wait_for(lambda: worker.stats.failed >= 3, 30, "three failed attempts on n=3")
     worker.stop()
     thread.join(30)
@@ -60,7 +62,7 @@ def test_handler_failure_leaves_offset_uncommitted_and_message_returns_after_res
 
     after: list[int] = []
     worker = Worker(kafka_config, [topic], group, lambda m: after.append(m.value["n"]))
-    thread = _run_in_thread(worker)
+    thread = start_in_thread(worker)
     wait_for(lambda: len(after) >= 2, 30, "n=3 and n=4 after restart")
     worker.stop()
     thread.join(30)
@@ -119,6 +121,41 @@ def test_per_key_order_holds_across_three_partitions_and_two_workers(
     assert all(len(pids) == 1 for pids in pids_by_partition.values()), "a partition belongs to one worker"
 
 
+@pytest.mark.parametrize("kind", ["message", "batch"])
+def test_a_long_batch_commits_its_progress_as_it_goes(kafka_config: dict[str, Any], topic: str, group: str,
+                                                       kind: str) -> None:
+    """3 x 20 messages of 0.1 s in one consumed batch: a crash must not repeat all of them.
+
+    A batch handler's call is its unit of work, so it gets one partition's 20 at a time; what
+    is done is stored between calls."""
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=3)])
+    producer = RequestProducer(kafka_config)
+    for n in range(60):
+        producer.send(topic, {"n": n}, key=f"k{n}", partition=n % 3)
+    producer.flush()
+    calls: list[int] = []
+
+    def slow(message: Message) -> None:
+        time.sleep(0.1)
+        calls.append(message.offset)
+
+    @batch_handler
+    def slow_batch(messages: MessageBatch) -> None:
+        for message in messages:
+            slow(message)
+
+    worker = Worker(kafka_config, [topic], group, slow if kind == "message" else slow_batch)
+    thread = start_in_thread(worker)
+    try:
+        wait_for(lambda: len(calls) >= 35, 30, "35 messages handled")
+        progress = sum(max(0, offset) for offset in committed(kafka_config, group, topic).values())
+        still_running = len(calls) < 60
+    finally:
+        stop_thread(worker, thread)
+    assert still_running, "the test needs the batch to be in progress when it reads the committed offsets"
+    assert progress >= 10, f"{progress} committed after {len(calls)} handled: progress is not being stored"
+
+
 def test_non_json_request_is_dead_lettered_and_the_worker_goes_on(
         kafka_config: dict[str, Any], topic: str, group: str) -> None:
     ensure_topics(kafka_config, [TopicSpec(topic, partitions=1)])
@@ -129,7 +166,7 @@ def test_non_json_request_is_dead_lettered_and_the_worker_goes_on(
     producer.flush()
     handled: list[int] = []
     worker = Worker(kafka_config, [topic], group, lambda m: handled.append(m.value["n"]))
-    thread = _run_in_thread(worker)
+    thread = start_in_thread(worker)
     wait_for(lambda: len(handled) >= 2, 30, "the messages around the bad one")
     worker.stop()
     thread.join(30)

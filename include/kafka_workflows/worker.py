@@ -1,9 +1,9 @@
 """The companion worker: consume requests in a group, call a handler, commit only what is done.
 
 At-least-once: offsets are stored at the end of each consumed batch (and every second during a
-long one), only for messages whose
-handler returned or that were durably moved to a retry or dead-letter topic (the producer is
-flushed first), and librdkafka commits stored offsets periodically, on revoke and on close.
+long one), only for messages whose handler returned or that were durably moved to a retry or
+dead-letter topic (the producer is flushed first), and librdkafka commits stored offsets
+periodically, on revoke and on close.
 
 No thread ever sleeps for a retry. A blocking retry pauses the failing partition and rewinds it
 to the failed message until its backoff is due; a retry-topic partition whose head is not due

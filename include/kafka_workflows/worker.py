@@ -371,7 +371,7 @@ class Worker:
                     self._batch_done(topic, records[:index], time.perf_counter() - started, done)
                 failing = records[index]
                 headers = h.decode(failing.headers())
-                if isinstance(cause, MessageDecodeError):
+                if isinstance(cause, MessageDecodeError):  # decoding again cannot help
                     log.error("%s; dead-lettering it", cause)
                     self._dead_letter(failing, headers, None, cause)
                     moved_on = True
@@ -638,8 +638,6 @@ def _failed_index(records: list[KafkaMessage], exc: Exception) -> tuple[int | No
                         exc.index, len(records))
             return None, exc
         return exc.index, exc.cause if isinstance(exc.cause, Exception) else exc
-    if isinstance(exc, MessageDecodeError) and exc.record is not None:
-        for i, msg in enumerate(records):
-            if msg is exc.record:
-                return i, exc
+    # Anything else, an undecodable value read in the batch included, says nothing of the messages
+    # before the failing one: a handler that writes a batch at its end has not written them.
     return None, exc

@@ -31,8 +31,10 @@ class BatchRecorder:
     `poison`: keys that fail the whole batch with a ValueError that names no message.
     """
 
-    def __init__(self, fail: dict[str, int] | None = None, poison: set[str] | None = None) -> None:
+    def __init__(self, fail: dict[str, int] | None = None, poison: set[str] | None = None,
+                 name_decode_errors: bool = False) -> None:
         self.fail = dict(fail or {})
+        self.name_decode_errors = name_decode_errors
         self.poison = set(poison or ())
         self.batches: list[dict[str, Any]] = []
         self.done: list[dict[str, Any]] = []  # every message the worker was told is finished
@@ -48,9 +50,11 @@ class BatchRecorder:
             for i, message in enumerate(messages):
                 try:
                     value = message.value
-                except MessageDecodeError:
+                except MessageDecodeError as exc:
+                    if not self.name_decode_errors:
+                        raise  # names no message: nothing is claimed done
                     self.done += finished
-                    raise
+                    raise BatchItemFailed(i) from exc
                 key = message.key or ""
                 if key in self.poison:
                     raise ValueError(f"{key} is poison")
@@ -154,8 +158,9 @@ def test_a_batch_failing_without_naming_a_message_is_retried_one_at_a_time(
     assert provenance[h.ATTEMPT] == "2", "dead-lettered after its one retry"
 
 
-def test_an_undecodable_value_read_in_a_batch_is_dead_lettered_and_the_rest_handled_once(
-        kafka_config: dict[str, Any], topic: str, group: str) -> None:
+@pytest.mark.parametrize("named", [False, True], ids=["escaping", "named-with-BatchItemFailed"])
+def test_an_undecodable_value_read_in_a_batch_is_dead_lettered_and_the_rest_handled(
+        kafka_config: dict[str, Any], topic: str, group: str, named: bool) -> None:
     ensure_topics(kafka_config, [TopicSpec(topic, partitions=1)])
     producer = RequestProducer(kafka_config)
     for n in range(10):
@@ -164,7 +169,7 @@ def test_an_undecodable_value_read_in_a_batch_is_dead_lettered_and_the_rest_hand
         else:
             producer.send(topic, {"n": n}, key=f"k{n}")
     producer.flush()
-    handler = BatchRecorder()
+    handler = BatchRecorder(name_decode_errors=named)
     worker = Worker(kafka_config, [topic], group, handler,
                     policy=RetryPolicy(blocking=BlockingRetry(intervals=[0.2])))
     thread = start_in_thread(worker)

@@ -1,10 +1,11 @@
 """The article's contacts import (pattern 6): a CSV of contacts split into jobs, upserted by workers.
 
 `contacts_import` (dags/workflows/contacts_import.yaml) validates the CSV against `SCHEMA` and produces one job
-per `rows_per_job` valid rows; the worker runs `import_job` on each and reports it to the store:
+per `rows_per_job` valid rows; the worker runs `import_jobs` on batches of them and reports each
+job to the store:
 
     kafka-workflows worker --topic contacts-import-jobs --group contacts-importers \
-        --handler kw_examples.contacts.import_job --store contacts
+        --handler kw_examples.contacts.import_jobs --store contacts
     kafka-workflows store-processor --store contacts
 
 Database: SQLite at KW_EXAMPLES_DB (default /tmp/kafka-workflows/examples.sqlite), table
@@ -22,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from kafka_workflows.csv_source import Column, Schema
-from kafka_workflows.errors import NonRetryableError
-from kafka_workflows.messages import Message
+from kafka_workflows.errors import BatchItemFailed, NonRetryableError
+from kafka_workflows.handlers import batch_handler
+from kafka_workflows.messages import Message, MessageBatch
 from kw_examples.db import connect
 
 JOBS_TOPIC = "contacts-import-jobs"
@@ -60,21 +62,39 @@ _UPSERT = f"""
         request_id = excluded.request_id, job_index = excluded.job_index"""
 
 
-def import_job(message: Message) -> None:
-    """Worker handler: upsert the job's contacts by email, in one SQLite transaction.
-
-    A job that is not the shape the split produces can never succeed: NonRetryableError sends it
-    to the dead-letter topic (and the store counts it as failed) instead of blocking the partition.
-    """
+def job_rows(message: Message) -> list[tuple[Any, ...]]:
+    """The upsert parameters of one job; NonRetryableError when it is not the shape the split produces."""
     value = message.value
     rows = value.get("rows") if isinstance(value, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and r.get("email") for r in rows):
         raise NonRetryableError(f"{message.where}: not a contacts job (expected {{'rows': [{{'email': ...}}]}})")
     job = message.headers.get("kw-job-index")
     job_index = int(job) if job is not None else None
-    params = [(*(r.get(f) for f in FIELDS), message.request_id, job_index) for r in rows]
+    return [(*(r.get(f) for f in FIELDS), message.request_id, job_index) for r in rows]
+
+
+def upsert(params: list[tuple[Any, ...]]) -> None:
+    """Upsert contacts by email, in one SQLite transaction: a redelivered job changes nothing."""
     with _connect() as conn:
         conn.executemany(_UPSERT, params)
+
+
+@batch_handler
+def import_jobs(messages: MessageBatch) -> None:
+    """Worker handler: upsert the contacts of a batch of jobs in one SQLite transaction.
+
+    A job that can never succeed (not the shape the split produces) does not block the
+    partition: the jobs before it are written, and BatchItemFailed names it, so it goes to the
+    dead-letter topic (the store counts it as failed) and the jobs after it come again.
+    """
+    params: list[tuple[Any, ...]] = []
+    for i, message in enumerate(messages):
+        try:
+            params += job_rows(message)
+        except NonRetryableError as exc:
+            upsert(params)
+            raise BatchItemFailed(i) from exc
+    upsert(params)
 
 
 def contacts(path: Path | None = None) -> list[dict[str, Any]]:

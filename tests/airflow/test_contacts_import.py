@@ -80,7 +80,7 @@ class Pipeline:
         assert ready.wait(60), f"{type(runner).__name__} did not start"
         self.threads.append((runner, thread))
 
-    def start(self, handler: str = "kw_examples.contacts.import_job") -> Pipeline:
+    def start(self, handler: str = "kw_examples.contacts.import_jobs") -> Pipeline:
         processor = StoreProcessor(self.config, self.names["store"], commit_interval=0.2)
         self._start(processor)
         wait_for(lambda: processor.processor.stats.assigned, 60, "store partitions assigned")

@@ -119,7 +119,7 @@ def test_a_100k_row_csv_is_imported_by_two_workers_while_await_is_deferred_then_
     # The work starts only now, so the deferral provably spans it.
     for n in (1, 2):
         processes.start(f"worker-{n}", "worker", "--topic", contacts.JOBS_TOPIC, "--group", contacts.WORKER_GROUP,
-                        "--handler", "kw_examples.contacts.import_job", "--store", contacts.STORE)
+                        "--handler", "kw_examples.contacts.import_jobs", "--store", contacts.STORE)
     seen: list[tuple[str | None, int]] = []
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:

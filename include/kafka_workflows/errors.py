@@ -48,4 +48,6 @@ class BatchItemFailed(KafkaWorkflowsError):
     @property
     def cause(self) -> BaseException:
         """The error given, else the one chained with `raise BatchItemFailed(i) from exc`, else this."""
-        return self._cause or self.__cause__ or self
+        if self._cause is not None:
+            return self._cause
+        return self.__cause__ if self.__cause__ is not None else self

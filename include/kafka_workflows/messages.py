@@ -123,7 +123,8 @@ class Message:
         return where(self._raw)
 
     def __repr__(self) -> str:
-        return f"Message({self.where}, key={self.key!r}, value={self.value!r})"
+        value = "<not decoded>" if self._value is _PENDING else repr(self._value)
+        return f"Message({self.where}, key={self.key!r}, value={value})"
 
 
 class MessageBatch(Sequence[Message]):

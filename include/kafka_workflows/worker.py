@@ -43,7 +43,7 @@ from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics, 
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Message], Any]
+Handler = Callable[[Message], Any] | Callable[[MessageBatch], Any]
 TP = tuple[str, int]
 FOREVER = float("inf")
 # A consumed batch of slow messages can take minutes: store what is done at least this often, so
@@ -122,6 +122,8 @@ class Worker:
         self._stopping = False  # set from a signal handler or another thread; read once a message
         self._producer: RequestProducer | None = None
         self._unflushed = False
+        self._write_failed = False  # a retry/dead-letter write failed: store no offset again
+        self._progress_due = 0.0
         self._status_due = 0.0
         self._tallies: dict[str, list[float]] = {}  # this batch's handler latencies per topic
         self._batch_messages: dict[str, int] = {}  # messages they handled, for a batch handler
@@ -192,6 +194,7 @@ class Worker:
                 done: dict[TP, int] = {}
                 try:
                     batch = consumer.consume(num_messages=self.batch_size, timeout=self._timeout())
+                    self._progress_due = time.perf_counter() + PROGRESS_INTERVAL
                     (self._handle_batches if self.batch else self._handle)(consumer, batch, done)
                 finally:
                     self._store(consumer, done)
@@ -208,20 +211,28 @@ class Worker:
 
     def _store(self, consumer: Consumer, done: Mapping[TP, int]) -> None:
         """Make retry/dead-letter writes durable, then store the offsets of what is done."""
-        if self._tallies:  # metrics are updated once a batch, not once a message
-            for base, tally in self._tallies.items():
-                handled = self._batch_messages.get(base, 0) if self.batch else int(sum(tally[1:]))
-                self.metrics.child(self.metrics.handled, base).inc(handled)
-                self.stats.handled += handled
+        if self._tallies or self._batch_messages:  # metrics are updated once a batch, not once a message
+            handled = (self._batch_messages if self.batch else
+                       {base: int(sum(tally[1:])) for base, tally in self._tallies.items()})
+            for base, count in handled.items():
+                self.metrics.child(self.metrics.handled, base).inc(count)
+                self.stats.handled += count
             self.metrics.latency.merge({(self.group, base): tally for base, tally in self._tallies.items()})
             self._tallies.clear()
             self._batch_messages.clear()
+        if self._write_failed:
+            return  # the worker is stopping on that failure; what came after it must come back too
         if self._unflushed:
-            # Raises DeliveryError: then nothing is stored and the messages come back.
-            if self._producer is not None:
-                self._producer.flush()
-            if self._store_client is not None:
-                self._store_client.flush()
+            # Raises DeliveryError: then nothing is stored, now or later, and the messages come back.
+            # (A second flush would succeed, having nothing left to report: hence the flag.)
+            try:
+                if self._producer is not None:
+                    self._producer.flush()
+                if self._store_client is not None:
+                    self._store_client.flush()
+            except Exception:
+                self._write_failed = True
+                raise
             self._unflushed = False
         if done:
             consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()])
@@ -278,13 +289,13 @@ class Worker:
         clock, bounds, tallies = time.perf_counter, self.metrics.latency.bounds, self._tallies
         fastest = bounds[0]
         report = self._store_client is not None
-        progress_due = clock() + PROGRESS_INTERVAL
         for msg in batch:
             if self._stopping:
                 break  # not handled, not stored: the next owner gets it
             topic = msg.topic()
             tp = (topic, msg.partition())
             if msg.error() is not None or (held and tp in held) or topic in retry_topics:
+                self._store_progress(consumer, done)
                 if self._process(consumer, msg):
                     done[tp] = msg.offset() + 1
                 continue
@@ -295,10 +306,8 @@ class Worker:
                     done[tp] = msg.offset() + 1
                 continue
             started = clock()
-            if started >= progress_due:
-                self._store(consumer, done)
-                done.clear()
-                progress_due = started + PROGRESS_INTERVAL
+            if started >= self._progress_due:
+                self._store_progress(consumer, done)
             try:
                 handler(message)
             except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
@@ -321,7 +330,6 @@ class Worker:
         held, retry_topics = self.held, self.retry_topics
         run: list[KafkaMessage] = []
         run_tp: TP | None = None
-        progress_due = time.perf_counter() + PROGRESS_INTERVAL
         for msg in batch:
             topic = msg.topic()
             tp = (topic, msg.partition())
@@ -331,6 +339,7 @@ class Worker:
                     run, run_tp = [], None
                 if self._stopping:
                     return
+                self._store_progress(consumer, done)
                 if self._process(consumer, msg):
                     done[tp] = msg.offset() + 1
             elif tp == run_tp:
@@ -338,10 +347,6 @@ class Worker:
             else:
                 if run:
                     self._handle_run(consumer, run, done)
-                    if time.perf_counter() >= progress_due:
-                        self._store(consumer, done)
-                        done.clear()
-                        progress_due = time.perf_counter() + PROGRESS_INTERVAL
                 run, run_tp = [msg], tp
         if run:
             self._handle_run(consumer, run, done)
@@ -352,7 +357,8 @@ class Worker:
             return  # not handled, not stored: the next owner gets them
         topic = records[0].topic()
         tp = (topic, records[0].partition())
-        while records:
+        while records and not self._stopping:
+            self._store_progress(consumer, done)
             started = time.perf_counter()
             try:
                 self.handler(MessageBatch(records))
@@ -364,11 +370,12 @@ class Worker:
                     for msg in records:
                         if self._stopping:
                             return
+                        self._store_progress(consumer, done)
                         if self._process(consumer, msg):
                             done[tp] = msg.offset() + 1
                     return
-                if index:
-                    self._batch_done(topic, records[:index], time.perf_counter() - started, done)
+                if index:  # done, though the call did not return: counted, not timed
+                    self._batch_done(topic, records[:index], None, done)
                 failing = records[index]
                 headers = h.decode(failing.headers())
                 if isinstance(cause, MessageDecodeError):  # decoding again cannot help
@@ -385,15 +392,27 @@ class Worker:
                 self._batch_done(topic, records, time.perf_counter() - started, done)
                 return
 
-    def _batch_done(self, topic: str, records: list[KafkaMessage], elapsed: float, done: dict[TP, int]) -> None:
-        self._tally(topic, elapsed, len(records))
+    def _batch_done(self, topic: str, records: list[KafkaMessage], elapsed: float | None,
+                    done: dict[TP, int]) -> None:
+        if elapsed is None:
+            self._batch_messages[topic] = self._batch_messages.get(topic, 0) + len(records)
+        else:
+            self._tally(topic, elapsed, len(records))
         if self._store_client is not None:
             for msg in records:
                 self._report(h.decode(msg.headers()), None)
         done[(topic, records[0].partition())] = records[-1].offset() + 1
 
+    def _store_progress(self, consumer: Consumer, done: dict[TP, int]) -> None:
+        """Within a long consumed batch, store what is done at least every PROGRESS_INTERVAL."""
+        now = time.perf_counter()
+        if now >= self._progress_due:
+            self._store(consumer, done)
+            done.clear()
+            self._progress_due = now + PROGRESS_INTERVAL
+
     def _tally(self, base: str, elapsed: float, messages: int = 1) -> None:
-        """One handler call of `elapsed` seconds; `messages` it handled (a batch handler's batch)."""
+        """A handler call that returned after `elapsed` seconds, having handled `messages`."""
         tally = self._tallies.get(base)
         if tally is None:
             tally = self._tallies[base] = self.metrics.latency.new_tally()
@@ -637,7 +656,12 @@ def _failed_index(records: list[KafkaMessage], exc: Exception) -> tuple[int | No
             log.warning("batch handler named message %d of a batch of %d; handling the batch one message at a time",
                         exc.index, len(records))
             return None, exc
-        return exc.index, exc.cause if isinstance(exc.cause, Exception) else exc
+        cause = exc.cause if isinstance(exc.cause, Exception) else exc
+        if isinstance(cause, MessageDecodeError) and cause.record not in (None, records[exc.index]):
+            log.warning("batch handler named message %d for a value that is not its own; handling the batch one "
+                        "message at a time", exc.index)
+            return None, exc
+        return exc.index, cause
     # Anything else, an undecodable value read in the batch included, says nothing of the messages
     # before the failing one: a handler that writes a batch at its end has not written them.
     return None, exc

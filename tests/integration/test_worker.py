@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from kafka_workflows.config import check_reachable
-from kafka_workflows.errors import BrokerUnreachableError, HandlerImportError
+from kafka_workflows.errors import BrokerUnreachableError, DeliveryError, HandlerImportError, NonRetryableError
 from kafka_workflows.handlers import batch_handler
 from kafka_workflows.messages import Message, MessageBatch
 from kafka_workflows.policy import BlockingRetry, RetryPolicy
@@ -154,6 +155,43 @@ def test_a_long_batch_commits_its_progress_as_it_goes(kafka_config: dict[str, An
         stop_thread(worker, thread)
     assert still_running, "the test needs the batch to be in progress when it reads the committed offsets"
     assert progress >= 10, f"{progress} committed after {len(calls)} handled: progress is not being stored"
+
+
+def test_a_dead_letter_write_that_fails_stops_the_worker_and_no_offset_after_it_is_committed(
+        kafka_config: dict[str, Any], topic: str, group: str) -> None:
+    """The dead-letter topic refuses the write (max.message.bytes); a second's progress store finds
+    it out mid-batch. The worker must stop, and nothing from that message on may be committed,
+    even by the store at the end of the batch (a second flush has nothing left to report)."""
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=1),
+                                 TopicSpec(dead_letter_topic(topic, group), 1, config={"max.message.bytes": "200"})])
+    _produce(kafka_config, topic, [("bad", {"bad": True, "pad": "x" * 1000}),
+                                   *((f"k{n}", {"n": n}) for n in range(20))])
+    handled: list[int] = []
+
+    def handler(message: Message) -> None:
+        if message.value.get("bad"):
+            raise NonRetryableError("cannot ever work")
+        time.sleep(0.1)
+        handled.append(message.offset)
+
+    worker = Worker(kafka_config, [topic], group, handler)
+    failures: list[BaseException] = []
+    ready = threading.Event()
+
+    def run() -> None:
+        try:
+            worker.run(ready)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    wait_for(lambda: not thread.is_alive(), 30, "the worker to stop on the failed write")
+    assert len(failures) == 1 and isinstance(failures[0], DeliveryError), failures
+    assert "too large" in str(failures[0]).lower(), failures[0]
+    assert handled, "slow messages were handled after the failed write, before the progress store"
+    assert committed(kafka_config, group, topic)[0] < 1, "the message that could not be moved comes back"
 
 
 def test_non_json_request_is_dead_lettered_and_the_worker_goes_on(

@@ -41,7 +41,8 @@ def test_a_batch_decodes_a_value_only_when_it_is_read_and_names_the_bad_record()
     assert [m.value for m in batch[:1]] == [{"n": 0}]
     with pytest.raises(MessageDecodeError, match=r"renewals\[2\]@1") as failure:
         batch.values()
-    assert failure.value.record is records[1], "the worker finds the failing message by its record"
+    assert failure.value.record is records[1], "the worker checks BatchItemFailed's index against it"
+    assert repr(batch[1]) == "Message(renewals[2]@1, key='k', value=<not decoded>)"
     assert repr(batch) == "MessageBatch(renewals[2]@0..2, 3)"
 
 

@@ -246,7 +246,7 @@ def at_least_once_loop(config: dict[str, str], name: str, handler: Any, stop: th
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     from kafka_workflows.store import commands_topic
-    from kafka_workflows.transactions import Output
+    from kafka_workflows.eos import Output
 
     handler.open()
     consumer = Consumer({**config, "group.id": f"{name}.alo", "enable.auto.commit": False,
@@ -287,7 +287,7 @@ def at_least_once_loop(config: dict[str, str], name: str, handler: Any, stop: th
 
 
 def run_quix(config: dict[str, str], commands: list[tuple[str, bytes]], requests: int) -> float:
-    from kafka_workflows.topics import TopicSpec, ensure_topics
+    from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 
     python = ensure_quix_venv()
     topic = f"bench-quix-{uuid.uuid4().hex[:6]}"

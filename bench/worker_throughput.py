@@ -28,8 +28,8 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
 from kafka_workflows.handlers import batch_handler  # noqa: E402
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
 from kafka_workflows.messages import Message, MessageBatch  # noqa: E402
-from kafka_workflows.topics import TopicSpec, ensure_topics  # noqa: E402
 from kafka_workflows.worker import Worker  # noqa: E402
 from stack.broker import Broker, free_port  # noqa: E402
 

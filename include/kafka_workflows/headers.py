@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from kafka_workflows.errors import MessageDecodeError
+
 REQUEST_ID = "kw-request-id"
 WORKFLOW = "kw-workflow"
 ATTEMPT = "kw-attempt"
@@ -30,3 +32,22 @@ def encode(headers: Mapping[str, object]) -> WireHeaders:
 def decode(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
     """Decode Kafka headers; the last value wins for a repeated name."""
     return {name: (value or b"").decode("utf-8", "replace") for name, value in headers or ()}
+
+
+class HeaderError(MessageDecodeError):
+    """A `kw-` header holds what its contract does not allow (e.g. a non-integer kw-attempt)."""
+
+
+def int_header(headers: Mapping[str, str], name: str, default: int) -> int:
+    """The integer value of header `name` (`default` when absent); HeaderError names the header."""
+    raw = headers.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise HeaderError(f"header {name} is not an integer ({len(raw)} characters)") from None
+
+
+def attempt_of(headers: Mapping[str, str]) -> int:
+    return int_header(headers, ATTEMPT, 1)

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kafka_workflows import headers as h
-from kafka_workflows.config import check_reachable
+from kafka_workflows.eos import Output, TransactionalProcessor
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.handlers import resolve_callable
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.config import check_reachable
 from kafka_workflows.messages import Message, encode_value
 from kafka_workflows.spec import ProcessorSpec, SpecError, WorkflowSpec, load_specs
-from kafka_workflows.topics import TopicSpec, ensure_topics
-from kafka_workflows.transactions import Output, TransactionalProcessor
 from kafka_workflows.worker import Worker
 
 log = logging.getLogger(__name__)

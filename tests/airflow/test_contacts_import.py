@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import select
 
-from kafka_workflows.policy import BlockingRetry, RetryPolicy
+from kafka_workflows.retry.policy import BlockingRetry, RetryPolicy
 from kafka_workflows.store import StoreClient, StoreProcessor, commands_topic, store_topic
 from kafka_workflows.worker import Worker
 from kafka_workflows_airflow.notifiers import DELIVERY_HEADER

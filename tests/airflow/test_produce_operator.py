@@ -73,8 +73,8 @@ def test_an_unreachable_broker_fails_the_task(airflow_db: None, monkeypatch: pyt
                                                topic: str) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_KAFKA_DEFAULT", json.dumps(
         {"conn_type": "kafka", "extra": {"bootstrap.servers": "127.0.0.1:1"}}))
-    from kafka_workflows.config import check_reachable
     from kafka_workflows.errors import BrokerUnreachableError
+    from kafka_workflows.kafka.config import check_reachable
     from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
 
     with pytest.raises(BrokerUnreachableError, match=r"127\.0\.0\.1:1"):

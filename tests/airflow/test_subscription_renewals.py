@@ -9,7 +9,7 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from kafka_workflows.policy import BlockingRetry, RetryPolicy
+from kafka_workflows.retry.policy import BlockingRetry, RetryPolicy
 from kafka_workflows.worker import Worker
 from kw_examples import subscriptions
 from kw_examples.payment_provider import PaymentProvider

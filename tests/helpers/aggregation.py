@@ -30,7 +30,7 @@ def _append(path: str, line: str) -> None:
 
 
 def _store_processor(args: argparse.Namespace) -> int:
-    from kafka_workflows.config import kafka_config_from_env
+    from kafka_workflows.kafka.config import kafka_config_from_env
     from kafka_workflows.store import StoreProcessor
 
     processor = StoreProcessor(
@@ -63,8 +63,8 @@ def _slow_jobs(count: int, sleep: float, progress: str | None) -> Iterator[tuple
 
 
 def _produce_jobs(args: argparse.Namespace) -> int:
-    from kafka_workflows.config import kafka_config_from_env
-    from kafka_workflows.jobs import produce_jobs
+    from kafka_workflows.kafka.config import kafka_config_from_env
+    from kafka_workflows.split.jobs import produce_jobs
 
     result = produce_jobs(kafka_config_from_env(), args.transactional_id, args.topic, args.request,
                           _slow_jobs(args.count, args.sleep, args.progress), args.store, workflow="test")

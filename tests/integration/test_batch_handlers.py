@@ -13,10 +13,11 @@ import pytest
 from kafka_workflows import headers as h
 from kafka_workflows.errors import BatchItemFailed, MessageDecodeError
 from kafka_workflows.handlers import batch_handler
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.messages import MessageBatch
-from kafka_workflows.policy import BlockingRetry, NonBlockingRetry, RetryPolicy
-from kafka_workflows.producer import RequestProducer
-from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics
+from kafka_workflows.retry.policy import BlockingRetry, NonBlockingRetry, RetryPolicy
+from kafka_workflows.retry.topics import dead_letter_topic
 from kafka_workflows.worker import Worker
 from stack.broker import free_port
 from tests.helpers.kafka import committed, read_all, scrape_metrics, start_in_thread, stop_thread, wait_for

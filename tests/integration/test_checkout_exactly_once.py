@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kafka_workflows.producer import RequestProducer
-from kafka_workflows.topics import TopicSpec, ensure_topics
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.producer import RequestProducer
 from kw_examples.checkout import simulate_purchases
 from tests.helpers.kafka import REPO, read_all, wait_for
 

@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from kafka_workflows import headers as h
-from kafka_workflows.jobs import JobsError, jobs_transactional_id, produce_jobs
+from kafka_workflows.split.jobs import JobsError, jobs_transactional_id, produce_jobs
 from kafka_workflows.store import RUNNING, StoreClient, StoreProcessor, commands_topic
 from tests.helpers.aggregation import spawn, unique
 from tests.helpers.kafka import read_all, wait_for

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from kafka_workflows import headers as h
-from kafka_workflows.producer import RequestProducer
-from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.producer import RequestProducer
+from kafka_workflows.retry.topics import dead_letter_topic
 from tests.helpers.kafka import REPO, read_all, records, start_worker, wait_for
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,11 @@ import pytest
 
 from kafka_workflows import headers as h
 from kafka_workflows.errors import NonRetryableError
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.messages import Message
-from kafka_workflows.policy import BlockingRetry, NonBlockingRetry, RetryPolicy
-from kafka_workflows.producer import RequestProducer
-from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics, retry_topic
+from kafka_workflows.retry.policy import BlockingRetry, NonBlockingRetry, RetryPolicy
+from kafka_workflows.retry.topics import dead_letter_topic, retry_topic
 from kafka_workflows.worker import Worker
 from tests.helpers.kafka import read_all, scrape_metrics, start_in_thread, stop_thread, wait_for
 

@@ -19,12 +19,12 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from kafka_workflows.kafka.admin import end_offsets
 from kafka_workflows.store import (
     COMPLETED_WITH_FAILURES,
     PENDING,
     RUNNING,
     SUCCEEDED,
-    IndexSet,
     StoreClient,
     StoreError,
     StoreProcessor,
@@ -34,7 +34,6 @@ from kafka_workflows.store import (
     partition_for,
     store_topic,
 )
-from kafka_workflows.store import _end_offsets as end_offsets
 from tests.helpers.aggregation import spawn, unique
 from tests.helpers.kafka import committed, read_all, wait_for
 
@@ -83,16 +82,6 @@ def _events(config: dict[str, Any], name: str, expected: int | None = None) -> l
 def _value(client: StoreClient, request_id: str, predicate: Any, what: str, timeout: float = 30) -> dict[str, Any]:
     return wait_for(lambda: (lambda v: v if v is not None and predicate(v) else None)(client.get(request_id)),
                     timeout, what, interval=0.3)
-
-
-# -- pure accounting ---------------------------------------------------------------------------
-def test_index_set_keeps_compact_ranges() -> None:
-    s = IndexSet()
-    for i in [5, 3, 4, 0, 9, 1, 8, 4]:
-        s.add(i)
-    assert s.ranges() == [[0, 1], [3, 5], [8, 9]] and len(s) == 7 and 4 in s and 2 not in s
-    assert s.remove_from(4) == 4 and s.ranges() == [[0, 1], [3, 3]]
-    assert IndexSet([[0, 1], [3, 3], [2, 2]]).ranges() == [[0, 3]]
 
 
 # -- topics ------------------------------------------------------------------------------------

@@ -12,15 +12,15 @@ import pytest
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka import Message as KafkaMessage
 
-from kafka_workflows.producer import RequestProducer
-from kafka_workflows.topics import TopicSpec, ensure_topics
-from kafka_workflows.transactions import (
-    TP,
+from kafka_workflows.eos import (
     CommittedBatch,
     Output,
     TransactionalHandler,
     TransactionalProcessor,
 )
+from kafka_workflows.eos.handler import TP
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.producer import RequestProducer
 from tests.helpers.kafka import committed, read_all, start_in_thread, wait_for
 
 pytestmark = pytest.mark.integration

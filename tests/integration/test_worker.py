@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
-from kafka_workflows.config import check_reachable
 from kafka_workflows.errors import BrokerUnreachableError, DeliveryError, HandlerImportError, NonRetryableError
 from kafka_workflows.handlers import batch_handler
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.config import check_reachable
+from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.messages import Message, MessageBatch
-from kafka_workflows.policy import BlockingRetry, RetryPolicy
-from kafka_workflows.producer import RequestProducer
-from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics
+from kafka_workflows.retry.policy import BlockingRetry, RetryPolicy
+from kafka_workflows.retry.topics import dead_letter_topic
 from kafka_workflows.worker import Worker
 from tests.helpers.kafka import (
     committed,

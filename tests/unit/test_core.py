@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from kafka_workflows import headers as h
-from kafka_workflows.backoff import Backoff
-from kafka_workflows.config import DEFAULT_BOOTSTRAP_SERVERS, kafka_config_from_env
 from kafka_workflows.errors import ConfigError, HandlerImportError, MessageDecodeError
 from kafka_workflows.handlers import resolve_callable
+from kafka_workflows.kafka.admin import TopicSpec
+from kafka_workflows.kafka.config import DEFAULT_BOOTSTRAP_SERVERS, kafka_config_from_env
 from kafka_workflows.messages import decode_value, encode_value, request_id_for
-from kafka_workflows.topics import TopicSpec, dead_letter_topic, retry_topic
+from kafka_workflows.retry.backoff import Backoff
+from kafka_workflows.retry.topics import dead_letter_topic, retry_topic
 
 
 def test_config_defaults_to_localhost() -> None:

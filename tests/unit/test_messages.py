@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kafka_workflows.errors import BatchItemFailed, MessageDecodeError
 from kafka_workflows.handlers import batch_handler, is_batch_handler
 from kafka_workflows.messages import Message, MessageBatch
-from kafka_workflows.metrics import BatchHistogram
+from kafka_workflows.worker.metrics import BatchHistogram
 
 
 def record(offset: int, value: bytes | None, key: str = "k", **headers: str) -> KafkaMessage:

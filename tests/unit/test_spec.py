@@ -148,9 +148,9 @@ def test_the_committed_json_schema_is_in_sync_and_accepts_the_examples() -> None
     assert committed == json_schema(), "regenerate: kafka-workflows schema > dags/workflows/workflow.schema.json"
     validator = jsonschema.Draft202012Validator(committed)
     for path in sorted(WORKFLOWS.glob("*.yaml")):
-        from kafka_workflows.spec import _JsonTypesLoader
+        from kafka_workflows.spec import JsonTypesLoader
 
-        errors = list(validator.iter_errors(yaml.load(path.read_text(), Loader=_JsonTypesLoader)))
+        errors = list(validator.iter_errors(yaml.load(path.read_text(), Loader=JsonTypesLoader)))
         assert errors == [], (path.name, [e.message for e in errors])
 
 

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from kafka_workflows.spec import SpecError, WorkflowSpec, _JsonTypesLoader, json_schema, parse_spec
+from kafka_workflows.spec import JsonTypesLoader, SpecError, WorkflowSpec, json_schema, parse_spec
 from kafka_workflows_airflow.factory import build_dag, dags_from_folder
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "dags" / "workflows"
-EXAMPLES = {p.name: yaml.load(p.read_text(), Loader=_JsonTypesLoader) for p in sorted(WORKFLOWS.glob("*.yaml"))}
+EXAMPLES = {p.name: yaml.load(p.read_text(), Loader=JsonTypesLoader) for p in sorted(WORKFLOWS.glob("*.yaml"))}
 VALIDATOR = jsonschema.Draft202012Validator(json_schema())
 SEMANTIC = {"value_error"}  # our cross-field rules (and importability): beyond what JSON Schema can say
 
@@ -93,7 +93,7 @@ def test_mutated_specs_build_or_name_a_field_and_the_schema_agrees(doc: dict[str
 
     # The schema never rejects what pydantic accepts, and everything it lets through that pydantic
     # refuses is one of the semantic rules a JSON Schema cannot express.
-    data = yaml.load(text, Loader=_JsonTypesLoader)
+    data = yaml.load(text, Loader=JsonTypesLoader)
     errors = _pydantic_errors(data)
     schema_ok = VALIDATOR.is_valid(data)
     if not errors:

@@ -31,6 +31,11 @@ class NotifyOperator(BaseOperator):
     Each runs on its own copy, so template rendering never leaks between runs. All are tried; if
     any failed, the task fails afterwards naming them (`fail_on_error`), so a webhook outage is
     visible and retried like any task.
+
+    :param result: the await task's final store value (usually a template pulling its XCom).
+    :param notifiers: what to notify (see above).
+    :param fail_on_error: fail the task after running all notifiers when any of them failed.
+    :param max_failed_jobs: how many failed job indices the summary lists at most.
     """
 
     template_fields: Sequence[str] = ("result",)

@@ -8,10 +8,10 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 
 from kafka_workflows import headers as h
-from kafka_workflows.config import check_reachable
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.config import check_reachable
+from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.messages import request_id_for
-from kafka_workflows.producer import RequestProducer
-from kafka_workflows.topics import TopicSpec, ensure_topics
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
 
 
@@ -22,6 +22,16 @@ class ProduceRequestsOperator(BaseOperator):
     Each message carries kw-request-id (stable across this task instance's retries), kw-workflow
     and kw-attempt=1. The XCom return value holds request_id, topic, count, partitions and the
     first/last offset per partition.
+
+    :param topic: the request topic (created with `partitions` partitions when missing).
+    :param value: one request (JSON-serialisable); give this or `requests`.
+    :param key: the key of that one request (requests of one key are handled in order).
+    :param requests: many requests: a list of JSON objects, or a template rendering to one.
+    :param key_field: the field of each request whose value is its key.
+    :param workflow: the workflow name carried in kw-workflow (the DAG id when built from a spec).
+    :param partitions: partitions of the topic when this task creates it.
+    :param kafka_config_id: the Airflow connection of the Kafka provider (`kafka_default`).
+    :param delivery_timeout: seconds to wait for the broker's acknowledgements.
     """
 
     template_fields: Sequence[str] = ("topic", "key", "value", "requests", "key_field")

@@ -9,7 +9,6 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from kafka_workflows.config import check_reachable
 from kafka_workflows.csv_source import (
     BAD_ROW_MODES,
     CsvJobSource,
@@ -18,8 +17,9 @@ from kafka_workflows.csv_source import (
     SourceUnreadableError,
     describe_source,
 )
-from kafka_workflows.jobs import jobs_transactional_id, produce_jobs
+from kafka_workflows.kafka.config import check_reachable
 from kafka_workflows.messages import request_id_for
+from kafka_workflows.split.jobs import jobs_transactional_id, produce_jobs
 from kafka_workflows.store import StoreClient, StoreError
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
 

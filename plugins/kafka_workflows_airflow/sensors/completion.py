@@ -42,6 +42,15 @@ class AwaitCompletionSensor(BaseSensorOperator):
     for timeouts, errors and `fail_on_job_failures`.
 
     With `deferrable=False` it pokes the store every `poke_interval` seconds (one partition read each).
+
+    :param request_id: the request to wait for (the split task's request id).
+    :param store: the atomic store's name S (topics S.commands, S.store, S.events).
+    :param kafka_config_id: the Airflow connection of the Kafka provider (`kafka_default`).
+    :param deferrable: wait in the triggerer (True) or poke from a worker slot (False).
+    :param fail_on_job_failures: fail the task when the request ends completed_with_failures.
+    :param end_from_trigger: let the triggerer end the task when the request succeeded.
+    :param progress_log_interval: seconds between progress lines in the task log.
+    :param poke_interval: seconds between pokes when not deferrable.
     """
 
     template_fields: Sequence[str] = ("request_id", "store")

@@ -1,9 +1,7 @@
 """The workflow spec: one YAML file declares a workflow's DAG (steps) and its worker side.
 
 Modelled with pydantic (strict, unknown keys rejected) and exported as JSON Schema for editors
-(`kafka-workflows schema`). YAML is read as plain JSON types (dates stay strings) so the schema
-and the model judge the same document. Every error names the file, the line, the field path,
-what was expected and what was found.
+(`kafka-workflows schema`). The model only: reading YAML with line numbers is spec/loader.py.
 
     name: subscription_renewals          # the DAG id
     schedule: "@daily"                    # null: triggered only
@@ -21,12 +19,8 @@ what was expected and what was found.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Self
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -35,12 +29,10 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
-    ValidationError,
     model_validator,
 )
 
-from kafka_workflows.errors import ConfigError
-from kafka_workflows.policy import RetryPolicy
+from kafka_workflows.retry.policy import RetryPolicy
 
 NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,249}$"  # DAG ids, step ids, worker names, store names
 TOPIC = r"^[A-Za-z0-9._\-]{1,249}$"
@@ -240,170 +232,3 @@ class WorkflowSpec(_Spec):
             deps[step.id] = list(step.after) if step.after is not None else (
                 [self.steps[index - 1].id] if index else [])
         return deps
-
-
-# -- reading YAML with line numbers -----------------------------------------------------------
-class _JsonTypesLoader(yaml.SafeLoader):
-    """SafeLoader that keeps dates and times as strings: the document is what JSON would carry."""
-
-
-_JsonTypesLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str  # e.g. steps[1].produce.topic
-    message: str
-    line: int | None = None
-    found: str | None = None
-
-    def render(self, file: str) -> str:
-        where = f"{file}:{self.line}" if self.line else file
-        found = f" (found {self.found})" if self.found is not None else ""
-        return f"{where}: {self.path or '(document)'}: {self.message}{found}"
-
-
-@dataclass
-class SpecError(ConfigError):
-    file: str
-    problems: list[Problem] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return "\n".join(p.render(self.file) for p in self.problems)
-
-
-def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
-    """The deepest YAML node along a pydantic error location (for its line number)."""
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            key = "await" if part == "await_" else ("class" if part == "class_" else part)
-            match = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(key)), None)
-            if match is None:
-                return node
-            node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            return node
-    return node
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("function-after", "function-before", "function-wrap") or str(part).startswith("function-"):
-            continue
-        else:
-            name = {"await_": "await", "class_": "class"}.get(str(part), str(part))
-            out += f".{name}" if out else name
-    return out
-
-
-_PATTERN_TEXT = {
-    NAME: "expected a name of letters, digits, '_', '.' or '-' (at most 250)",
-    DOTTED: "expected a dotted import path such as package.module.function",
-    TEMPLATED_TOPIC: "expected a topic name (letters, digits, '.', '_', '-') or a {{ template }}",
-    r"^\d{4}-\d{2}-\d{2}$": "expected a date as YYYY-MM-DD",
-}
-
-
-def line_of(text: str, loc: tuple[Any, ...]) -> int | None:
-    """The line of the YAML node at `loc` (field names and list indices), for errors found later."""
-    try:
-        node = _node_at(yaml.compose(text, Loader=_JsonTypesLoader), loc)
-    except yaml.YAMLError:
-        return None
-    return node.start_mark.line + 1 if node is not None else None
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _check_duplicate_keys(node: yaml.Node | None, file: str) -> list[Problem]:
-    problems: list[Problem] = []
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    problems.append(Problem(key.value, "duplicate key (YAML would keep only the last)",
-                                            key.start_mark.line + 1))
-                seen.add(key.value)
-            problems += _check_duplicate_keys(value, file)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            problems += _check_duplicate_keys(item, file)
-    return problems
-
-
-def parse_spec(text: str, file: str = "<spec>") -> WorkflowSpec:
-    """Validate one spec document; raise SpecError with every problem found."""
-    try:
-        node = yaml.compose(text, Loader=_JsonTypesLoader)
-        data = yaml.load(text, Loader=_JsonTypesLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(file, [Problem("", f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                                       mark.line + 1 if mark else None)]) from exc
-    duplicates = _check_duplicate_keys(node, file)
-    if duplicates:
-        raise SpecError(file, duplicates)
-    if not isinstance(data, dict):
-        raise SpecError(file, [Problem("", "a workflow spec is a mapping (name:, steps:, ...)", 1,
-                                       type(data).__name__)])
-    try:
-        return WorkflowSpec.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            rule = (err.get("ctx") or {}).get("error")
-            if isinstance(rule, RuleError):
-                loc = (*loc, *rule.path)
-            target = _node_at(node, loc)
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "string_pattern_mismatch":
-                message = _PATTERN_TEXT.get(err["ctx"]["pattern"], message)
-            found = None if err["type"] in ("missing", "value_error") or isinstance(err.get("input"), dict) \
-                else _short(err.get("input"))
-            problems.append(Problem(_path(loc), message, target.start_mark.line + 1 if target else None, found))
-        raise SpecError(file, problems) from exc
-
-
-def load_spec(path: Path) -> WorkflowSpec:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(str(path), [Problem("", f"cannot read: {exc}")]) from exc
-    return parse_spec(text, str(path))
-
-
-def spec_files(folder: Path) -> list[Path]:
-    if folder.is_file():
-        return [folder]
-    if not folder.is_dir():
-        raise ConfigError(f"{folder}: no such folder of workflow specs")
-    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
-
-
-def load_specs(folder: Path) -> Iterator[tuple[Path, WorkflowSpec | SpecError]]:
-    """Each spec file of `folder` with its spec, or its error: one bad file never hides the others."""
-    for path in spec_files(folder):
-        try:
-            yield path, load_spec(path)
-        except SpecError as exc:
-            yield path, exc
-
-
-def json_schema() -> dict[str, Any]:
-    schema = WorkflowSpec.model_json_schema(by_alias=True)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "kafka-workflows workflow spec"
-    return schema

@@ -19,9 +19,9 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
-from kafka_workflows.backoff import Backoff
 from kafka_workflows.errors import ConfigError, HandlerImportError, NonRetryableError
 from kafka_workflows.handlers import resolve_callable
+from kafka_workflows.retry.backoff import Backoff
 
 
 class _Strict(BaseModel):

@@ -38,30 +38,21 @@ import socket
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_END,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
-from kafka_workflows import headers as h
-from kafka_workflows.config import client_config
+from kafka_workflows.eos.checkpoint import TransactionCheckpoint
+from kafka_workflows.eos.handler import TP, FunctionHandler, Output, TransactionalHandler
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError
+from kafka_workflows.kafka.config import client_config
+from kafka_workflows.kafka.errors import is_fatal, kafka_error
+from kafka_workflows.kafka.transactional import TransactionalProducer
 
 log = logging.getLogger(__name__)
-
-TP = tuple[str, int]
-T = TypeVar("T")
 
 
 class TransactionAbortedError(KafkaWorkflowsError):
@@ -70,81 +61,6 @@ class TransactionAbortedError(KafkaWorkflowsError):
 
 class TransactionFatalError(KafkaWorkflowsError):
     """A transactional producer hit a fatal error it cannot recover from (e.g. repeatedly fenced)."""
-
-
-@dataclass(frozen=True)
-class Output:
-    """One message a handler wants produced in the current transaction.
-
-    `value=None` is a tombstone. `partition=None` lets the producer's partitioner
-    (murmur2_random, the Java client's) place it by key.
-    """
-
-    topic: str
-    key: str | bytes | None
-    value: bytes | None
-    headers: Mapping[str, object] | Sequence[tuple[str, bytes]] | None = None
-    partition: int | None = None
-
-
-@dataclass(frozen=True)
-class CommittedBatch:
-    """What one successful commit made visible: handed to `after_commit`."""
-
-    transaction: int  # sequence number of this processor's commits, from 1
-    offsets: dict[TP, int]  # next offset to consume, per input partition in this transaction
-    consumed: int  # input messages in this transaction
-    outputs: tuple[Output, ...]
-
-
-class TransactionalHandler:
-    """What a `TransactionalProcessor` calls. Override what you need; every hook has a default.
-
-    State kept by a handler must be per input partition: `on_assign` restores it, `on_revoke`
-    drops it, `on_reset` (after an aborted transaction) throws away what the aborted transaction
-    changed and restores it. All hooks run on the processor's thread.
-    """
-
-    def process(self, message: KafkaMessage) -> Iterable[Output]:
-        """Outputs for one input message (called in offset order per partition)."""
-        return ()
-
-    def process_batch(self, messages: list[KafkaMessage]) -> Iterable[Output]:
-        """Outputs for a batch of input messages; the default calls `process` for each."""
-        outputs: list[Output] = []
-        for message in messages:
-            outputs.extend(self.process(message))
-        return outputs
-
-    def before_commit(self) -> Iterable[Output]:
-        """Last outputs of the open transaction (e.g. coalesced per-key updates)."""
-        return ()
-
-    def after_commit(self, batch: CommittedBatch) -> None:
-        """Called only after a successful commit, with what was committed."""
-
-    def punctuate(self, now: float) -> Iterable[Output]:
-        """Called every `punctuate_interval` seconds; outputs join the open transaction."""
-        return ()
-
-    def on_assign(self, partitions: list[TP]) -> None:
-        """Partitions became ours; their committed offsets are stable. Restore their state here."""
-
-    def on_revoke(self, partitions: list[TP]) -> None:
-        """Partitions go away (the open transaction was already committed or aborted). Drop their state."""
-
-    def on_reset(self, partitions: list[TP]) -> None:
-        """A transaction was aborted and these partitions rewound: restore their committed state."""
-        self.on_revoke(partitions)
-        self.on_assign(partitions)
-
-
-class _FunctionHandler(TransactionalHandler):
-    def __init__(self, fn: Callable[[KafkaMessage], Iterable[Output]]) -> None:
-        self.fn = fn
-
-    def process(self, message: KafkaMessage) -> Iterable[Output]:
-        return self.fn(message)
 
 
 @dataclass
@@ -160,29 +76,6 @@ class ProcessorStats:
 def default_instance_id() -> str:
     """Unique per process: never shared by two live processes (see the module docstring)."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _kafka_error(exc: BaseException) -> KafkaError | None:
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return exc.args[0]
-    return None
-
-
-def retry_retriable(call: Callable[[], T], what: str, timeout: float) -> T:
-    """Retry `call` while librdkafka says its error is retriable (and neither abortable nor fatal)."""
-    deadline = time.monotonic() + timeout
-    delay = 0.05
-    while True:
-        try:
-            return call()
-        except KafkaException as exc:
-            err = _kafka_error(exc)
-            if (err is None or not err.retriable() or err.txn_requires_abort() or err.fatal()
-                    or time.monotonic() > deadline):
-                raise
-            log.info("%s: retriable error %s; retrying", what, err.str())
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
 
 
 class TransactionalProcessor:
@@ -211,7 +104,7 @@ class TransactionalProcessor:
         self.config = dict(config)
         self.topics = list(topics)
         self.group = group
-        self.handler = handler if isinstance(handler, TransactionalHandler) else _FunctionHandler(handler)
+        self.handler = handler if isinstance(handler, TransactionalHandler) else FunctionHandler(handler)
         self.instance_id = instance_id or default_instance_id()
         self.transactional_id = f"{transactional_id_prefix}.{group}.{self.instance_id}"
         self.commit_interval = commit_interval
@@ -225,21 +118,16 @@ class TransactionalProcessor:
         self.producer_overrides = dict(producer_overrides or {})
         self.stats = ProcessorStats()
         self._stop = threading.Event()
-        self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._cooperative = False
         self._reset_offset = OFFSET_BEGINNING
-        # The open transaction.
-        self._txn_open = False
-        self._txn_started = 0.0
-        self._txn_positions: dict[TP, int] = {}
-        self._txn_consumed = 0
-        self._txn_outputs: list[Output] = []
-        self._delivery_errors: list[str] = []
+        self._producer = TransactionalProducer(self.config, self.transactional_id,
+                                               transaction_timeout_ms=transaction_timeout_ms,
+                                               overrides=self.producer_overrides, on_recreate=self._on_recreate)
+        self._txn = TransactionCheckpoint(self._producer, commit_interval=commit_interval, max_batch=max_batch)
         self._consecutive_aborts = 0
         self._restarts_since_commit = 0
         self._last_punctuate = 0.0
-        self._commit_seq = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -268,7 +156,7 @@ class TransactionalProcessor:
         self._reset_offset = OFFSET_END if str(settings["auto.offset.reset"]) in ("latest", "largest", "end") \
             else OFFSET_BEGINNING
         try:
-            self._producer = self._new_producer()
+            self._producer.start()
             self._consumer = Consumer(client_config(self.config, **settings))
             self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
                                      on_lost=self._on_lost)
@@ -277,15 +165,13 @@ class TransactionalProcessor:
             if ready is not None:
                 ready.set()
             while not self._stop.is_set():
-                room = max(1, min(1000, self.max_batch - self._txn_consumed))
-                messages = self._consumer.consume(num_messages=room, timeout=self.poll_timeout)
+                messages = self._consumer.consume(num_messages=self._txn.room(), timeout=self.poll_timeout)
                 batch = self._accept(messages)
                 if batch:
                     self._process(batch)
                 self._maybe_punctuate()
                 self._poll_producer()
-                if self._txn_open and (self._txn_consumed >= self.max_batch
-                                       or time.monotonic() - self._txn_started >= self.commit_interval):
+                if self._txn.expired():
                     self._commit()
             self._commit()
         finally:
@@ -293,111 +179,43 @@ class TransactionalProcessor:
         return self.stats
 
     def _close(self) -> None:
-        consumer, producer = self._consumer, self._producer
+        consumer = self._consumer
         try:
             if consumer is not None:
                 consumer.close()  # revokes: our on_revoke commits (or aborts) whatever is still open
         except KafkaException as exc:
             log.warning("closing the consumer of %s failed: %s", self.group, exc)
         finally:
-            if self._txn_open and producer is not None:
+            if self._txn.open:
                 self._abort("shutting down with an uncommitted transaction")
-            if producer is not None:
-                producer.close()
-            self._consumer = self._producer = None
+            self._producer.close()
+            self._consumer = None
             log.info("transactional processor %s stopped: %d consumed, %d produced, %d commits, %d aborts, "
                      "%d producer restarts", self.group, self.stats.consumed, self.stats.produced,
                      self.stats.commits, self.stats.aborts, self.stats.producer_restarts)
 
     # -- producer --------------------------------------------------------------------------
-    def _new_producer(self) -> Producer:
-        settings = {
-            "transactional.id": self.transactional_id,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "transaction.timeout.ms": self.transaction_timeout_ms,
-            "partitioner": "murmur2_random",  # the Java client's: keys land where Java producers put them
-            **self.producer_overrides,
-        }
-        producer = Producer(client_config(self.config, **settings))
-        self._retry(lambda: producer.init_transactions(30), "init_transactions")
-        return producer
-
-    def _restart_producer(self, reason: str) -> None:
+    def _on_recreate(self, reason: str) -> None:
+        """Called by the producer before it recreates itself after a fatal error."""
         self.stats.producer_restarts += 1
         self._restarts_since_commit += 1
+        self._txn.discard()  # a fenced producer's transaction is gone
         if self._restarts_since_commit > self.max_producer_restarts:
             raise TransactionFatalError(
                 f"transactional.id {self.transactional_id!r}: producer hit {self._restarts_since_commit} fatal "
                 f"errors without a successful commit in between (last: {reason}); is another live process "
                 "using the same instance id?")
-        log.error("transactional producer %s hit a fatal error (%s); recreating it", self.transactional_id, reason)
-        old, self._producer = self._producer, None
-        if old is not None:
-            try:
-                with warnings.catch_warnings():  # close() warns that the fenced producer cannot abort
-                    warnings.simplefilter("ignore")
-                    old.purge()
-                    old.close()
-            except Exception as exc:  # noqa: BLE001 - a fatal producer may refuse anything; we drop it anyway
-                log.debug("closing the failed producer: %s", exc)
-        self._txn_open = False
-        self._producer = self._new_producer()
-
-    def _retry(self, call: Callable[[], T], what: str) -> T:
-        return retry_retriable(call, what, max(30.0, self.transaction_timeout_ms / 1000))
 
     def _poll_producer(self) -> None:
         """Serve delivery reports; a fatal error (e.g. fenced) can surface here first."""
         try:
-            assert self._producer is not None
             self._producer.poll(0)
         except KafkaException as exc:
             self._on_transaction_error(exc, "polling the producer")
 
-    def _on_delivery(self, err: KafkaError | None, msg: KafkaMessage) -> None:
-        if err is not None:  # the transaction is now abortable; commit_transaction will say so
-            self._delivery_errors.append(f"{msg.topic()}: {err.str()}")
-
     # -- the transaction -------------------------------------------------------------------
-    def _begin(self) -> None:
-        if self._txn_open:
-            return
-        assert self._producer is not None
-        try:
-            self._producer.begin_transaction()
-        except KafkaException as exc:
-            err = _kafka_error(exc)
-            if err is not None and err.fatal():
-                self._restart_producer(err.str())
-                self._producer.begin_transaction()
-            else:
-                raise
-        self._txn_open = True
-        self._txn_started = time.monotonic()
-        self._txn_positions = {}
-        self._txn_consumed = 0
-        self._txn_outputs = []
-        self._delivery_errors = []
-
     def _produce(self, outputs: Iterable[Output]) -> None:
-        assert self._producer is not None
-        for out in outputs:
-            key = out.key.encode() if isinstance(out.key, str) else out.key
-            wire_headers = (h.encode(out.headers) if isinstance(out.headers, Mapping)
-                            else list(out.headers or ()))
-            kwargs: dict[str, Any] = {"key": key, "headers": wire_headers, "on_delivery": self._on_delivery}
-            if out.partition is not None:
-                kwargs["partition"] = out.partition
-            while True:
-                try:
-                    self._producer.produce(out.topic, out.value, **kwargs)
-                    break
-                except BufferError:  # local queue full: serve delivery reports and try again
-                    self._producer.poll(0.05)
-            self._txn_outputs.append(out)
-            self.stats.produced += 1
+        self.stats.produced += self._txn.produce(outputs)
 
     def _accept(self, messages: list[KafkaMessage]) -> list[KafkaMessage]:
         batch = []
@@ -416,9 +234,8 @@ class TransactionalProcessor:
 
     def _process(self, batch: list[KafkaMessage]) -> None:
         try:
-            self._begin()
-            outputs = list(self.handler.process_batch(batch))
-            self._produce(outputs)
+            self._txn.begin()
+            self._produce(self.handler.process_batch(batch))
         except KafkaException as exc:
             self._on_transaction_error(exc, "producing outputs")
             return
@@ -426,9 +243,7 @@ class TransactionalProcessor:
             # A handler bug: nothing of this transaction may become visible.
             self._abort("the handler raised")
             raise
-        for msg in batch:
-            self._txn_positions[(msg.topic(), msg.partition())] = msg.offset() + 1
-        self._txn_consumed += len(batch)
+        self._txn.store_offsets(batch)
         self.stats.consumed += len(batch)
 
     def _maybe_punctuate(self) -> None:
@@ -439,68 +254,42 @@ class TransactionalProcessor:
         try:
             outputs = list(self.handler.punctuate(time.time()))
             if outputs:
-                self._begin()
+                self._txn.begin()
                 self._produce(outputs)
         except KafkaException as exc:
             self._on_transaction_error(exc, "producing punctuation outputs")
 
     def _commit(self) -> bool:
         """Commit the open transaction (outputs + offsets). False when it had to be aborted instead."""
-        if not self._txn_open or self._producer is None or self._consumer is None:
+        if not self._txn.open or self._consumer is None:
             return True
-        producer, consumer = self._producer, self._consumer
-        started = time.monotonic()
         try:
             self._produce(self.handler.before_commit())
-            if self._txn_positions:
-                offsets = [TopicPartition(t, p, o) for (t, p), o in self._txn_positions.items()]
-                metadata = consumer.consumer_group_metadata()
-                self._retry(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30),
-                            "send_offsets_to_transaction")
-            self._retry(lambda: producer.commit_transaction(60), "commit_transaction")
+            batch = self._txn.commit(self._consumer.consumer_group_metadata())
         except KafkaException as exc:
             self._on_transaction_error(exc, "committing")
             return False
-        self._txn_open = False
-        self._commit_seq += 1
         self._consecutive_aborts = 0
         self._restarts_since_commit = 0
         self.stats.commits += 1
-        log.debug("%s committed transaction %d: %d consumed, %d produced, open %.0f ms, commit %.0f ms",
-                  self.transactional_id, self._commit_seq, self._txn_consumed, len(self._txn_outputs),
-                  1000 * (started - self._txn_started), 1000 * (time.monotonic() - started))
-        batch = CommittedBatch(self._commit_seq, dict(self._txn_positions), self._txn_consumed,
-                               tuple(self._txn_outputs))
-        self._txn_positions, self._txn_outputs, self._txn_consumed = {}, [], 0
         self.handler.after_commit(batch)
         return True
 
     def _abort(self, why: str) -> None:
-        if not self._txn_open or self._producer is None:
-            self._txn_open = False
+        if not self._txn.open:
             return
-        producer = self._producer
         log.warning("aborting the transaction of %s: %s", self.transactional_id, why)
-        try:
-            self._retry(lambda: producer.abort_transaction(30), "abort_transaction")
-            self._txn_open = False
-        except KafkaException as exc:
-            err = _kafka_error(exc)
-            self._restart_producer(err.str() if err is not None else str(exc))  # also aborts, via init_transactions
+        self._txn.abort()
         self.stats.aborts += 1
-        self._txn_positions, self._txn_outputs, self._txn_consumed = {}, [], 0
 
     def _on_transaction_error(self, exc: KafkaException, during: str) -> None:
         """Abortable -> abort; fatal -> new producer; either way rewind and reset the handler."""
-        err = _kafka_error(exc)
-        detail = err.str() if err is not None else str(exc)
-        if self._delivery_errors:
-            detail += f" (delivery failures: {'; '.join(self._delivery_errors[:3])})"
-        if err is not None and err.fatal():
+        detail = self._producer.failure_detail(exc)
+        if is_fatal(exc):
             self.stats.aborts += 1
-            self._txn_positions, self._txn_outputs, self._txn_consumed = {}, [], 0
-            self._restart_producer(f"{during}: {detail}")
+            self._producer.recreate(f"{during}: {detail}")  # discards the transaction (_on_recreate)
         else:
+            err = kafka_error(exc)
             if err is not None and not err.txn_requires_abort():
                 log.warning("%s: non-abortable error %s; aborting anyway", during, detail)
             self._abort(f"{during}: {detail}")
@@ -535,7 +324,7 @@ class TransactionalProcessor:
             try:
                 return self._consumer.committed(partitions, timeout=10)
             except KafkaException as exc:
-                err = _kafka_error(exc)
+                err = kafka_error(exc)
                 if err is None or err.fatal() or self._stop.is_set():
                     raise
                 now = time.monotonic()
@@ -549,7 +338,7 @@ class TransactionalProcessor:
     # -- rebalance -------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps: list[TP] = [(p.topic, p.partition) for p in partitions]
-        if tps and self._txn_open:
+        if tps and self._txn.open:
             self._commit()  # restoring may take long: do not let the open transaction time out meanwhile
         committed = self._committed(partitions) if partitions else []
         if tps:
@@ -572,7 +361,7 @@ class TransactionalProcessor:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps: list[TP] = [(p.topic, p.partition) for p in partitions]
         self.stats.assigned.difference_update(tps)  # a failed commit rewinds only what stays ours
-        if self._txn_open:
+        if self._txn.open:
             self._commit()
         if tps:
             log.info("%s revoked %s", self.group, tps)
@@ -582,7 +371,7 @@ class TransactionalProcessor:
         tps: list[TP] = [(p.topic, p.partition) for p in partitions]
         self.stats.assigned.difference_update(tps)
         log.warning("%s lost %s (session timed out?); its open transaction cannot commit", self.group, tps)
-        if self._txn_open:
+        if self._txn.open:
             self._abort("partitions lost")
             self._rewind(sorted(self.stats.assigned))
         self.handler.on_revoke(tps)

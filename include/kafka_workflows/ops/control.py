@@ -1,10 +1,9 @@
 """Operations on running workers through Kafka, so they reach every worker process of a group.
 
 Commands go to the control topic (`kafka-workflows.control`); each worker follows it from the
-moment it starts and acts on the commands for partitions it holds, then appends an `applied`
-record. The topic is therefore also the audit log: who asked, when, why, and what happened.
-Workers publish their state (assigned, blocked and waiting partitions, paused) to the compacted
-status topic (`kafka-workflows.status`), which `blocked_partitions()` reads.
+moment it starts and acts on the commands for partitions it holds (ops/apply.py), then appends an
+`applied` record. The topic is therefore also the audit log: who asked, when, why, and what
+happened. Worker state goes to the status topic (ops/status.py).
 """
 
 from __future__ import annotations
@@ -20,10 +19,10 @@ from typing import Any, Literal
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-from kafka_workflows.config import client_config
 from kafka_workflows.errors import ConfigError
-from kafka_workflows.producer import RequestProducer
-from kafka_workflows.topics import TopicSpec, ensure_topics
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.config import client_config
+from kafka_workflows.kafka.producer import RequestProducer
 
 CONTROL_TOPIC = "kafka-workflows.control"
 STATUS_TOPIC = "kafka-workflows.status"
@@ -111,43 +110,3 @@ class ControlFollower:
 
     def close(self) -> None:
         self._consumer.close()
-
-
-def read_statuses(config: Mapping[str, Any], max_age: float = 30.0) -> list[dict[str, Any]]:
-    """The latest status of every live worker (those that reported within `max_age` seconds)."""
-    ensure_control_topics(config)
-    consumer = Consumer(client_config(config, **{
-        "group.id": f"kw-status-{uuid.uuid4().hex}", "enable.auto.commit": False,
-        "auto.offset.reset": "earliest", "enable.partition.eof": True}))
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(STATUS_TOPIC, 0), timeout=10)
-        latest: dict[str, dict[str, Any] | None] = {}
-        if high > low:
-            consumer.assign([TopicPartition(STATUS_TOPIC, 0, low)])
-            while True:
-                msg = consumer.poll(5)
-                if msg is None:
-                    break
-                if msg.error():
-                    if msg.offset() >= high - 1 or msg.error().code() == -191:  # _PARTITION_EOF
-                        break
-                    continue
-                latest[msg.key().decode()] = json.loads(msg.value()) if msg.value() else None
-                if msg.offset() >= high - 1:
-                    break
-    finally:
-        consumer.close()
-    now = time.time()
-    return [s for s in latest.values() if s is not None and now - s.get("at", 0) <= max_age]
-
-
-def blocked_partitions(config: Mapping[str, Any], group: str | None = None) -> list[dict[str, Any]]:
-    """Every partition a live worker holds blocked, with its worker, offset, failures and error."""
-    rows = []
-    for status in read_statuses(config):
-        if group is not None and status["group"] != group:
-            continue
-        for held in status.get("held", []):
-            if held["kind"] == "blocked":
-                rows.append({"group": status["group"], "worker": status["worker"], **held})
-    return sorted(rows, key=lambda r: (r["group"], r["topic"], r["partition"]))

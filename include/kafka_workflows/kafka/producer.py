@@ -9,8 +9,8 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from kafka_workflows import headers as h
-from kafka_workflows.config import client_config
 from kafka_workflows.errors import DeliveryError
+from kafka_workflows.kafka.config import client_config
 from kafka_workflows.messages import encode_value
 
 

@@ -16,14 +16,11 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from kafka_workflows import headers as h
-from kafka_workflows.config import client_config
 from kafka_workflows.errors import ConfigError
-from kafka_workflows.producer import RequestProducer
-from kafka_workflows.topics import dead_letter_topic
-
-_DROPPED_ON_REPLAY = {h.RETRY_AT, h.ORIGINAL_TOPIC, h.ORIGINAL_PARTITION, h.ORIGINAL_OFFSET, h.CONSUMER_GROUP,
-                      h.ERROR_TYPE, h.ERROR_MESSAGE, h.FIRST_FAILED_AT, h.REPLAYED_FROM, h.ATTEMPT,
-                      "kw-skipped-by", "kw-skip-reason", "kw-skipped-at"}
+from kafka_workflows.kafka.config import client_config
+from kafka_workflows.kafka.producer import RequestProducer
+from kafka_workflows.retry.provenance import SKIPPED_BY, replay_headers
+from kafka_workflows.retry.topics import dead_letter_topic
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ class DeadLetter:
                 "original": f"{self.headers.get(h.ORIGINAL_TOPIC)}[{self.headers.get(h.ORIGINAL_PARTITION)}]"
                             f"@{self.headers.get(h.ORIGINAL_OFFSET)}",
                 "dead_lettered_at": self.dead_lettered_at.isoformat() if self.dead_lettered_at else None,
-                "replayed_from": self.headers.get(h.REPLAYED_FROM), "skipped_by": self.headers.get("kw-skipped-by"),
+                "replayed_from": self.headers.get(h.REPLAYED_FROM), "skipped_by": self.headers.get(SKIPPED_BY),
                 "value": self.value[:200].decode("utf-8", "replace")}
 
 
@@ -134,10 +131,7 @@ def replay(config: Mapping[str, Any], topic: str, group: str, where: Filter | No
         return letters
     producer = RequestProducer(config)
     for letter in letters:
-        headers = {k: v for k, v in letter.headers.items() if k not in _DROPPED_ON_REPLAY}
-        headers[h.ATTEMPT] = "1"
-        headers[h.REPLAYED_FROM] = letter.id
         producer.send(letter.headers.get(h.ORIGINAL_TOPIC, topic), letter.value, key=letter.key,
-                      headers=headers, raw=True)
+                      headers=replay_headers(letter.headers, letter.id), raw=True)
     producer.flush()
     return letters

@@ -1,33 +1,26 @@
-"""Topic naming (DESIGN.md contract) and creation with configs.
+"""Topic creation with configs, and the offsets an admin client can tell.
 
 The Kafka provider's KafkaAdminClientHook cannot set topic configs, so creation lives here.
+Topic *names* of the contract live with their concern (retry/topics.py, store/topics.py,
+ops/control.py).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
-from kafka_workflows.config import client_config
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError
+from kafka_workflows.kafka.config import client_config
+from kafka_workflows.kafka.errors import describe, error_code
 
 log = logging.getLogger(__name__)
-
-
-def retry_topic(topic: str, group: str, n: int) -> str:
-    """The n-th (from 1) non-blocking retry topic of `group` reading `topic`."""
-    if n < 1:
-        raise ValueError(f"retry topics are numbered from 1, got {n}")
-    return f"{topic}.{group}.retry-{n}"
-
-
-def dead_letter_topic(topic: str, group: str) -> str:
-    return f"{topic}.{group}.dlq"
 
 
 @dataclass(frozen=True)
@@ -66,17 +59,15 @@ def ensure_topics(config: Mapping[str, Any], specs: Iterable[TopicSpec], timeout
             created.append(name)
             log.info("created topic %s", name)
         except KafkaException as exc:
-            if exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            if error_code(exc) == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
-            raise KafkaWorkflowsError(f"could not create topic {name!r}: {exc.args[0].str()}") from exc
+            raise KafkaWorkflowsError(f"could not create topic {name!r}: {describe(exc)}") from exc
     _wait_for_metadata(admin, created, timeout)
     return created
 
 
 def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> None:
     """create_topics returns before every partition has a leader; wait so the first produce succeeds."""
-    import time
-
     deadline = time.monotonic() + timeout
     pending = set(names)
     while pending and time.monotonic() < deadline:
@@ -85,3 +76,12 @@ def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> 
                    or any(p.leader < 0 for p in topics[n].partitions.values())}
         if pending:
             time.sleep(0.1)
+
+
+def end_offsets(admin: AdminClient, topic: str, partitions: Iterable[int],
+                isolation: IsolationLevel = IsolationLevel.READ_UNCOMMITTED, timeout: float = 30.0
+                ) -> dict[int, int]:
+    """High watermark (read_uncommitted) or last stable offset (read_committed) per partition."""
+    request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}
+    futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=timeout)
+    return {tp.partition: future.result().offset for tp, future in futures.items()}

@@ -29,4 +29,8 @@ class Backoff:
         """Seconds to wait after the `failures`-th failure (1-based)."""
         if self.intervals:
             return self.intervals[min(failures, len(self.intervals)) - 1]
-        return min(self.max, self.initial * self.multiplier ** (failures - 1))
+        try:
+            delay = self.initial * self.multiplier ** (failures - 1)
+        except OverflowError:  # "retry forever" reaches 2.0 ** 1024 after about a thousand failures
+            return self.max
+        return min(self.max, delay)

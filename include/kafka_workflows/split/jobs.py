@@ -20,22 +20,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka import Message as KafkaMessage
 
 from kafka_workflows import headers as h
-from kafka_workflows.config import client_config
+from kafka_workflows.eos.processor import TransactionAbortedError, TransactionFatalError
 from kafka_workflows.errors import KafkaWorkflowsError
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.errors import is_fatal
+from kafka_workflows.kafka.transactional import TransactionalProducer
 from kafka_workflows.messages import encode_value
-from kafka_workflows.store import StoreClient, ensure_store_topics, init_command
-from kafka_workflows.topics import TopicSpec, ensure_topics
-from kafka_workflows.transactions import TransactionAbortedError, TransactionFatalError, retry_retriable
+from kafka_workflows.store.client import StoreClient
+from kafka_workflows.store.commands import init_command
+from kafka_workflows.store.topics import ensure_store_topics
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 JobKey = str | bytes | None
 
 
@@ -61,10 +63,6 @@ def jobs_transactional_id(dag_id: str, task_id: str, run_id: str, map_index: int
     return base if map_index < 0 else f"{base}.{map_index}"
 
 
-def _error(exc: KafkaException) -> KafkaError | None:
-    return exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-
-
 def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: str, request_id: str,
                  jobs: Iterable[tuple[JobKey, Any]], store_name: str, total: int | None = None, *,
                  headers: Mapping[str, object] | None = None, workflow: str | None = None,
@@ -80,38 +78,23 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
         raise JobsError(f"request {request_id!r}: total must be an integer >= 0, got {total!r}")
     ensure_topics(config, [TopicSpec(jobs_topic, topic_partitions)])
     ensure_store_topics(config, store_name, topic_partitions)
-    timeout = transaction_timeout_ms / 1000
-    producer = Producer(client_config(config, **{
-        "transactional.id": transactional_id,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 20,
-        "partitioner": "murmur2_random",
-        "transaction.timeout.ms": transaction_timeout_ms,
-        **(producer_overrides or {}),
-    }))
-    failures: list[str] = []
     per_partition: dict[int, int] = {}
 
-    def on_delivery(err: KafkaError | None, msg: KafkaMessage) -> None:
-        if err is not None:
-            failures.append(f"{msg.topic()}: {err.str()}")
-        elif msg.topic() == jobs_topic:
+    def count_delivered(err: KafkaError | None, msg: KafkaMessage) -> None:
+        if err is None and msg.topic() == jobs_topic:
             per_partition[msg.partition()] = per_partition.get(msg.partition(), 0) + 1
 
-    def produce(topic: str, value: bytes, key: JobKey, message_headers: Mapping[str, object]) -> int:
-        while True:
-            try:
-                producer.produce(topic, value, key=key.encode() if isinstance(key, str) else key,
-                                 headers=h.encode(message_headers), on_delivery=on_delivery)
-                return 1
-            except BufferError:
-                producer.poll(0.05)
+    def refuse_recreate(reason: str) -> None:  # a task attempt does not outlive a fatal error: it fails
+        raise TransactionFatalError(f"request {request_id!r}: transactional.id {transactional_id!r} hit a "
+                                    f"fatal error: {reason}")
 
+    producer = TransactionalProducer(config, transactional_id, transaction_timeout_ms=transaction_timeout_ms,
+                                     linger_ms=20, overrides=producer_overrides, on_delivery=count_delivered,
+                                     on_recreate=refuse_recreate)
     try:
         try:
             # Fences an earlier attempt with this transactional.id and aborts its open transaction.
-            retry_retriable(lambda: producer.init_transactions(60), "init_transactions", 120)
+            producer.start(init_timeout=60)
         except KafkaException as exc:
             raise TransactionFatalError(f"init_transactions for transactional.id {transactional_id!r} "
                                         f"failed: {exc}") from exc
@@ -121,13 +104,13 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
                      request_id, store_name, existing.get("total"))
             return ProduceJobsResult(request_id, transactional_id, 0, existing.get("total"), True, existing)
 
-        producer.begin_transaction()
+        producer.begin()
         base_headers = {**(headers or {}), h.REQUEST_ID: request_id, h.WORKFLOW: workflow, h.ATTEMPT: 1}
         count = 0
         try:
             for key, value in jobs:
                 payload = value if isinstance(value, bytes) else encode_value(value)
-                produce(jobs_topic, payload, key, {**base_headers, h.JOB_INDEX: count})
+                producer.produce(jobs_topic, payload, key, {**base_headers, h.JOB_INDEX: count})
                 count += 1
                 if count % 1000 == 0:
                     producer.poll(0)
@@ -136,13 +119,12 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
                                 f"total={total} was declared; nothing was produced")
             final_total = count if total is None else total
             command = init_command(store_name, request_id, final_total, meta)
-            produce(command.topic, command.value, command.key, {h.REQUEST_ID: request_id, h.WORKFLOW: workflow})
-            retry_retriable(lambda: producer.commit_transaction(timeout), "commit_transaction", timeout)
+            producer.produce(command.topic, command.value, command.key,
+                             {h.REQUEST_ID: request_id, h.WORKFLOW: workflow})
+            producer.commit(timeout=transaction_timeout_ms / 1000)
         except KafkaException as exc:
-            err = _error(exc)
-            detail = (err.str() if err is not None else str(exc)) + (
-                f" (delivery failures: {'; '.join(failures[:3])})" if failures else "")
-            if err is not None and err.fatal():
+            detail = producer.failure_detail(exc)
+            if is_fatal(exc):
                 raise TransactionFatalError(f"request {request_id!r}: transactional.id {transactional_id!r} hit a "
                                             f"fatal error: {detail}") from exc
             _abort(producer, request_id)
@@ -159,11 +141,11 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
         producer.close()
 
 
-def _abort(producer: Producer, request_id: str) -> None:
+def _abort(producer: TransactionalProducer, request_id: str) -> None:
     try:
-        retry_retriable(lambda: producer.abort_transaction(60), "abort_transaction", 120)
+        producer.abort(timeout=60)
         log.warning("request %r: transaction aborted; nothing was produced", request_id)
-    except KafkaException as exc:
+    except (KafkaException, TransactionFatalError) as exc:
         # A fatal producer cannot abort; the next attempt's init_transactions will.
         log.error("request %r: abort_transaction failed (%s); the next attempt with the same "
                   "transactional.id aborts it", request_id, exc)

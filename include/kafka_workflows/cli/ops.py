@@ -1,0 +1,62 @@
+"""`kafka-workflows blocked|skip|unblock|pause|resume|dlq`: operations on running workers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kafka_workflows.kafka.config import kafka_config_from_env
+
+
+def blocked(args: argparse.Namespace) -> int:
+    from kafka_workflows.ops.status import blocked_partitions
+
+    rows = blocked_partitions(kafka_config_from_env(), args.group)
+    for row in rows:
+        print(f"{row['group']}  {row['topic']}[{row['partition']}]@{row['offset']}  key={row['key']}  "
+              f"failures={row['failures']}  {row['error']}  (worker {row['worker']})")
+    if not rows:
+        print("no blocked partitions")
+    return 0
+
+
+def operate(args: argparse.Namespace) -> int:
+    from kafka_workflows.ops.control import send_command
+
+    command, applied = send_command(kafka_config_from_env(), args.command, args.group,
+                                    topic=getattr(args, "topic", None), partition=getattr(args, "partition", None),
+                                    offset=getattr(args, "offset", None), reason=args.reason, wait=args.wait)
+    for record in applied:
+        print(f"{record['worker']}: {record['result']}")
+    if not applied:
+        print(f"kafka-workflows: no worker of group {args.group!r} answered {command.op} within {args.wait:.0f}s",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def dead_letters(args: argparse.Namespace) -> int:
+    from kafka_workflows.retry import deadletters as dlq
+
+    config = kafka_config_from_env()
+    where = dlq.Filter(key=args.key, error_type=args.error_type,
+                       since=dlq.parse_time(args.since, "--since") if args.since else None,
+                       until=dlq.parse_time(args.until, "--until") if args.until else None,
+                       ids=frozenset(args.id))
+    if args.action == "replay":
+        moved = dlq.replay(config, args.topic, args.group, where, dry_run=args.dry_run)
+        verb = "would replay" if args.dry_run else "replayed"
+        for letter in moved:
+            print(f"{verb} {letter.id} key={letter.key} -> {letter.headers.get('kw-original-topic')}")
+        print(f"{verb} {len(moved)} dead letter(s)")
+        return 0
+    letters = dlq.list_dead_letters(config, args.topic, args.group, where)
+    for letter in letters:
+        if args.action == "show":
+            print(json.dumps({**letter.summary(), "headers": letter.headers}, indent=2))
+        else:
+            s = letter.summary()
+            print(f"{s['id']}  key={s['key']}  {s['error_type']}: {s['error'][:80]}  at {s['dead_lettered_at']}")
+    print(f"{len(letters)} dead letter(s)")
+    return 0

@@ -1,0 +1,69 @@
+"""`kafka-workflows worker`, `store-processor` and `create-topic`: long-running units and topics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from kafka_workflows.errors import ConfigError
+from kafka_workflows.kafka.config import kafka_config_from_env
+from kafka_workflows.retry.policy import RetryPolicy
+
+
+def parse_policy(text: str | None) -> RetryPolicy | None:
+    """--policy: JSON, or @file holding JSON; errors name the source and the field."""
+    if not text:
+        return None
+    source = "--policy"
+    if text.startswith("@"):
+        source = text[1:]
+        try:
+            text = Path(source).read_text()
+        except OSError as exc:
+            raise ConfigError(f"--policy: cannot read {source}: {exc.strerror}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source}: not JSON ({exc.msg} at char {exc.pos})") from exc
+    return RetryPolicy.parse(data, where=source)
+
+
+def worker(args: argparse.Namespace) -> int:
+    config = kafka_config_from_env()
+    if args.specs is not None:
+        from kafka_workflows import runner
+
+        if args.topic or args.group or args.handler:
+            raise ConfigError("give either a specs folder or --topic/--group/--handler, not both")
+        specs = runner.select_specs(args.specs, args.workflow)
+        runner.run_units(config, runner.build_units(config, specs, args.only), specs)
+        return 0
+    from kafka_workflows.worker import Worker
+
+    missing = [f"--{n}" for n in ("topic", "group", "handler") if not getattr(args, n)]
+    if missing:
+        raise ConfigError(f"worker needs a specs folder, or {', '.join(missing)}")
+    unit = Worker(config, args.topic, args.group, args.handler, policy=parse_policy(args.policy),
+                  topic_partitions=args.partitions, metrics_port=args.metrics_port, store=args.store,
+                  batch_size=args.batch_size)
+    unit.install_signal_handlers()
+    unit.run()
+    return 0
+
+
+def store_processor(args: argparse.Namespace) -> int:
+    from kafka_workflows.store.processor import run_store_processor
+
+    run_store_processor(kafka_config_from_env(), args.store, args.group, partitions=args.partitions,
+                        commit_interval=args.commit_interval)
+    return 0
+
+
+def create_topic(args: argparse.Namespace) -> int:
+    from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+
+    settings = dict(item.split("=", 1) for item in args.config)
+    created = ensure_topics(kafka_config_from_env(), [TopicSpec(args.name, args.partitions, config=settings)])
+    print("created" if created else "exists", args.name)
+    return 0

@@ -1,0 +1,104 @@
+"""What a worker does with the control commands addressed to its group.
+
+skip     dead-letter the held message (marked with who, why and when), move past it, resume;
+unblock  retry the held message now, whatever its backoff or kw-retry-at says;
+pause    pause every assigned partition (kept across rebalances until resumed);
+resume   resume every assigned partition that no hold keeps paused.
+
+skip and unblock act only on a partition this worker owns, and only when the offset given (if
+any) is the one held. Each command that was acted on gets an `applied` record on the control
+topic, next to the command: the audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from kafka_workflows import headers as h
+from kafka_workflows.kafka.producer import RequestProducer
+from kafka_workflows.ops.control import CONTROL_TOPIC
+from kafka_workflows.retry.provenance import SKIP_REASON, SKIPPED_AT, SKIPPED_BY
+from kafka_workflows.worker.dispatch import Dispatcher
+from kafka_workflows.worker.holds import FOREVER, Hold
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+
+class Skipped(Exception):
+    """Stands for the last error of a message an operator skipped; named after that error."""
+
+    def __init__(self, message: str, error_type: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class Operations:
+    """The operator-facing state of one worker (paused or not) and the commands that change it."""
+
+    def __init__(self, group: str, member: str, dispatcher: Dispatcher, assignment: set[TP],
+                 producer: Callable[[], RequestProducer], on_change: Callable[[], None]) -> None:
+        self.group = group
+        self.member = member
+        self.dispatcher = dispatcher
+        self.assignment = assignment  # the worker's live set
+        self._producer = producer
+        self._on_change = on_change
+        self.paused = False
+
+    def apply(self, consumer: Consumer, record: Mapping[str, Any]) -> None:
+        if record.get("kind") != "command" or record.get("group") != self.group:
+            return
+        op, tp = record["op"], (record.get("topic"), record.get("partition"))
+        held = self.dispatcher.held
+        result: str | None = None
+        if op in ("skip", "unblock"):
+            if tp not in self.assignment:
+                return  # another member owns it and answers
+            hold = held.get(tp)  # type: ignore[arg-type]
+            wanted = record.get("offset")
+            if hold is None or (wanted is not None and wanted != hold.offset):
+                result = f"nothing held at {tp[0]}[{tp[1]}]" + (f"@{wanted}" if wanted is not None else "")
+            elif op == "unblock":
+                hold.due, hold.forced = 0.0, True
+                result = f"retrying {tp[0]}[{tp[1]}]@{hold.offset} now"
+            else:
+                self._skip(consumer, tp, hold, record)  # type: ignore[arg-type]
+                result = f"skipped {tp[0]}[{tp[1]}]@{hold.offset} to the dead-letter topic"
+        elif op == "pause":
+            self.paused = True
+            consumer.pause([TopicPartition(t, p) for t, p in self.assignment])
+            result = f"paused {len(self.assignment)} partition(s)"
+        elif op == "resume":
+            self.paused = False
+            ready = [TopicPartition(t, p) for t, p in self.assignment
+                     if (t, p) not in held or held[(t, p)].due == FOREVER]
+            consumer.resume(ready)
+            result = f"resumed {len(ready)} partition(s)"
+        if result is None:
+            return
+        log.warning("operation %s by %s (%s): %s", op, record.get("by"), record.get("reason") or "no reason", result)
+        self._producer().send(CONTROL_TOPIC, {
+            "kind": "applied", "command": record.get("id"), "op": op, "group": self.group, "worker": self.member,
+            "result": result, "at": time.time()}, key=self.group)
+        self._on_change()
+
+    def _skip(self, consumer: Consumer, tp: TP, hold: Hold, record: Mapping[str, Any]) -> None:
+        msg = hold.raw
+        dispatcher = self.dispatcher
+        error = hold.error.split(":", 1)
+        exc = Skipped(error[1].strip() if len(error) > 1 else "skipped by an operator", error[0] or "Skipped")
+        dispatcher.dead_letter(msg, h.decode(msg.headers()), dispatcher.retry_topics.get(msg.topic()), exc, extra={
+            SKIPPED_BY: record.get("by"), SKIP_REASON: record.get("reason") or "",
+            SKIPPED_AT: int(record.get("at", time.time()) * 1000)})
+        del dispatcher.held[tp]
+        dispatcher.store(consumer, {tp: hold.offset + 1})
+        consumer.seek(TopicPartition(tp[0], tp[1], hold.offset + 1))
+        if not self.paused:
+            consumer.resume([TopicPartition(*tp)])

@@ -1,0 +1,68 @@
+"""Headers a retry, a dead letter or a replay carries (the `kw-` contract of DESIGN.md).
+
+A message moved to a retry or dead-letter topic keeps every header it had and gains its
+provenance: where it was first read (`kw-original-*`, kept from the first move), by which group,
+the last error (`kw-error-type`, `kw-error-message`), and when it first failed. A retry also
+gets its next attempt number and when it is due (`kw-retry-at`, epoch ms). A replay starts over:
+the provenance and error headers are dropped, `kw-attempt` is 1 and `kw-replayed-from` names
+the dead letter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from confluent_kafka import Message as KafkaMessage
+
+from kafka_workflows import headers as h
+
+SKIPPED_BY, SKIP_REASON, SKIPPED_AT = "kw-skipped-by", "kw-skip-reason", "kw-skipped-at"
+MAX_ERROR_MESSAGE = 1000
+
+DROPPED_ON_REPLAY = frozenset({h.RETRY_AT, h.ORIGINAL_TOPIC, h.ORIGINAL_PARTITION, h.ORIGINAL_OFFSET,
+                               h.CONSUMER_GROUP, h.ERROR_TYPE, h.ERROR_MESSAGE, h.FIRST_FAILED_AT,
+                               h.REPLAYED_FROM, h.ATTEMPT, SKIPPED_BY, SKIP_REASON, SKIPPED_AT})
+
+
+def error_type(exc: BaseException) -> str:
+    """The error's name; an operator's skip keeps the name of the error it skipped."""
+    return getattr(exc, "error_type", type(exc).__name__)
+
+
+def provenance(msg: KafkaMessage, headers: Mapping[str, str], group: str, exc: BaseException,
+               now: float | None = None) -> dict[str, object]:
+    now_ms = int((time.time() if now is None else now) * 1000)
+    return {
+        **headers,
+        h.ORIGINAL_TOPIC: headers.get(h.ORIGINAL_TOPIC, msg.topic()),
+        h.ORIGINAL_PARTITION: headers.get(h.ORIGINAL_PARTITION, msg.partition()),
+        h.ORIGINAL_OFFSET: headers.get(h.ORIGINAL_OFFSET, msg.offset()),
+        h.CONSUMER_GROUP: group,
+        h.ERROR_TYPE: error_type(exc),
+        h.ERROR_MESSAGE: str(exc)[:MAX_ERROR_MESSAGE],
+        h.FIRST_FAILED_AT: headers.get(h.FIRST_FAILED_AT, now_ms),
+    }
+
+
+def retry_headers(msg: KafkaMessage, headers: Mapping[str, str], group: str, exc: BaseException,
+                  delay: float, now: float | None = None) -> dict[str, object]:
+    now = time.time() if now is None else now
+    out = provenance(msg, headers, group, exc, now)
+    out[h.ATTEMPT] = h.attempt_of(headers) + 1
+    out[h.RETRY_AT] = int((now + delay) * 1000)
+    return out
+
+
+def dead_letter_headers(msg: KafkaMessage, headers: Mapping[str, str], group: str, exc: BaseException,
+                        extra: Mapping[str, object] | None = None) -> dict[str, object]:
+    out = {**provenance(msg, headers, group, exc), **(extra or {})}
+    out.pop(h.RETRY_AT, None)
+    return out
+
+
+def replay_headers(headers: Mapping[str, str], dead_letter_id: str) -> dict[str, object]:
+    out: dict[str, object] = {k: v for k, v in headers.items() if k not in DROPPED_ON_REPLAY}
+    out[h.ATTEMPT] = "1"
+    out[h.REPLAYED_FROM] = dead_letter_id
+    return out

@@ -1,0 +1,54 @@
+"""The atomic key-value store (pattern 6): exact completion accounting on an exactly-once processor.
+
+topics.py        S.commands, S.store (compacted), S.events; their creation and checks
+partitioning.py  murmur2, the partition of a request id
+commands.py      init / complete / fail: parsing and building
+indexset.py      job indices as compact ranges
+state.py         one request's accounting (pure) and the store value
+processor.py     the exactly-once processor that applies commands (StoreProcessor)
+client.py        send commands, read values, wait, ask whether a request is registered
+follower.py      one warm reader of S.store shared by many waiters (the triggerer's, the UI's)
+"""
+
+from kafka_workflows.store.client import StoreClient
+from kafka_workflows.store.commands import (
+    COMPLETE,
+    FAIL,
+    INIT,
+    OPS,
+    Command,
+    CommandMessage,
+    command_message,
+    complete_command,
+    fail_command,
+    init_command,
+    parse_command,
+)
+from kafka_workflows.store.errors import CommandError, StoreError, StoreTimeoutError
+from kafka_workflows.store.indexset import IndexSet
+from kafka_workflows.store.partitioning import murmur2, partition_for
+from kafka_workflows.store.processor import (
+    DEFAULT_RETENTION_S,
+    StoreHandler,
+    StoreProcessor,
+    StoreStats,
+    run_store_processor,
+)
+from kafka_workflows.store.state import (
+    COMPLETED_WITH_FAILURES,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL_STATUSES,
+    RequestState,
+)
+from kafka_workflows.store.topics import commands_topic, default_group, ensure_store_topics, events_topic, store_topic
+
+__all__ = [
+    "COMPLETE", "COMPLETED_WITH_FAILURES", "DEFAULT_RETENTION_S", "FAIL", "INIT", "OPS", "PENDING", "RUNNING",
+    "SUCCEEDED", "TERMINAL_STATUSES", "Command", "CommandError", "CommandMessage", "IndexSet", "RequestState",
+    "StoreClient", "StoreError", "StoreHandler", "StoreProcessor", "StoreStats", "StoreTimeoutError",
+    "command_message", "commands_topic", "complete_command", "default_group", "ensure_store_topics",
+    "events_topic", "fail_command", "init_command", "murmur2", "parse_command", "partition_for",
+    "run_store_processor", "store_topic",
+]

@@ -1,0 +1,203 @@
+"""The store's client: send commands to store `S` and read its values (point reads, waits, registration)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+from confluent_kafka.admin import AdminClient
+
+from kafka_workflows import headers as h
+from kafka_workflows.errors import MessageDecodeError
+from kafka_workflows.kafka.admin import end_offsets
+from kafka_workflows.kafka.config import client_config
+from kafka_workflows.kafka.errors import COORDINATOR_NOT_READY, kafka_error
+from kafka_workflows.kafka.producer import Delivered, RequestProducer
+from kafka_workflows.kafka.reader import partition_reader, read_partition
+from kafka_workflows.store.commands import (
+    INIT,
+    CommandMessage,
+    complete_command,
+    fail_command,
+    init_command,
+    parse_command,
+)
+from kafka_workflows.store.errors import StoreError, StoreTimeoutError
+from kafka_workflows.store.partitioning import partition_for
+from kafka_workflows.store.state import TERMINAL_STATUSES, decode_store_value
+from kafka_workflows.store.topics import check_name, commands_topic, default_group, events_topic, store_topic
+
+
+class StoreClient:
+    """Send commands to store `name` and read its values.
+
+    Commands go through an idempotent `RequestProducer` with the murmur2 partitioner; each call
+    flushes and raises `DeliveryError` unless `flush=False` (then call `flush()` yourself).
+    """
+
+    def __init__(self, config: Mapping[str, Any], name: str, *, group: str | None = None) -> None:
+        check_name(name)
+        self.config = dict(config)
+        self.name = name
+        self.group = group or default_group(name)
+        self._producer: RequestProducer | None = None
+        self._admin: AdminClient | None = None
+        self._partitions: dict[str, int] = {}
+
+    # commands
+    def _send(self, command: CommandMessage, flush: bool) -> None:
+        if self._producer is None:
+            self._producer = RequestProducer(self.config, partitioner="murmur2_random")
+        self._producer.send(command.topic, command.value, key=command.key,
+                            headers={h.REQUEST_ID: command.key}, raw=True)
+        if flush:
+            self._producer.flush()
+
+    def flush(self, timeout: float = 60.0) -> list[Delivered]:
+        return self._producer.flush(timeout) if self._producer is not None else []
+
+    def init(self, request_id: str, total: int, meta: Mapping[str, Any] | None = None, *, flush: bool = True) -> None:
+        self._send(init_command(self.name, request_id, total, meta), flush)
+
+    def complete(self, request_id: str, job: int, *, flush: bool = True) -> None:
+        self._send(complete_command(self.name, request_id, job), flush)
+
+    def fail(self, request_id: str, job: int, reason: str, *, flush: bool = True) -> None:
+        self._send(fail_command(self.name, request_id, job, reason), flush)
+
+    def init_command(self, request_id: str, total: int, meta: Mapping[str, Any] | None = None) -> CommandMessage:
+        return init_command(self.name, request_id, total, meta)
+
+    def complete_command(self, request_id: str, job: int) -> CommandMessage:
+        return complete_command(self.name, request_id, job)
+
+    def fail_command(self, request_id: str, job: int, reason: str) -> CommandMessage:
+        return fail_command(self.name, request_id, job, reason)
+
+    # reads
+    def _admin_client(self) -> AdminClient:
+        if self._admin is None:
+            self._admin = AdminClient(client_config(self.config))
+        return self._admin
+
+    def partition_of(self, request_id: str) -> int:
+        """The partition of S.commands and S.store that holds `request_id`."""
+        topic = store_topic(self.name)
+        if topic not in self._partitions:
+            meta = self._admin_client().list_topics(topic, timeout=30).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise StoreError(f"store {self.name!r}: topic {topic} does not exist (is the store processor "
+                                 "or ensure_store_topics run?)")
+            self._partitions[topic] = len(meta.partitions)
+        return partition_for(request_id, self._partitions[topic])
+
+    def get(self, request_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
+        """The latest committed value of `request_id` (read_committed, to the high watermark), or None."""
+        return self._latest(request_id, self.partition_of(request_id), timeout)
+
+    def _latest(self, request_id: str, p: int, timeout: float) -> dict[str, Any] | None:
+        found: list[dict[str, Any] | None] = [None]
+        wanted = request_id.encode()
+
+        def keep(msg: KafkaMessage) -> None:
+            if msg.key() == wanted:
+                found[0] = decode_store_value(msg)
+
+        reader = partition_reader(self.config)
+        try:
+            read_partition(reader, self._admin_client(), store_topic(self.name), p, keep, timeout=timeout,
+                           timeout_error=StoreTimeoutError, interrupted_error=StoreError)
+        finally:
+            reader.close()
+        return found[0]
+
+    def wait(self, request_id: str, timeout: float, poll: float = 0.5) -> dict[str, Any] | None:
+        """Block until `request_id` is terminal; its final value, or None after `timeout` seconds.
+
+        No gap and no repeated scans: it notes the end of the request's S.events partition, reads
+        the store once (a request that finished earlier is found there), then tails S.events from
+        the noted offset for the request's one completion event.
+        """
+        deadline = time.monotonic() + timeout
+        topic = events_topic(self.name)
+        meta = self._admin_client().list_topics(topic, timeout=30).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise StoreError(f"store {self.name!r}: topic {topic} does not exist")
+        p = partition_for(request_id, len(meta.partitions))
+        start = end_offsets(self._admin_client(), topic, [p])[p]
+        value = self.get(request_id, timeout=max(1.0, deadline - time.monotonic()))
+        if value is not None and value["status"] in TERMINAL_STATUSES:
+            return value
+        wanted = request_id.encode()
+        reader = partition_reader(self.config)
+        reader.assign([TopicPartition(topic, p, start)])
+        try:
+            while time.monotonic() < deadline:
+                for msg in reader.consume(num_messages=500, timeout=min(poll, max(0.0, deadline - time.monotonic()))):
+                    if msg.error() is None and msg.key() == wanted:
+                        return decode_store_value(msg)
+        finally:
+            reader.close()
+        return None
+
+    def registered(self, request_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
+        """The init of `request_id` if the store knows it, whether or not the processor has applied it yet.
+
+        Returns the store value when it has a total, else the pending init command (as a dict with
+        `status: "init-pending"`), else None. Exact, even right after a producer committed an init
+        and with the processor down: it reads the processor group's committed offset of the
+        request's S.commands partition (stable under KIP-447), then S.store to its high watermark,
+        then the commands the processor has not applied yet, looking for an init.
+        """
+        p = self.partition_of(request_id)
+        commands = commands_topic(self.name)
+        offsets = Consumer(client_config(self.config, **{
+            "group.id": self.group, "enable.auto.commit": False, "isolation.level": "read_committed"}))
+        deadline = time.monotonic() + timeout
+        try:
+            while True:  # a new group's coordinator may still be loading: NOT_COORDINATOR is retriable
+                try:
+                    committed = offsets.committed([TopicPartition(commands, p)], timeout=timeout)[0].offset
+                    break
+                except KafkaException as exc:
+                    err = kafka_error(exc)
+                    if err is None or not (err.retriable() or err.code() in COORDINATOR_NOT_READY) \
+                            or time.monotonic() > deadline:
+                        raise StoreError(f"store {self.name!r}: cannot read the committed offset of group "
+                                         f"{self.group!r} on {commands}[{p}]: {exc}") from exc
+                    time.sleep(0.2)
+        finally:
+            offsets.close()
+        value = self._latest(request_id, p, timeout)
+        if value is not None and value.get("total") is not None:
+            return value
+        pending: list[dict[str, Any]] = []
+        wanted = request_id.encode()
+
+        def look(msg: KafkaMessage) -> None:
+            if msg.key() != wanted or pending:
+                return
+            try:
+                cmd = parse_command(request_id, msg.value(), f"{commands}[{p}]@{msg.offset()}")
+            except MessageDecodeError:
+                return
+            if cmd.op == INIT:
+                pending.append({"request_id": request_id, "total": cmd.total, "meta": cmd.meta,
+                                "status": "init-pending", "offset": msg.offset()})
+
+        reader = partition_reader(self.config)
+        try:
+            read_partition(reader, self._admin_client(), commands, p, look,
+                           start=committed if committed >= 0 else OFFSET_BEGINNING, timeout=timeout,
+                           timeout_error=StoreTimeoutError, interrupted_error=StoreError)
+        finally:
+            reader.close()
+        return pending[0] if pending else None
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush()
+            self._producer = None

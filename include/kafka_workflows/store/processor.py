@@ -1,0 +1,293 @@
+"""The atomic key-value store (pattern 6): exact completion accounting on an exactly-once processor.
+
+For a store named `S` (DESIGN.md contract):
+
+- `S.commands` (keyed by request id) carries commands: `init(total)`, `complete(job)`,
+  `fail(job, reason)`. Everyone may write them; `StoreClient` does, with an idempotent producer.
+- `S.store` (compacted, same partition count as `S.commands`) holds the latest value per request.
+  The processor writes the value of a request to the *same partition number* as the request's
+  commands, so a processor restores exactly the state of the command partitions it owns.
+- `S.events` gets one completion event (the final value) per request, in the same transaction
+  as the store update that made the request terminal.
+
+See store/state.py for the accounting rules. Commands must be partitioned like the Java client
+does (murmur2 of the request id); a command found on another partition is forwarded to the right
+one, exactly once, inside the processor's transaction. Terminal requests older than the retention
+are deleted with a tombstone, inside a transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer
+from confluent_kafka import Message as KafkaMessage
+from confluent_kafka.admin import AdminClient
+
+from kafka_workflows import headers as h
+from kafka_workflows.eos.handler import TP, CommittedBatch, Output, TransactionalHandler
+from kafka_workflows.eos.processor import ProcessorStats, TransactionalProcessor
+from kafka_workflows.errors import MessageDecodeError
+from kafka_workflows.kafka.config import check_reachable, client_config
+from kafka_workflows.kafka.reader import partition_reader, read_partition
+from kafka_workflows.messages import encode_value
+from kafka_workflows.store.commands import parse_command
+from kafka_workflows.store.errors import StoreError, StoreTimeoutError
+from kafka_workflows.store.partitioning import partition_for
+from kafka_workflows.store.state import (
+    BECAME_TERMINAL,
+    IGNORED,
+    REJECTED,
+    RequestState,
+    decode_store_value,
+)
+from kafka_workflows.store.topics import (
+    check_name,
+    commands_topic,
+    default_group,
+    ensure_store_topics,
+    events_topic,
+    store_topic,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+ValueCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class StoreStats:
+    commands: int = 0
+    rejected: int = 0
+    forwarded: int = 0
+    restored: int = 0
+    tombstones: int = 0
+    completions: int = 0
+
+
+class StoreHandler(TransactionalHandler):
+    """Applies S.commands to per-partition request state; writes S.store values and S.events events."""
+
+    def __init__(self, config: Mapping[str, Any], name: str, *, retention: float = DEFAULT_RETENTION_S,
+                 on_update: ValueCallback | None = None, on_complete: ValueCallback | None = None,
+                 restore_timeout: float = 120.0, clock: Callable[[], float] = time.time) -> None:
+        self.config = dict(config)
+        self.name = name
+        self.commands, self.store, self.events = commands_topic(name), store_topic(name), events_topic(name)
+        self.retention = retention
+        self.on_update = on_update
+        self.on_complete = on_complete
+        self.restore_timeout = restore_timeout
+        self.clock = clock
+        self.stats = StoreStats()
+        self.state: dict[int, dict[str, RequestState]] = {}
+        self._dirty: dict[int, set[str]] = {}
+        self._completed: dict[int, list[str]] = {}
+        self._partitions = 0
+        self._admin: AdminClient | None = None
+        self._reader: Consumer | None = None
+        self.stopping = threading.Event()
+
+    def open(self) -> None:
+        self._admin = AdminClient(client_config(self.config))
+        topics = self._admin.list_topics(self.commands, timeout=30).topics
+        meta = topics.get(self.commands)
+        if meta is None or meta.error is not None:
+            raise StoreError(f"store {self.name!r}: topic {self.commands} does not exist (run ensure_store_topics)")
+        self._partitions = len(meta.partitions)
+        self._reader = partition_reader(self.config)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    # state per partition
+    def on_assign(self, partitions: list[TP]) -> None:
+        for topic, p in partitions:
+            if topic == self.commands:
+                self.state[p] = self._restore(p)
+
+    def on_revoke(self, partitions: list[TP]) -> None:
+        for topic, p in partitions:
+            if topic == self.commands:
+                self.state.pop(p, None)
+                self._dirty.pop(p, None)
+                self._completed.pop(p, None)
+
+    def _restore(self, p: int) -> dict[str, RequestState]:
+        assert self._reader is not None and self._admin is not None
+        values: dict[str, dict[str, Any] | None] = {}
+
+        def keep(msg: KafkaMessage) -> None:
+            key = msg.key().decode() if msg.key() is not None else None
+            if key is None:
+                log.warning("%s[%d]@%d has no key; ignored", self.store, p, msg.offset())
+                return
+            try:
+                values[key] = decode_store_value(msg)
+            except MessageDecodeError as exc:  # or StoreError: someone else wrote to the store topic
+                log.error("ignoring a value that is not a store value: %s", exc)
+            except StoreError as exc:
+                log.error("ignoring %s", exc)
+
+        started = time.monotonic()
+        read_partition(self._reader, self._admin, self.store, p, keep, timeout=self.restore_timeout,
+                       stop=self.stopping, timeout_error=StoreTimeoutError, interrupted_error=StoreError)
+        state = {k: RequestState.from_value(v) for k, v in values.items() if v is not None}
+        self.stats.restored += len(state)
+        log.info("restored %d request(s) of %s[%d] in %.2fs", len(state), self.store, p, time.monotonic() - started)
+        return state
+
+    # commands
+    def process(self, message: KafkaMessage) -> Iterable[Output]:
+        p = message.partition()
+        where = f"{message.topic()}[{p}]@{message.offset()}"
+        self.stats.commands += 1
+        key = message.key().decode("utf-8", "replace") if message.key() is not None else None
+        try:
+            cmd = parse_command(key, message.value(), where)
+        except MessageDecodeError as exc:
+            self.stats.rejected += 1
+            log.error("rejected command: %s", exc)
+            return ()
+        home = partition_for(cmd.request_id, self._partitions)
+        if home != p:
+            # Produced with another partitioner: move it where its request's state lives.
+            self.stats.forwarded += 1
+            log.warning("%s: command for %r belongs in partition %d (murmur2); forwarding it", where,
+                        cmd.request_id, home)
+            return (Output(self.commands, cmd.request_id, message.value(), message.headers(), partition=home),)
+        now = self.clock()
+        requests = self.state.setdefault(p, {})
+        state = requests.get(cmd.request_id)
+        if state is None:
+            state = requests[cmd.request_id] = RequestState.new(cmd.request_id, now)
+            self._dirty.setdefault(p, set()).add(cmd.request_id)
+        outcome, why = state.apply(cmd, now)
+        if outcome == REJECTED:
+            self.stats.rejected += 1
+            log.warning("%s: %s of %r rejected: %s", where, cmd.op, cmd.request_id, why)
+        elif outcome == IGNORED:
+            log.debug("%s: %s of %r ignored: %s", where, cmd.op, cmd.request_id, why)
+        if outcome != IGNORED:
+            self._dirty.setdefault(p, set()).add(cmd.request_id)
+        if outcome == BECAME_TERMINAL:
+            self._completed.setdefault(p, []).append(cmd.request_id)
+        return ()
+
+    def before_commit(self) -> Iterable[Output]:
+        """One store write per changed request (not per command), and the completion events."""
+        outputs = []
+        for p, keys in self._dirty.items():
+            requests = self.state.get(p, {})
+            for request_id in sorted(keys):
+                state = requests.get(request_id)
+                if state is not None:
+                    outputs.append(Output(self.store, request_id, encode_value(state.to_value()),
+                                          {h.REQUEST_ID: request_id}, partition=p))
+        for p, request_ids in self._completed.items():
+            for request_id in request_ids:
+                final = self.state[p][request_id].to_value()
+                outputs.append(Output(self.events, request_id, encode_value(final), {h.REQUEST_ID: request_id}))
+        self._dirty, self._completed = {}, {}
+        return outputs
+
+    def punctuate(self, now: float) -> Iterable[Output]:
+        """Tombstones for terminal requests past the retention (and never-initialised pending ones)."""
+        outputs = []
+        for p, requests in self.state.items():
+            for request_id, state in list(requests.items()):
+                since = state.completed_ts if state.terminal else (state.updated_ts if state.total is None else None)
+                if since is not None and now - since > self.retention:
+                    del requests[request_id]
+                    self._dirty.get(p, set()).discard(request_id)
+                    outputs.append(Output(self.store, request_id, None, {h.REQUEST_ID: request_id}, partition=p))
+                    self.stats.tombstones += 1
+        if outputs:
+            log.info("deleting %d request(s) older than the retention of %.0fs", len(outputs), self.retention)
+        return outputs
+
+    def after_commit(self, batch: CommittedBatch) -> None:
+        for out in batch.outputs:
+            if out.value is None or out.topic not in (self.store, self.events):
+                continue
+            value = json.loads(out.value)
+            if out.topic == self.store:
+                if self.on_update is not None:
+                    self.on_update(value)
+            else:
+                self.stats.completions += 1
+                log.info("request %s is %s: %d completed, %d failed of %d", value["request_id"], value["status"],
+                         value["completed"], value["failed"], value["total"])
+                if self.on_complete is not None:
+                    self.on_complete(value)
+
+
+class StoreProcessor:
+    """The exactly-once processor of store `name`: S.commands -> S.store + S.events."""
+
+    def __init__(self, config: Mapping[str, Any], name: str, group: str | None = None, *, partitions: int = 3,
+                 instance_id: str | None = None, commit_interval: float = 1.0, max_batch: int = 100_000,
+                 retention: float = DEFAULT_RETENTION_S, retention_check_interval: float = 60.0,
+                 transaction_timeout_ms: int = 10_000, restore_timeout: float = 120.0,
+                 on_update: ValueCallback | None = None, on_complete: ValueCallback | None = None,
+                 consumer_overrides: Mapping[str, Any] | None = None,
+                 producer_overrides: Mapping[str, Any] | None = None) -> None:
+        check_name(name)
+        self.config = dict(config)
+        self.name = name
+        self.group = group or default_group(name)
+        self.partitions = partitions
+        self.handler = StoreHandler(config, name, retention=retention, on_update=on_update,
+                                    on_complete=on_complete, restore_timeout=restore_timeout)
+        self.processor = TransactionalProcessor(
+            config, [commands_topic(name)], self.group, self.handler,
+            transactional_id_prefix=f"kw-store.{name}", instance_id=instance_id,
+            commit_interval=commit_interval, max_batch=max_batch, punctuate_interval=retention_check_interval,
+            transaction_timeout_ms=transaction_timeout_ms, consumer_overrides=consumer_overrides,
+            producer_overrides=producer_overrides)
+
+    @property
+    def stats(self) -> StoreStats:
+        return self.handler.stats
+
+    def stop(self, *_: object) -> None:
+        self.handler.stopping.set()
+        self.processor.stop()
+
+    def install_signal_handlers(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self, ready: threading.Event | None = None) -> ProcessorStats:
+        ensure_store_topics(self.config, self.name, self.partitions)
+        self.handler.open()
+        try:
+            return self.processor.run(ready)
+        finally:
+            self.handler.close()
+
+
+def run_store_processor(config: Mapping[str, Any], name: str, group: str | None = None, *,
+                        install_signal_handlers: bool = True, ready: threading.Event | None = None,
+                        **options: Any) -> ProcessorStats:
+    """Entry point of `kafka-workflows store-processor --store S`: runs until SIGTERM/SIGINT.
+
+    `options` are StoreProcessor's keyword arguments (partitions, instance_id, commit_interval,
+    retention, retention_check_interval, on_update, on_complete, consumer_overrides, ...).
+    """
+    check_reachable(config)
+    processor = StoreProcessor(config, name, group, **options)
+    if install_signal_handlers and threading.current_thread() is threading.main_thread():
+        processor.install_signal_handlers()
+    return processor.run(ready)

@@ -1,0 +1,63 @@
+"""Topic names of a store named `S` (DESIGN.md contract) and their creation.
+
+`S.commands` (keyed by request id), `S.store` (compacted, same partition count as S.commands),
+`S.events` (one completion event per request). The store processor's group is
+`S.store-processor` unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from kafka_workflows.errors import ConfigError
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.config import client_config
+from kafka_workflows.store.errors import StoreError
+
+
+def commands_topic(name: str) -> str:
+    return f"{name}.commands"
+
+
+def store_topic(name: str) -> str:
+    return f"{name}.store"
+
+
+def events_topic(name: str) -> str:
+    return f"{name}.events"
+
+
+def default_group(name: str) -> str:
+    """The store processor's consumer group unless told otherwise."""
+    return f"{name}.store-processor"
+
+
+def check_name(name: str) -> None:
+    if not name or any(c not in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-" for c in name):
+        raise ConfigError(f"store name {name!r} must be non-empty and use only letters, digits, '.', '_' and '-'")
+
+
+def ensure_store_topics(config: Mapping[str, Any], name: str, partitions: int = 3,
+                        timeout: float = 30.0) -> list[str]:
+    """Create S.commands, S.store (compacted) and S.events if missing; check existing ones fit together."""
+    check_name(name)
+    created = ensure_topics(config, [
+        TopicSpec(commands_topic(name), partitions),
+        TopicSpec(store_topic(name), partitions, config={"cleanup.policy": "compact"}),
+        TopicSpec(events_topic(name), partitions),
+    ], timeout=timeout)
+    admin = AdminClient(client_config(config))
+    topics = admin.list_topics(timeout=timeout).topics
+    n_commands = len(topics[commands_topic(name)].partitions)
+    n_store = len(topics[store_topic(name)].partitions)
+    if n_commands != n_store:
+        raise StoreError(f"store {name!r}: {store_topic(name)} has {n_store} partitions but "
+                         f"{commands_topic(name)} has {n_commands}; they must be equal")
+    resource = ConfigResource(ConfigResource.Type.TOPIC, store_topic(name))
+    policy = admin.describe_configs([resource])[resource].result(timeout)["cleanup.policy"].value
+    if "compact" not in (policy or ""):
+        raise StoreError(f"store {name!r}: {store_topic(name)} has cleanup.policy={policy!r}; it must be compact")
+    return created

@@ -1,0 +1,14 @@
+"""The companion worker (pattern 4, schedule and forget).
+
+loop.py        Worker: lifecycle, consumer, rebalance, control and status
+dispatch.py    the handler calls (hot path, batch handlers) and carrying out retry decisions
+holds.py       paused partitions: blocked behind a failure, or waiting for a retry to be due
+checkpoint.py  at-least-once offsets: stored only after the writes they depend on
+writes.py      retry and dead-letter writes, store reports
+metrics.py     Prometheus metrics of one worker
+"""
+
+from kafka_workflows.worker.dispatch import WorkerStats
+from kafka_workflows.worker.loop import Worker
+
+__all__ = ["Worker", "WorkerStats"]

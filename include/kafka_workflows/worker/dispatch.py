@@ -1,0 +1,336 @@
+"""Handing consumed messages to the handler, and carrying out what a failure becomes.
+
+The hot path (`handle`): a healthy JSON message of a request topic on a partition nothing holds
+is decoded, handed to the handler and counted with no more than that. Everything else (consumer
+errors, held partitions, retry topics, undecodable values, handler failures) goes the general
+way, `process` and `on_failure`. The per-message cost of `handle` is what
+bench/worker_throughput.py measures against a bare consume loop.
+
+What a failure becomes is decided by `retry.decision.decide`; here it is carried out: a hold
+(pause and rewind), a retry-topic write or a dead letter.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Message as KafkaMessage
+from pydantic_core import from_json
+
+from kafka_workflows import headers as h
+from kafka_workflows.errors import BatchItemFailed, MessageDecodeError
+from kafka_workflows.messages import Message, MessageBatch, decode_value, where
+from kafka_workflows.retry.decision import HOLD, RETRY, decide
+from kafka_workflows.retry.policy import RetryPolicy
+from kafka_workflows.worker.checkpoint import OffsetCheckpoint
+from kafka_workflows.worker.holds import FOREVER, HoldTable
+from kafka_workflows.worker.metrics import WorkerMetrics
+from kafka_workflows.worker.writes import Writes
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+Handler = Callable[[Message], Any] | Callable[[MessageBatch], Any]
+
+
+@dataclass
+class WorkerStats:
+    handled: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+
+
+class Dispatcher:
+    """One worker's message handling: what `Worker.run` calls with each consumed batch."""
+
+    def __init__(self, group: str, handler: Handler, batch: bool, policy: RetryPolicy,
+                 retry_topics: dict[str, tuple[str, int]], holds: HoldTable, writes: Writes,
+                 checkpoint: OffsetCheckpoint, metrics: WorkerMetrics, stats: WorkerStats,
+                 on_change: Callable[[], None]) -> None:
+        self.group = group
+        self.handler = handler
+        self.batch = batch
+        # The general path hands one message at a time, as a batch of one to a batch handler.
+        self._call_one: Callable[[Message], Any] = (
+            (lambda message: handler(MessageBatch.of(message))) if batch else handler)  # type: ignore[arg-type]
+        self.policy = policy
+        self.retry_topics = retry_topics
+        self.held = holds
+        self.writes = writes
+        self.checkpoint = checkpoint
+        self.metrics = metrics
+        self.stats = stats
+        self._on_change = on_change  # a hold or a release: publish status soon
+        self.stopping = False  # set by Worker.stop, from a signal handler or another thread
+        self._tallies: dict[str, list[float]] = {}  # this batch's handler latencies per topic
+        self._batch_messages: dict[str, int] = {}  # messages they handled, for a batch handler
+
+    # -- metrics, once a batch -------------------------------------------------------------
+    def flush_tallies(self) -> None:
+        """Metrics are updated once a batch, not once a message."""
+        if not (self._tallies or self._batch_messages):
+            return
+        handled = (self._batch_messages if self.batch else
+                   {base: int(sum(tally[1:])) for base, tally in self._tallies.items()})
+        for base, count in handled.items():
+            self.metrics.child(self.metrics.handled, base).inc(count)
+            self.stats.handled += count
+        self.metrics.latency.merge({(self.group, base): tally for base, tally in self._tallies.items()})
+        self._tallies.clear()
+        self._batch_messages.clear()
+
+    def _tally(self, base: str, elapsed: float, messages: int = 1) -> None:
+        """A handler call that returned after `elapsed` seconds, having handled `messages`."""
+        tally = self._tallies.get(base)
+        if tally is None:
+            tally = self._tallies[base] = self.metrics.latency.new_tally()
+        tally[0] += elapsed
+        tally[1 + bisect_left(self.metrics.latency.bounds, elapsed)] += 1
+        if self.batch:
+            self._batch_messages[base] = self._batch_messages.get(base, 0) + messages
+
+    def store(self, consumer: Consumer, done: dict[TP, int]) -> None:
+        self.flush_tallies()
+        self.checkpoint.store(consumer, done)
+
+    def _store_progress(self, consumer: Consumer, done: dict[TP, int]) -> None:
+        if time.perf_counter() >= self.checkpoint.progress_due:
+            self.flush_tallies()
+            self.checkpoint.store_progress(consumer, done)
+
+    # -- message handlers ------------------------------------------------------------------
+    def handle(self, consumer: Consumer, batch: list[KafkaMessage], done: dict[TP, int]) -> None:
+        """Handle a consumed batch, noting in `done` the next offset to store per partition."""
+        held, retry_topics, handler = self.held, self.retry_topics, self.handler
+        clock, bounds, tallies = time.perf_counter, self.metrics.latency.bounds, self._tallies
+        checkpoint = self.checkpoint
+        fastest = bounds[0]
+        report = self.writes.store_client is not None
+        for msg in batch:
+            if self.stopping:
+                break  # not handled, not stored: the next owner gets it
+            topic = msg.topic()
+            tp = (topic, msg.partition())
+            if msg.error() is not None or (held and tp in held) or topic in retry_topics:
+                self._store_progress(consumer, done)
+                if self.process(consumer, msg):
+                    done[tp] = msg.offset() + 1
+                continue
+            try:
+                message = Message(msg, from_json(msg.value()))
+            except (ValueError, TypeError):  # not JSON: process() dead-letters it, saying why
+                if self.process(consumer, msg):
+                    done[tp] = msg.offset() + 1
+                continue
+            started = clock()
+            if started >= checkpoint.progress_due:
+                self._store_progress(consumer, done)
+            try:
+                handler(message)
+            except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
+                if self.on_failure(consumer, msg, message.headers, None, exc):
+                    done[tp] = msg.offset() + 1
+                continue
+            elapsed = clock() - started
+            tally = tallies.get(topic)  # `_tally`, inlined: a method call a message is measurable here
+            if tally is None:
+                tally = tallies[topic] = self.metrics.latency.new_tally()
+            tally[0] += elapsed
+            tally[1 if elapsed <= fastest else 1 + bisect_left(bounds, elapsed)] += 1
+            if report:
+                self.writes.report(message.headers, None)
+            done[tp] = msg.offset() + 1
+
+    # -- batch handlers --------------------------------------------------------------------
+    def handle_batches(self, consumer: Consumer, batch: list[KafkaMessage], done: dict[TP, int]) -> None:
+        """`handle` for a batch handler: runs of consecutive messages of one partition go to
+        `_handle_run`; what needs the general way goes to `process`, one message at a time."""
+        held, retry_topics = self.held, self.retry_topics
+        run: list[KafkaMessage] = []
+        run_tp: TP | None = None
+        for msg in batch:
+            topic = msg.topic()
+            tp = (topic, msg.partition())
+            if msg.error() is not None or (held and tp in held) or topic in retry_topics:
+                if run:
+                    self._handle_run(consumer, run, done)
+                    run, run_tp = [], None
+                if self.stopping:
+                    return
+                self._store_progress(consumer, done)
+                if self.process(consumer, msg):
+                    done[tp] = msg.offset() + 1
+            elif tp == run_tp:
+                run.append(msg)
+            else:
+                if run:
+                    self._handle_run(consumer, run, done)
+                run, run_tp = [msg], tp
+        if run:
+            self._handle_run(consumer, run, done)
+
+    def _handle_run(self, consumer: Consumer, records: list[KafkaMessage], done: dict[TP, int]) -> None:
+        """Hand one partition's consecutive messages to the batch handler; see `batch_handler`."""
+        if self.stopping:
+            return  # not handled, not stored: the next owner gets them
+        topic = records[0].topic()
+        tp = (topic, records[0].partition())
+        while records and not self.stopping:
+            self._store_progress(consumer, done)
+            started = time.perf_counter()
+            try:
+                self.handler(MessageBatch(records))  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
+                index, cause = failed_index(records, exc)
+                if index is None:
+                    log.info("batch handler failed on %s (%s: %s) without naming a message; handling its %d "
+                             "message(s) one at a time", where(records[0]), type(exc).__name__, exc, len(records))
+                    for msg in records:
+                        if self.stopping:
+                            return
+                        self._store_progress(consumer, done)
+                        if self.process(consumer, msg):
+                            done[tp] = msg.offset() + 1
+                    return
+                if index:  # done, though the call did not return: counted, not timed
+                    self._batch_done(topic, records[:index], None, done)
+                failing = records[index]
+                headers = h.decode(failing.headers())
+                if isinstance(cause, MessageDecodeError):  # decoding again cannot help
+                    log.error("%s; dead-lettering it", cause)
+                    self.dead_letter(failing, headers, None, cause)
+                    moved_on = True
+                else:
+                    moved_on = self.on_failure(consumer, failing, headers, None, cause)
+                if not moved_on:
+                    return  # the partition is held at the failing message; the rest come again
+                done[tp] = failing.offset() + 1
+                records = records[index + 1:]
+            else:
+                self._batch_done(topic, records, time.perf_counter() - started, done)
+                return
+
+    def _batch_done(self, topic: str, records: list[KafkaMessage], elapsed: float | None,
+                    done: dict[TP, int]) -> None:
+        if elapsed is None:
+            self._batch_messages[topic] = self._batch_messages.get(topic, 0) + len(records)
+        else:
+            self._tally(topic, elapsed, len(records))
+        if self.writes.store_client is not None:
+            for msg in records:
+                self.writes.report(h.decode(msg.headers()), None)
+        done[(topic, records[0].partition())] = records[-1].offset() + 1
+
+    # -- the general way -------------------------------------------------------------------
+    def process(self, consumer: Consumer, msg: KafkaMessage) -> bool:
+        """Handle one message the general way; True when its offset may be stored."""
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("consumer error: %s", err.str())
+            return False
+        tp: TP = (msg.topic(), msg.partition())
+        hold = self.held.get(tp)
+        if hold is not None and (hold.due != FOREVER or msg.offset() != hold.offset):
+            return False  # fetched before the pause and rewind took effect
+        origin = self.retry_topics.get(msg.topic())
+        # Fast path (no hold, main topic): headers stay undecoded unless the handler reads them.
+        headers = h.decode(msg.headers()) if origin is not None or hold is not None else None
+        if origin is not None and headers is not None and not (hold is not None and hold.forced):
+            wait = int(headers.get(h.RETRY_AT, "0")) / 1000 - time.time()
+            if wait > 0:
+                self.held.hold(consumer, msg, "waiting", wait)
+                return False
+        if hold is not None and hold.kind == "waiting":
+            del self.held[tp]
+            hold = None
+        elif hold is not None and headers is not None and hold.failures:  # in-place retry: which attempt
+            headers[h.ATTEMPT] = str(int(headers.get(h.ATTEMPT, "1")) + hold.failures)
+        try:
+            value = decode_value(msg.value(), where(msg))
+        except MessageDecodeError as exc:
+            log.error("%s; dead-lettering it without calling the handler", exc)
+            self.dead_letter(msg, headers if headers is not None else h.decode(msg.headers()), origin, exc)
+            return True
+        message = Message(msg, value, headers)
+        base = origin[0] if origin else msg.topic()
+        started = time.perf_counter()
+        try:
+            self._call_one(message)
+        except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
+            if isinstance(exc, BatchItemFailed):  # a batch handler naming its only message
+                exc = exc.cause if isinstance(exc.cause, Exception) else exc
+            return self.on_failure(consumer, msg, message.headers, origin, exc)
+        self._tally(base, time.perf_counter() - started)
+        self.writes.report(message.headers, None)
+        if hold is not None:
+            del self.held[tp]
+            self._on_change()
+            log.info("%s[%d]@%d succeeded after %d failed attempt(s); partition unblocked",
+                     msg.topic(), msg.partition(), msg.offset(), hold.failures)
+        return True
+
+    def on_failure(self, consumer: Consumer, msg: KafkaMessage, headers: dict[str, str],
+                   origin: tuple[str, int] | None, exc: Exception) -> bool:
+        """Carry out what `decide` makes of this failure; True when the message moved on."""
+        tp: TP = (msg.topic(), msg.partition())
+        base = origin[0] if origin else msg.topic()
+        self.stats.failed += 1
+        self.metrics.failed.labels(self.group, base, type(exc).__name__).inc()
+        hold = self.held.get(tp)
+        same = hold is not None and hold.kind == "blocked" and hold.offset == msg.offset()
+        failures = hold.failures + 1 if same and hold is not None else 1
+        decision = decide(self.policy, exc, failures=failures, retry_round=origin[1] if origin else None)
+        if decision.kind == HOLD:
+            self.held.hold(consumer, msg, "blocked", decision.delay, failures=failures,
+                           error=f"{type(exc).__name__}: {exc}")
+            self.metrics.blocked.labels(self.group).set(self.held.blocked())
+            self._on_change()
+            log.warning("handler failed on %s[%d]@%d (attempt %d): %s: %s; partition paused for %.2fs",
+                        *tp, msg.offset(), failures, type(exc).__name__, exc, decision.delay)
+            return False
+        self.held.pop(tp, None)
+        if decision.kind == RETRY:
+            self.writes.retry(msg, headers, base, exc, decision.round, decision.delay)
+            self.stats.retried += 1
+            self.metrics.child(self.metrics.retried, base).inc()
+            log.info("%s[%d]@%d failed (%s); retry %d in %.1fs", msg.topic(), msg.partition(), msg.offset(),
+                     type(exc).__name__, decision.round, decision.delay)
+            return True
+        log.warning("%s[%d]@%d: %s; dead-lettering", *tp, msg.offset(), decision.reason)
+        self.dead_letter(msg, headers, origin, exc)
+        return True
+
+    def dead_letter(self, msg: KafkaMessage, headers: dict[str, str], origin: tuple[str, int] | None,
+                    exc: BaseException, extra: dict[str, object] | None = None) -> None:
+        base = origin[0] if origin else msg.topic()
+        self.writes.dead_letter(msg, headers, base, exc, extra)
+        self.stats.dead_lettered += 1
+        self.metrics.child(self.metrics.dead_lettered, base).inc()
+
+
+def failed_index(records: list[KafkaMessage], exc: Exception) -> tuple[int | None, Exception]:
+    """Which message of a batch failed, and with what error, when the handler's exception says so."""
+    if isinstance(exc, BatchItemFailed):
+        if not 0 <= exc.index < len(records):
+            log.warning("batch handler named message %d of a batch of %d; handling the batch one message at a time",
+                        exc.index, len(records))
+            return None, exc
+        cause = exc.cause if isinstance(exc.cause, Exception) else exc
+        if isinstance(cause, MessageDecodeError) and cause.record not in (None, records[exc.index]):
+            log.warning("batch handler named message %d for a value that is not its own; handling the batch one "
+                        "message at a time", exc.index)
+            return None, exc
+        return exc.index, cause
+    # Anything else, an undecodable value read in the batch included, says nothing of the messages
+    # before the failing one: a handler that writes a batch at its end has not written them.
+    return None, exc

@@ -1,0 +1,223 @@
+"""The companion worker: consume requests in a group, call a handler, commit only what is done.
+
+The worker's rooms: this loop (lifecycle, consumer settings, rebalance, control and status), the
+dispatcher (worker/dispatch.py: the handler calls and what failures become), the holds
+(worker/holds.py: paused partitions), the offset checkpoint (worker/checkpoint.py: at-least-once)
+and the writes (worker/writes.py: retries, dead letters, store reports). Operator commands are
+applied by ops/apply.py; retries are decided by retry/decision.py.
+
+No thread ever sleeps for a retry. A blocking retry pauses the failing partition and rewinds it
+to the failed message until its backoff is due; a retry-topic partition whose head is not due
+yet (kw-retry-at) is paused the same way. Other partitions keep flowing meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from kafka_workflows.errors import ConfigError
+from kafka_workflows.handlers import is_batch_handler, resolve_callable
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.config import check_reachable, client_config
+from kafka_workflows.kafka.errors import error_code
+from kafka_workflows.ops.apply import Operations
+from kafka_workflows.ops.control import ControlFollower, ensure_control_topics
+from kafka_workflows.ops.status import StatusPublisher
+from kafka_workflows.retry.policy import RetryPolicy
+from kafka_workflows.retry.topics import dead_letter_topic, retry_topic
+from kafka_workflows.store.topics import ensure_store_topics
+from kafka_workflows.worker.checkpoint import OffsetCheckpoint
+from kafka_workflows.worker.dispatch import Dispatcher, Handler, WorkerStats
+from kafka_workflows.worker.holds import HoldTable
+from kafka_workflows.worker.metrics import WorkerMetrics
+from kafka_workflows.worker.writes import Writes
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+RETRY_TOPIC_RETENTION_MS = 7 * 24 * 3600 * 1000
+
+
+class Worker:
+    """Run `handler` over `topics` as a member of consumer group `group` until `stop()`.
+
+    :param config: librdkafka settings (at least bootstrap.servers).
+    :param topics: the request topics.
+    :param group: the consumer group; retry and dead-letter topics are named after it.
+    :param handler: a callable or its dotted path; `@batch_handler` ones get a MessageBatch.
+    :param policy: the retry policy (default: blocking retries forever, 1 s to 60 s).
+    :param topic_partitions: partitions of the topics the worker creates when missing.
+    :param poll_timeout: the longest wait for messages, in seconds.
+    :param batch_size: messages consumed at a time: the largest batch a batch handler gets.
+    :param metrics_port: serve Prometheus metrics on this port.
+    :param status_interval: seconds between status records on the status topic.
+    :param store: report each job's completion or failure to this atomic store.
+    :param consumer_overrides: librdkafka consumer settings that win over the worker's.
+    """
+
+    def __init__(self, config: Mapping[str, Any], topics: Sequence[str], group: str,
+                 handler: Handler | str, *, policy: RetryPolicy | None = None,
+                 topic_partitions: int = 3, poll_timeout: float = 0.2, batch_size: int = 500,
+                 metrics_port: int | None = None, status_interval: float = 2.0, store: str | None = None,
+                 consumer_overrides: Mapping[str, Any] | None = None) -> None:
+        if not topics:
+            raise ConfigError("worker needs at least one topic")
+        if not group:
+            raise ConfigError("worker needs a consumer group id")
+        if not 1 <= batch_size <= 100_000:
+            raise ConfigError(f"batch size must be between 1 and 100000, got {batch_size}")
+        self.config = dict(config)
+        self.topics = list(topics)
+        self.group = group
+        self.handler: Handler = resolve_callable(handler) if isinstance(handler, str) else handler
+        self.batch = is_batch_handler(self.handler)
+        self.handler_name = handler if isinstance(handler, str) else getattr(handler, "__qualname__", repr(handler))
+        self.policy = policy or RetryPolicy.default()
+        self.retry_topics: dict[str, tuple[str, int]] = {
+            retry_topic(t, group, n): (t, n) for t in self.topics for n in range(1, self.policy.retry_topic_count + 1)}
+        self.topic_partitions = topic_partitions
+        self.poll_timeout = poll_timeout
+        self.batch_size = batch_size
+        self.metrics_port = metrics_port
+        self.consumer_overrides = dict(consumer_overrides or {})
+        self.member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.store = store
+        self.stats = WorkerStats()
+        self.metrics = WorkerMetrics(group)
+        self.held = HoldTable()
+        self._assignment: set[TP] = set()
+        self.writes = Writes(self.config, group, store)
+        self.checkpoint = OffsetCheckpoint(self.writes)
+        self.status = StatusPublisher(self.writes.producer, group, self.member, status_interval)
+        self.dispatch = Dispatcher(group, self.handler, self.batch, self.policy, self.retry_topics, self.held,
+                                   self.writes, self.checkpoint, self.metrics, self.stats, self.status.soon)
+        self.operations = Operations(group, self.member, self.dispatch, self._assignment, self.writes.producer,
+                                     self.status.soon)
+        self._stopping = False  # set from a signal handler or another thread; read once a batch
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def stop(self, *_: object) -> None:
+        """Ask the loop to finish the message (or batch) in hand, commit and leave the group."""
+        self._stopping = True
+        self.dispatch.stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def prepare(self) -> None:
+        """Everything that can fail before consuming: broker reachable, topics present."""
+        check_reachable(self.config)
+        ensure_topics(self.config, [TopicSpec(t, self.topic_partitions) for t in self.topics])
+        metadata = AdminClient(client_config(self.config)).list_topics(timeout=10).topics
+        derived = []
+        for topic in self.topics:
+            partitions = len(metadata[topic].partitions)
+            derived.append(TopicSpec(dead_letter_topic(topic, self.group), partitions))
+            derived += [TopicSpec(name, partitions, config={"retention.ms": str(RETRY_TOPIC_RETENTION_MS)})
+                        for name, (base, _) in self.retry_topics.items() if base == topic]
+        ensure_topics(self.config, derived)
+        ensure_control_topics(self.config)
+        if self.store is not None:
+            ensure_store_topics(self.config, self.store)
+
+    def consumer_settings(self) -> dict[str, Any]:
+        return client_config(self.config, **{
+            "group.id": self.group,
+            "enable.auto.commit": True,
+            "enable.auto.offset.store": False,  # stored by us once a message is done
+            "auto.commit.interval.ms": 1000,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "isolation.level": "read_committed",
+            "statistics.interval.ms": 5000,
+            # A resumed partition waits for the fetch long-poll in flight; keep it short so a
+            # retry happens close to its due time.
+            "fetch.wait.max.ms": 100,
+            # librdkafka's default (1 s) stops fetching a partition for a whole second each time the
+            # prefetch queue is full: a handler a little slower than the fetcher then idles most of
+            # that second once it has drained the queue (bench/worker_throughput.py: 100k vs 330k msg/s).
+            "fetch.queue.backoff.ms": 10,
+            "stats_cb": self.metrics.on_stats,
+            **self.consumer_overrides,
+        })
+
+    def run(self, ready: threading.Event | None = None) -> WorkerStats:
+        self.prepare()
+        if self.metrics_port is not None:
+            self.metrics.serve(self.metrics_port)
+        consumer = Consumer(self.consumer_settings())
+        control = ControlFollower(self.config)
+        consumer.subscribe([*self.topics, *self.retry_topics], on_assign=self._on_assign,
+                           on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        log.info("worker %s (%s) consuming %s with handler %s", self.group, self.member, self.topics,
+                 self.handler_name)
+        if ready is not None:
+            ready.set()
+        handle = self.dispatch.handle_batches if self.batch else self.dispatch.handle
+        try:
+            while not self._stopping:
+                for record in control.poll(0):
+                    self.operations.apply(consumer, record)
+                if not self.operations.paused:
+                    self.held.resume_due(consumer)
+                done: dict[TP, int] = {}
+                try:
+                    batch = consumer.consume(num_messages=self.batch_size, timeout=self._timeout())
+                    self.checkpoint.start_batch()
+                    handle(consumer, batch, done)
+                finally:
+                    self.dispatch.store(consumer, done)
+                self._publish_status()
+        finally:
+            self._publish_status(final=True)
+            consumer.close()  # commits stored offsets and leaves the group
+            control.close()
+            self.writes.close()
+            log.info("worker %s stopped: %s handled, %s failed attempts, %s retried, %s dead-lettered", self.group,
+                     self.stats.handled, self.stats.failed, self.stats.retried, self.stats.dead_lettered)
+        return self.stats
+
+    def _timeout(self) -> float:
+        """Wait for messages no longer than until the next held partition is due."""
+        return max(0.0, min(self.poll_timeout, self.held.next_due() - time.monotonic()))
+
+    def _publish_status(self, final: bool = False) -> None:
+        self.status.publish(lambda: {
+            "worker": self.member, "group": self.group, "topics": self.topics, "at": time.time(),
+            "paused": self.operations.paused, "assigned": sorted(f"{t}[{p}]" for t, p in self._assignment),
+            "held": self.held.describe(), **self.stats.__dict__}, final=final)
+
+    # -- rebalance -------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assignment |= {(p.topic, p.partition) for p in partitions}
+        if self.operations.paused and partitions:
+            consumer.incremental_assign(partitions)
+            consumer.pause(partitions)
+        elif partitions:
+            # librdkafka keeps a partition's pause flag across revoke and re-assignment, but holds
+            # are dropped on revoke: a partition held before must not come back paused for good.
+            consumer.resume(partitions)
+        self.status.soon()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            self.held.pop((p.topic, p.partition), None)
+            self._assignment.discard((p.topic, p.partition))
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if error_code(exc) != KafkaError._NO_OFFSET:
+                log.warning("commit on revoke failed: %s", exc)
+        self.status.soon()

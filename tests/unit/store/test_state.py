@@ -1,0 +1,93 @@
+"""store.state.RequestState: the accounting rules, as pure transitions, without a broker."""
+
+from __future__ import annotations
+
+from kafka_workflows.store.commands import COMPLETE, FAIL, INIT, Command
+from kafka_workflows.store.state import (
+    BECAME_TERMINAL,
+    CHANGED,
+    COMPLETED_WITH_FAILURES,
+    DUPLICATE,
+    IGNORED,
+    PENDING,
+    REJECTED,
+    RUNNING,
+    SUCCEEDED,
+    RequestState,
+)
+
+
+def init(total: int) -> Command:
+    return Command(INIT, "r", total=total)
+
+
+def complete(job: int) -> Command:
+    return Command(COMPLETE, "r", job=job)
+
+
+def fail(job: int, reason: str = "bad row") -> Command:
+    return Command(FAIL, "r", job=job, reason=reason)
+
+
+def test_init_then_every_job_completes_succeeds_once() -> None:
+    state = RequestState.new("r", 1.0)
+    assert state.status == PENDING
+    assert state.apply(init(3), 2.0)[0] == CHANGED and state.status == RUNNING
+    assert [state.apply(complete(j), 3.0)[0] for j in (0, 1)] == [CHANGED, CHANGED]
+    assert state.apply(complete(2), 4.0)[0] == BECAME_TERMINAL
+    assert (state.status, state.completed_ts) == (SUCCEEDED, 4.0)
+    assert state.apply(complete(2), 5.0)[0] == IGNORED  # a terminal value is final
+
+
+def test_a_failed_job_ends_the_request_completed_with_failures_and_keeps_its_reason() -> None:
+    state = RequestState.new("r", 0.0)
+    state.apply(init(2), 0.0)
+    state.apply(complete(0), 0.0)
+    assert state.apply(fail(1, "row 7: no email"), 1.0)[0] == BECAME_TERMINAL
+    value = state.to_value()
+    assert (value["status"], value["completed"], value["failed"]) == (COMPLETED_WITH_FAILURES, 1, 1)
+    assert value["failure_reasons"] == {"1": "row 7: no email"} and value["failed_jobs"] == [[1, 1]]
+
+
+def test_duplicates_count_nothing_and_the_first_outcome_wins() -> None:
+    state = RequestState.new("r", 0.0)
+    state.apply(init(5), 0.0)
+    state.apply(complete(1), 0.0)
+    assert state.apply(complete(1), 0.0)[0] == DUPLICATE
+    outcome, why = state.apply(fail(1), 0.0)
+    assert outcome == REJECTED and "first outcome wins" in why
+    assert (len(state.completed), len(state.failed), state.duplicates, state.rejected) == (1, 0, 1, 1)
+
+
+def test_commands_before_init_are_kept_and_out_of_range_ones_dropped_at_init() -> None:
+    state = RequestState.new("r", 0.0)
+    for job in (0, 4, 9):
+        state.apply(complete(job), 0.0)
+    assert (state.status, state.total) == (PENDING, None)
+    outcome, why = state.apply(init(5), 1.0)
+    assert outcome == CHANGED and "1 earlier job index(es) >= total dropped" in why
+    assert (state.completed.ranges(), state.rejected) == ([[0, 0], [4, 4]], 1)
+
+
+def test_index_out_of_range_and_a_second_init_with_another_total_are_rejected() -> None:
+    state = RequestState.new("r", 0.0)
+    state.apply(init(2), 0.0)
+    assert state.apply(complete(2), 0.0)[0] == REJECTED
+    assert state.apply(init(2), 0.0)[0] == IGNORED
+    assert state.apply(init(3), 0.0)[0] == REJECTED and state.total == 2
+
+
+def test_an_empty_request_is_terminal_at_init() -> None:
+    state = RequestState.new("r", 0.0)
+    assert state.apply(init(0), 1.0)[0] == BECAME_TERMINAL and state.status == SUCCEEDED
+
+
+def test_the_store_value_round_trips() -> None:
+    state = RequestState.new("r", 10.0)
+    state.apply(Command(INIT, "r", total=4, meta={"rows": 40}), 11.0)
+    state.apply(complete(0), 12.0)
+    state.apply(fail(3, "x"), 13.0)
+    state.apply(complete(0), 14.0)
+    value = state.to_value()
+    assert RequestState.from_value(value).to_value() == value
+    assert {"request_id", "total", "completed", "failed", "status", "created_at", "updated_at"} <= value.keys()

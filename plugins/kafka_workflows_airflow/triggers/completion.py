@@ -56,6 +56,7 @@ class StoreCompletionTrigger(BaseTrigger):
     :param linger: seconds the shared reader stays warm after its last waiter left.
     :param end_from_trigger: end the task from the triggerer when the request succeeded.
     :param fail_on_job_failures: resume the task (to fail it) when the request had failed jobs.
+    """
 
     def __init__(self, *, request_id: str, store: str, kafka_config_id: str = "kafka_default",
                  deadline: float | None = None, progress_log_interval: float = 30.0, linger: float = 60.0,

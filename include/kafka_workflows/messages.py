@@ -28,9 +28,8 @@ def decode_value(raw: bytes | None, where: str) -> Any:
         raise MessageDecodeError(f"{where}: message has no value (expected a JSON document)")
     try:
         return from_json(raw)
-    except ValueError as exc:
-        preview = raw[:60].decode("utf-8", "replace")
-        raise MessageDecodeError(f"{where}: value is not JSON ({exc}); starts with {preview!r}") from exc
+    except ValueError as exc:  # the parser's position, never the content: a topic holds anyone's data
+        raise MessageDecodeError(f"{where}: value is not JSON ({exc}; {len(raw)} bytes)") from None
 
 
 _PENDING: Any = object()  # a value not decoded yet
@@ -111,7 +110,8 @@ class Message:
 
     @property
     def attempt(self) -> int:
-        return int(self.headers.get(h.ATTEMPT, "1"))
+        """kw-attempt (1 for a first delivery); HeaderError when it is not an integer."""
+        return h.attempt_of(self.headers)
 
     @property
     def original_topic(self) -> str:

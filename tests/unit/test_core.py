@@ -75,8 +75,9 @@ def test_unknown_handler_paths_are_named(path: str, fragment: str) -> None:
 
 def test_decode_value_names_the_message() -> None:
     assert decode_value(encode_value({"a": 1}), "t[0]@1") == {"a": 1}
-    with pytest.raises(MessageDecodeError, match=r"renewals\[2\]@17: value is not JSON"):
+    with pytest.raises(MessageDecodeError, match=r"renewals\[2\]@17: value is not JSON") as err:
         decode_value(b"\xff not json", "renewals[2]@17")
+    assert "not json" not in str(err.value), "a topic's content is never quoted in an error"
     with pytest.raises(MessageDecodeError, match="has no value"):
         decode_value(None, "t[0]@0")
 

@@ -29,7 +29,9 @@ class RequestProducer:
     schedule-and-forget request must land once even when the network blips.
     """
 
-    def __init__(self, config: Mapping[str, Any], **overrides: Any) -> None:
+    def __init__(self, config: Mapping[str, Any], *, remember: bool = True, **overrides: Any) -> None:
+        """`remember=False` for advisory writes (status, audit) that are never flushed for their
+        results: deliveries are then not kept, and failures only until `drain_failures()`."""
         settings = {
             "enable.idempotence": True,
             "acks": "all",
@@ -38,22 +40,24 @@ class RequestProducer:
             **overrides,
         }
         self._producer = Producer(client_config(config, **settings))
+        self._remember = remember
         self._delivered: list[Delivered] = []
         self._failed: list[tuple[str | None, KafkaError]] = []
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        key = msg.key().decode() if msg.key() is not None else None
+        key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
         if err is not None:
             self._failed.append((key, err))
-        else:
+        elif self._remember:
             self._delivered.append(Delivered(msg.topic(), msg.partition(), msg.offset(), key))
 
-    def send(self, topic: str, value: Any, key: str | None = None,
+    def send(self, topic: str, value: Any, key: str | bytes | None = None,
              headers: Mapping[str, object] | None = None, raw: bool = False, partition: int = -1) -> None:
         payload = value if raw else encode_value(value)
         while True:
             try:
-                self._producer.produce(topic, payload, key=None if key is None else str(key).encode(),
+                self._producer.produce(topic, payload, key=key if key is None or isinstance(key, bytes)
+                                       else str(key).encode(),
                                        partition=partition, headers=h.encode(headers or {}),
                                        on_delivery=self._on_delivery)
                 break
@@ -65,6 +69,12 @@ class RequestProducer:
         """A null value: deletes `key` from a compacted topic."""
         self._producer.produce(topic, None, key=key.encode(), on_delivery=self._on_delivery)
         self._producer.poll(0)
+
+    def drain_failures(self, max_kept: int = 100) -> list[str]:
+        """Serve delivery reports and hand over the failures so far (advisory producers)."""
+        self._producer.poll(0)
+        failed, self._failed = self._failed, []
+        return [f"{k!r}: {e.str()}" for k, e in failed[:max_kept]]
 
     def flush(self, timeout: float = 60.0) -> list[Delivered]:
         remaining = self._producer.flush(timeout)

@@ -6,7 +6,7 @@ which retry topic (if any) it came from, it returns a `Decision`:
   hold         blocking retry: pause the partition and try the same message again after `delay`
                (only for messages of the request topic, while blocking attempts remain);
   retry        non-blocking retry: write the message to retry topic number `round`, due in `delay`;
-  dead_letter  write it to the dead-letter topic (not retryable, or every retry used).
+  dead_letter  write it to the dead-letter topic (not retryable, undecodable, or every retry used).
 
 The worker carries a decision out (worker/dispatch.py); it decides nothing itself.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from kafka_workflows.errors import MessageDecodeError
 from kafka_workflows.retry.policy import RetryPolicy
 
 HOLD, RETRY, DEAD_LETTER = "hold", "retry", "dead_letter"
@@ -39,6 +40,8 @@ def decide(policy: RetryPolicy, error: BaseException, *, failures: int, retry_ro
     """
     if failures < 1:
         raise ValueError(f"failures counts from 1, got {failures}")
+    if isinstance(error, MessageDecodeError):  # an undecodable value or kw- header: decoding again cannot help
+        return Decision(DEAD_LETTER, reason=f"{type(error).__name__}: {error}")
     if policy.is_non_retryable(error):
         return Decision(DEAD_LETTER, reason=f"{type(error).__name__} is not retryable")
     blocking = policy.blocking

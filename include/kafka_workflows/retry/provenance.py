@@ -3,9 +3,9 @@
 A message moved to a retry or dead-letter topic keeps every header it had and gains its
 provenance: where it was first read (`kw-original-*`, kept from the first move), by which group,
 the last error (`kw-error-type`, `kw-error-message`), and when it first failed. A retry also
-gets its next attempt number and when it is due (`kw-retry-at`, epoch ms). A replay starts over:
-the provenance and error headers are dropped, `kw-attempt` is 1 and `kw-replayed-from` names
-the dead letter.
+gets its next attempt number and when it is due (`kw-retry-at`, epoch ms). Headers other
+producers wrote are kept byte for byte. A replay starts over: the provenance and error headers are
+dropped, `kw-attempt` is 1 and `kw-replayed-from` names the dead letter.
 """
 
 from __future__ import annotations
@@ -32,9 +32,12 @@ def error_type(exc: BaseException) -> str:
 
 def provenance(msg: KafkaMessage, headers: Mapping[str, str], group: str, exc: BaseException,
                now: float | None = None) -> dict[str, object]:
+    """The record's own wire headers (bytes, kept exactly), our `kw-` view of them, and provenance."""
     now_ms = int((time.time() if now is None else now) * 1000)
+    wire = h.wire(msg.headers())
     return {
-        **headers,
+        **wire,
+        **changed_kw_headers(headers, wire),
         h.ORIGINAL_TOPIC: headers.get(h.ORIGINAL_TOPIC, msg.topic()),
         h.ORIGINAL_PARTITION: headers.get(h.ORIGINAL_PARTITION, msg.partition()),
         h.ORIGINAL_OFFSET: headers.get(h.ORIGINAL_OFFSET, msg.offset()),
@@ -45,11 +48,18 @@ def provenance(msg: KafkaMessage, headers: Mapping[str, str], group: str, exc: B
     }
 
 
+def changed_kw_headers(headers: Mapping[str, str], wire: Mapping[str, bytes]) -> dict[str, str]:
+    """The `kw-` headers our view changed (e.g. the attempt of an in-place retry); the others stay
+    as the wire has them, byte for byte."""
+    return {name: value for name, value in headers.items() if name.startswith("kw-")
+            and (name not in wire or wire[name].decode("utf-8", "replace") != value)}
+
+
 def retry_headers(msg: KafkaMessage, headers: Mapping[str, str], group: str, exc: BaseException,
                   delay: float, now: float | None = None) -> dict[str, object]:
     now = time.time() if now is None else now
     out = provenance(msg, headers, group, exc, now)
-    out[h.ATTEMPT] = h.attempt_of(headers) + 1
+    out[h.ATTEMPT] = h.attempt_of(headers) + 1  # HeaderError when it cannot be trusted
     out[h.RETRY_AT] = int((now + delay) * 1000)
     return out
 
@@ -61,7 +71,8 @@ def dead_letter_headers(msg: KafkaMessage, headers: Mapping[str, str], group: st
     return out
 
 
-def replay_headers(headers: Mapping[str, str], dead_letter_id: str) -> dict[str, object]:
+def replay_headers(headers: Mapping[str, str | bytes], dead_letter_id: str) -> dict[str, object]:
+    """From a dead letter's wire headers: every header but the provenance, kept exactly."""
     out: dict[str, object] = {k: v for k, v in headers.items() if k not in DROPPED_ON_REPLAY}
     out[h.ATTEMPT] = "1"
     out[h.REPLAYED_FROM] = dead_letter_id

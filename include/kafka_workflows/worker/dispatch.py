@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 from pydantic_core import from_json
 
@@ -36,6 +36,8 @@ from kafka_workflows.worker.writes import Writes
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+# A retry due further ahead than this (a kw-retry-at written by someone else) is looked at again then.
+MAX_RETRY_WAIT_S = 24 * 3600.0
 Handler = Callable[[Message], Any] | Callable[[MessageBatch], Any]
 
 
@@ -69,6 +71,10 @@ class Dispatcher:
         self.stats = stats
         self._on_change = on_change  # a hold or a release: publish status soon
         self.stopping = False  # set by Worker.stop, from a signal handler or another thread
+        # Read once a message: set by stop(), or when the consumed batch ran past its time budget.
+        self.interrupted = False
+        self.cut_at: KafkaMessage | None = None  # the first message not handled when interrupted
+        self._batch_deadline = float("inf")  # perf_counter() time after which the batch is cut
         self._tallies: dict[str, list[float]] = {}  # this batch's handler latencies per topic
         self._batch_messages: dict[str, int] = {}  # messages they handled, for a batch handler
 
@@ -101,9 +107,37 @@ class Dispatcher:
         self.checkpoint.store(consumer, done)
 
     def _store_progress(self, consumer: Consumer, done: dict[TP, int]) -> None:
-        if time.perf_counter() >= self.checkpoint.progress_due:
+        now = time.perf_counter()
+        if now >= self.checkpoint.progress_due:
             self.flush_tallies()
             self.checkpoint.store_progress(consumer, done)
+            if now >= self._batch_deadline:
+                self.interrupted = True  # checked before the next message
+
+    # -- batches that outlast their budget ---------------------------------------------------
+    def begin_batch(self, budget_s: float) -> None:
+        """A consumed batch starts; after `budget_s` seconds what is left of it is handed back."""
+        self._batch_deadline = time.perf_counter() + budget_s
+        self.interrupted, self.cut_at = self.stopping, None
+
+    def rewind_rest(self, consumer: Consumer, batch: list[KafkaMessage]) -> int:
+        """After a cut (not a stop): seek each partition back to its first message not handled, so
+        it is fetched again after the next consume(); returns how many messages that gives back."""
+        cut, self.cut_at = self.cut_at, None
+        self.interrupted = self.stopping
+        if cut is None or self.stopping:
+            return 0
+        start = next(i for i, msg in enumerate(batch) if msg is cut)
+        first: dict[TP, int] = {}
+        for msg in batch[start:]:
+            tp = (msg.topic(), msg.partition())
+            if msg.error() is None and tp not in first and tp not in self.held:  # a hold rewound it already
+                first[tp] = msg.offset()
+        for (topic, partition), offset in first.items():
+            consumer.seek(TopicPartition(topic, partition, offset))
+        log.info("a consumed batch outlasted its time budget: %d message(s) of %d partition(s) come again",
+                 len(batch) - start, len(first))
+        return len(batch) - start
 
     # -- message handlers ------------------------------------------------------------------
     def handle(self, consumer: Consumer, batch: list[KafkaMessage], done: dict[TP, int]) -> None:
@@ -114,8 +148,9 @@ class Dispatcher:
         fastest = bounds[0]
         report = self.writes.store_client is not None
         for msg in batch:
-            if self.stopping:
-                break  # not handled, not stored: the next owner gets it
+            if self.interrupted:
+                self.cut_at = msg  # not handled, not stored: fetched again, or the next owner gets it
+                break
             topic = msg.topic()
             tp = (topic, msg.partition())
             if msg.error() is not None or (held and tp in held) or topic in retry_topics:
@@ -126,6 +161,10 @@ class Dispatcher:
             try:
                 message = Message(msg, from_json(msg.value()))
             except (ValueError, TypeError):  # not JSON: process() dead-letters it, saying why
+                if self.process(consumer, msg):
+                    done[tp] = msg.offset() + 1
+                continue
+            if report and not trusted_job_index(message.headers):  # never reaches the handler
                 if self.process(consumer, msg):
                     done[tp] = msg.offset() + 1
                 continue
@@ -144,8 +183,8 @@ class Dispatcher:
                 tally = tallies[topic] = self.metrics.latency.new_tally()
             tally[0] += elapsed
             tally[1 if elapsed <= fastest else 1 + bisect_left(bounds, elapsed)] += 1
-            if report:
-                self.writes.report(message.headers, None)
+            if report and self.writes.report(message.headers, None) is not None:
+                self._untrusted(msg, message.headers, None)  # handled, but its job index cannot be counted
             done[tp] = msg.offset() + 1
 
     # -- batch handlers --------------------------------------------------------------------
@@ -153,16 +192,19 @@ class Dispatcher:
         """`handle` for a batch handler: runs of consecutive messages of one partition go to
         `_handle_run`; what needs the general way goes to `process`, one message at a time."""
         held, retry_topics = self.held, self.retry_topics
+        report = self.writes.store_client is not None
         run: list[KafkaMessage] = []
         run_tp: TP | None = None
         for msg in batch:
             topic = msg.topic()
             tp = (topic, msg.partition())
-            if msg.error() is not None or (held and tp in held) or topic in retry_topics:
+            if (msg.error() is not None or (held and tp in held) or topic in retry_topics
+                    or (report and not trusted_job_index(h.decode(msg.headers())))):
                 if run:
                     self._handle_run(consumer, run, done)
                     run, run_tp = [], None
-                if self.stopping:
+                if self.interrupted:
+                    self.cut_at = self.cut_at or msg
                     return
                 self._store_progress(consumer, done)
                 if self.process(consumer, msg):
@@ -178,12 +220,13 @@ class Dispatcher:
 
     def _handle_run(self, consumer: Consumer, records: list[KafkaMessage], done: dict[TP, int]) -> None:
         """Hand one partition's consecutive messages to the batch handler; see `batch_handler`."""
-        if self.stopping:
-            return  # not handled, not stored: the next owner gets them
         topic = records[0].topic()
         tp = (topic, records[0].partition())
-        while records and not self.stopping:
+        while records:
             self._store_progress(consumer, done)
+            if self.interrupted:
+                self.cut_at = self.cut_at or records[0]  # not handled, not stored
+                return
             started = time.perf_counter()
             try:
                 self.handler(MessageBatch(records))  # type: ignore[arg-type]
@@ -193,9 +236,10 @@ class Dispatcher:
                     log.info("batch handler failed on %s (%s: %s) without naming a message; handling its %d "
                              "message(s) one at a time", where(records[0]), type(exc).__name__, exc, len(records))
                     for msg in records:
-                        if self.stopping:
-                            return
                         self._store_progress(consumer, done)
+                        if self.interrupted:
+                            self.cut_at = self.cut_at or msg
+                            return
                         if self.process(consumer, msg):
                             done[tp] = msg.offset() + 1
                     return
@@ -225,7 +269,9 @@ class Dispatcher:
             self._tally(topic, elapsed, len(records))
         if self.writes.store_client is not None:
             for msg in records:
-                self.writes.report(h.decode(msg.headers()), None)
+                headers = h.decode(msg.headers())
+                if self.writes.report(headers, None) is not None:
+                    self._untrusted(msg, headers, None)  # handled, but its job index cannot be counted
         done[(topic, records[0].partition())] = records[-1].offset() + 1
 
     # -- the general way -------------------------------------------------------------------
@@ -244,17 +290,25 @@ class Dispatcher:
             return False  # fetched before the pause and rewind took effect
         origin = self.retry_topics.get(msg.topic())
         # Fast path (no hold, main topic): headers stay undecoded unless the handler reads them.
-        headers = h.decode(msg.headers()) if origin is not None or hold is not None else None
-        if origin is not None and headers is not None and not (hold is not None and hold.forced):
-            wait = int(headers.get(h.RETRY_AT, "0")) / 1000 - time.time()
-            if wait > 0:
-                self.held.hold(consumer, msg, "waiting", wait)
-                return False
-        if hold is not None and hold.kind == "waiting":
-            del self.held[tp]
-            hold = None
-        elif hold is not None and headers is not None and hold.failures:  # in-place retry: which attempt
-            headers[h.ATTEMPT] = str(int(headers.get(h.ATTEMPT, "1")) + hold.failures)
+        report = self.writes.store_client is not None
+        headers = h.decode(msg.headers()) if origin is not None or hold is not None or report else None
+        try:
+            if origin is not None and headers is not None and not (hold is not None and hold.forced):
+                wait = h.int_header(headers, h.RETRY_AT, 0) / 1000 - time.time()
+                if wait > 0:
+                    self.held.hold(consumer, msg, "waiting", min(wait, MAX_RETRY_WAIT_S))
+                    return False
+            if hold is not None and hold.kind == "waiting":
+                del self.held[tp]
+                hold = None
+            elif hold is not None and headers is not None and hold.failures:  # in-place retry: which attempt
+                headers[h.ATTEMPT] = str(h.attempt_of(headers) + hold.failures)
+            if report and headers is not None:
+                h.int_header(headers, h.JOB_INDEX, -1)
+        except h.HeaderError as exc:
+            self.held.pop(tp, None)
+            self._untrusted(msg, headers or {}, origin, exc)
+            return True
         try:
             value = decode_value(msg.value(), where(msg))
         except MessageDecodeError as exc:
@@ -271,7 +325,8 @@ class Dispatcher:
                 exc = exc.cause if isinstance(exc.cause, Exception) else exc
             return self.on_failure(consumer, msg, message.headers, origin, exc)
         self._tally(base, time.perf_counter() - started)
-        self.writes.report(message.headers, None)
+        if self.writes.report(message.headers, None) is not None:
+            self._untrusted(msg, message.headers, origin)
         if hold is not None:
             del self.held[tp]
             self._on_change()
@@ -300,7 +355,11 @@ class Dispatcher:
             return False
         self.held.pop(tp, None)
         if decision.kind == RETRY:
-            self.writes.retry(msg, headers, base, exc, decision.round, decision.delay)
+            try:
+                self.writes.retry(msg, headers, base, exc, decision.round, decision.delay)
+            except h.HeaderError as untrusted:  # its attempt count cannot be carried on
+                self._untrusted(msg, headers, origin, untrusted)
+                return True
             self.stats.retried += 1
             self.metrics.child(self.metrics.retried, base).inc()
             log.info("%s[%d]@%d failed (%s); retry %d in %.1fs", msg.topic(), msg.partition(), msg.offset(),
@@ -310,12 +369,34 @@ class Dispatcher:
         self.dead_letter(msg, headers, origin, exc)
         return True
 
+    def _untrusted(self, msg: KafkaMessage, headers: dict[str, str], origin: tuple[str, int] | None,
+                   error: h.HeaderError | None = None) -> None:
+        """A message whose kw- headers cannot be trusted goes to the dead-letter topic, saying which."""
+        if error is None:
+            try:
+                h.int_header(headers, h.JOB_INDEX, -1)
+                return
+            except h.HeaderError as exc:
+                error = exc
+        log.error("%s: %s; dead-lettering it", where(msg), error)
+        self.metrics.headers_untrusted.labels(self.group, origin[0] if origin else msg.topic()).inc()
+        self.dead_letter(msg, headers, origin, error)
+
     def dead_letter(self, msg: KafkaMessage, headers: dict[str, str], origin: tuple[str, int] | None,
                     exc: BaseException, extra: dict[str, object] | None = None) -> None:
         base = origin[0] if origin else msg.topic()
         self.writes.dead_letter(msg, headers, base, exc, extra)
         self.stats.dead_lettered += 1
         self.metrics.child(self.metrics.dead_lettered, base).inc()
+
+
+def trusted_job_index(headers: dict[str, str]) -> bool:
+    """Whether kw-job-index, when present, is an integer the store can count."""
+    try:
+        h.int_header(headers, h.JOB_INDEX, -1)
+    except h.HeaderError:
+        return False
+    return True
 
 
 def failed_index(records: list[KafkaMessage], exc: Exception) -> tuple[int | None, Exception]:

@@ -33,7 +33,7 @@ from kafka_workflows.kafka.config import check_reachable, client_config
 from kafka_workflows.kafka.errors import error_code
 from kafka_workflows.ops.apply import Operations
 from kafka_workflows.ops.control import ControlFollower, ensure_control_topics
-from kafka_workflows.ops.status import StatusPublisher
+from kafka_workflows.ops.status import StatusPublisher, group_paused
 from kafka_workflows.retry.policy import RetryPolicy
 from kafka_workflows.retry.topics import dead_letter_topic, retry_topic
 from kafka_workflows.store.topics import ensure_store_topics
@@ -41,6 +41,7 @@ from kafka_workflows.worker.checkpoint import OffsetCheckpoint
 from kafka_workflows.worker.dispatch import Dispatcher, Handler, WorkerStats
 from kafka_workflows.worker.holds import HoldTable
 from kafka_workflows.worker.metrics import WorkerMetrics
+from kafka_workflows.worker.pacing import BatchPacing
 from kafka_workflows.worker.writes import Writes
 
 log = logging.getLogger(__name__)
@@ -64,13 +65,15 @@ class Worker:
     :param status_interval: seconds between status records on the status topic.
     :param store: report each job's completion or failure to this atomic store.
     :param consumer_overrides: librdkafka consumer settings that win over the worker's.
+    :param metrics: the metrics of a worker this one replaces (a restart keeps counting there).
     """
 
     def __init__(self, config: Mapping[str, Any], topics: Sequence[str], group: str,
                  handler: Handler | str, *, policy: RetryPolicy | None = None,
                  topic_partitions: int = 3, poll_timeout: float = 0.2, batch_size: int = 500,
                  metrics_port: int | None = None, status_interval: float = 2.0, store: str | None = None,
-                 consumer_overrides: Mapping[str, Any] | None = None) -> None:
+                 consumer_overrides: Mapping[str, Any] | None = None,
+                 metrics: WorkerMetrics | None = None) -> None:
         if not topics:
             raise ConfigError("worker needs at least one topic")
         if not group:
@@ -94,16 +97,17 @@ class Worker:
         self.member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.store = store
         self.stats = WorkerStats()
-        self.metrics = WorkerMetrics(group)
+        self.metrics = metrics or WorkerMetrics(group)
         self.held = HoldTable()
         self._assignment: set[TP] = set()
         self.writes = Writes(self.config, group, store)
         self.checkpoint = OffsetCheckpoint(self.writes)
-        self.status = StatusPublisher(self.writes.producer, group, self.member, status_interval)
+        self.status = StatusPublisher(self.config, group, self.member, status_interval,
+                                      on_failure=self.metrics.status_failures.labels(group).inc)
         self.dispatch = Dispatcher(group, self.handler, self.batch, self.policy, self.retry_topics, self.held,
                                    self.writes, self.checkpoint, self.metrics, self.stats, self.status.soon)
-        self.operations = Operations(group, self.member, self.dispatch, self._assignment, self.writes.producer,
-                                     self.status.soon)
+        self.operations = Operations(group, self.member, self.dispatch, self._assignment, self.status.send,
+                                     self.status.soon, self._ignored)
         self._stopping = False  # set from a signal handler or another thread; read once a batch
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -111,6 +115,7 @@ class Worker:
         """Ask the loop to finish the message (or batch) in hand, commit and leave the group."""
         self._stopping = True
         self.dispatch.stopping = True
+        self.dispatch.interrupted = True
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -153,12 +158,23 @@ class Worker:
             **self.consumer_overrides,
         })
 
+    def _ignored(self, why: str) -> None:
+        """A control record of the wrong shape: logged and counted, never raised."""
+        self.metrics.control_ignored.labels(self.group).inc()
+        log.warning("%s", why)
+
     def run(self, ready: threading.Event | None = None) -> WorkerStats:
         self.prepare()
         if self.metrics_port is not None:
             self.metrics.serve(self.metrics_port)
-        consumer = Consumer(self.consumer_settings())
-        control = ControlFollower(self.config)
+        control = ControlFollower(self.config, on_ignored=self._ignored)  # before reading the state: no gap
+        self.operations.paused = group_paused(self.config, self.group)
+        if self.operations.paused:
+            log.warning("group %s is paused by an operator: this worker starts paused (kafka-workflows resume)",
+                        self.group)
+        settings = self.consumer_settings()
+        consumer = Consumer(settings)
+        self.pacing = BatchPacing(self.batch_size, float(settings.get("max.poll.interval.ms", 300_000)) / 1000)
         consumer.subscribe([*self.topics, *self.retry_topics], on_assign=self._on_assign,
                            on_revoke=self._on_revoke, on_lost=self._on_revoke)
         log.info("worker %s (%s) consuming %s with handler %s", self.group, self.member, self.topics,
@@ -174,9 +190,13 @@ class Worker:
                     self.held.resume_due(consumer)
                 done: dict[TP, int] = {}
                 try:
-                    batch = consumer.consume(num_messages=self.batch_size, timeout=self._timeout())
+                    batch = consumer.consume(num_messages=self.pacing.size, timeout=self._timeout())
                     self.checkpoint.start_batch()
+                    self.dispatch.begin_batch(self.pacing.budget_s)
+                    started = time.monotonic()
                     handle(consumer, batch, done)
+                    given_back = self.dispatch.rewind_rest(consumer, batch)
+                    self.pacing.observe(len(batch) - given_back, time.monotonic() - started)
                 finally:
                     self.dispatch.store(consumer, done)
                 self._publish_status()

@@ -81,6 +81,12 @@ class WorkerMetrics:
                          [*labels, "partition"], registry=self.registry)
         self.blocked = Gauge("kw_worker_blocked_partitions", "Partitions blocked by a failing message",
                              ["group"], registry=self.registry)
+        self.control_ignored = Counter("kw_worker_control_ignored", "Control records of the wrong shape, ignored",
+                                       ["group"], registry=self.registry)
+        self.status_failures = Counter("kw_worker_status_write_failures", "Status or audit writes that failed",
+                                       ["group"], registry=self.registry)
+        self.headers_untrusted = Counter("kw_worker_untrusted_headers", "Messages dead-lettered for kw- headers "
+                                         "that cannot be trusted", ["group", "topic"], registry=self.registry)
         self._children: dict[tuple[str, str], Any] = {}
 
     def child(self, metric: Counter, topic: str) -> Any:

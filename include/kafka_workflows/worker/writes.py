@@ -47,19 +47,28 @@ class Writes:
         self._write(dead_letter_topic(base, self.group), msg, out)
         self.report(headers, f"{error_type(exc)}: {out[h.ERROR_MESSAGE]}")
 
-    def report(self, headers: Mapping[str, str], failure: str | None) -> None:
+    def report(self, headers: Mapping[str, str], failure: str | None) -> h.HeaderError | None:
         """Tell the store a job is done (or failed for good). Flushed with the batch, before its
-        offsets are stored; the store counts job indices, so a repeat after a crash changes nothing."""
+        offsets are stored; the store counts job indices, so a repeat after a crash changes nothing.
+
+        A kw-job-index that is not an integer cannot be counted: the error is returned (the message
+        was not written by a split), and nothing is reported.
+        """
         if self.store_client is None:
-            return
-        request_id, job = headers.get(h.REQUEST_ID), headers.get(h.JOB_INDEX)
-        if request_id is None or job is None:
-            return
+            return None
+        request_id = headers.get(h.REQUEST_ID)
+        try:
+            job = h.int_header(headers, h.JOB_INDEX, -1)
+        except h.HeaderError as exc:
+            return exc
+        if request_id is None or job < 0:
+            return None
         if failure is None:
-            self.store_client.complete(request_id, int(job), flush=False)
+            self.store_client.complete(request_id, job, flush=False)
         else:
-            self.store_client.fail(request_id, int(job), failure[:MAX_REPORTED_REASON], flush=False)
+            self.store_client.fail(request_id, job, failure[:MAX_REPORTED_REASON], flush=False)
         self.unflushed = True
+        return None
 
     def flush(self) -> None:
         """Make every write durable; raises DeliveryError when one failed."""
@@ -76,6 +85,6 @@ class Writes:
             self._producer.flush()
 
     def _write(self, topic: str, msg: KafkaMessage, headers: Mapping[str, object]) -> None:
-        key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
-        self.producer().send(topic, msg.value() or b"", key=key, headers=headers, raw=True)
+        # The key as it is on the wire: a key that is not UTF-8 keeps its partition and its order.
+        self.producer().send(topic, msg.value() or b"", key=msg.key(), headers=headers, raw=True)
         self.unflushed = True

@@ -58,6 +58,14 @@ def test_non_retryable_errors_go_straight_to_the_dead_letter_topic(error: Except
     assert decision.kind == DEAD_LETTER and type(error).__name__ in decision.reason
 
 
+def test_an_undecodable_value_or_header_is_never_retried() -> None:
+    from kafka_workflows.headers import HeaderError
+
+    decision = decide(RetryPolicy.default(), HeaderError("header kw-attempt is not an integer (3 characters)"),
+                      failures=1, retry_round=None)
+    assert decision.kind == DEAD_LETTER and "kw-attempt" in decision.reason
+
+
 def test_an_empty_policy_retries_nothing() -> None:
     decision = decide(RetryPolicy(), Boom(), failures=1, retry_round=None)
     assert (decision.kind, decision.reason) == (DEAD_LETTER, "the policy retries nothing")

@@ -40,3 +40,10 @@ def test_a_malformed_attempt_header_is_named_without_its_content() -> None:
     with pytest.raises(h.HeaderError, match=r"kw-attempt is not an integer \(6 characters\)") as err:
         retry_headers(record(), {h.ATTEMPT: "secret"}, "g", ValueError("x"), delay=1)
     assert "secret" not in str(err.value)
+
+
+@pytest.mark.parametrize(("raw", "why"), [
+    ("9" * 400, "out of range"), ("1e9", "not an integer"), ("", "not an integer")])
+def test_integer_headers_are_bounded_and_named(raw: str, why: str) -> None:
+    with pytest.raises(h.HeaderError, match=rf"header kw-retry-at is {why} \({len(raw)} characters\)"):
+        h.int_header({h.RETRY_AT: raw}, h.RETRY_AT, 0)

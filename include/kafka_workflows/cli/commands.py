@@ -43,8 +43,10 @@ OPERATION_ARGS = (
 PARTITION_ARGS = (
     arg("--topic", required=True),
     arg("--partition", type=int, required=True),
-    arg("--offset", type=int, help="act only if this offset is the one held"),
 )
+UNBLOCK_ARGS = (*PARTITION_ARGS, arg("--offset", type=int, help="act only if this offset is the one held"))
+SKIP_ARGS = (*PARTITION_ARGS, arg("--offset", type=int, required=True,
+                                  help="the offset you saw held (`blocked`): that message and no other is skipped"))
 
 COMMANDS: tuple[Command, ...] = (
     Command("worker", "run the handlers of workflow specs, or one handler given by flags",
@@ -82,9 +84,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("blocked", "list partitions blocked by a failing message, across workers",
             "kafka_workflows.cli.ops:blocked", (arg("--group"),)),
     Command("skip", "dead-letter the blocking message (marked skipped) and move on", "kafka_workflows.cli.ops:operate",
-            OPERATION_ARGS + PARTITION_ARGS),
+            OPERATION_ARGS + SKIP_ARGS),
     Command("unblock", "retry the blocking message now", "kafka_workflows.cli.ops:operate",
-            OPERATION_ARGS + PARTITION_ARGS),
+            OPERATION_ARGS + UNBLOCK_ARGS),
     Command("pause", "pause a group's handler on every worker", "kafka_workflows.cli.ops:operate", OPERATION_ARGS),
     Command("resume", "resume a paused handler", "kafka_workflows.cli.ops:operate", OPERATION_ARGS),
     Command("dlq", "list, inspect and replay dead letters", "kafka_workflows.cli.ops:dead_letters", (
@@ -97,5 +99,6 @@ COMMANDS: tuple[Command, ...] = (
         arg("--until", help="dead-lettered at or before (ISO date-time)"),
         arg("--id", action="append", default=[], help="a dead letter id topic:partition:offset"),
         arg("--dry-run", action="store_true", help="replay: show what would move, move nothing"),
+        arg("--again", action="store_true", help="replay: also what an earlier replay sent back already"),
     )),
 )

@@ -39,16 +39,18 @@ def worker(args: argparse.Namespace) -> int:
         specs = runner.select_specs(args.specs, args.workflow)
         runner.run_units(config, runner.build_units(config, specs, args.only), specs)
         return 0
+    from functools import partial
+
+    from kafka_workflows import runner
     from kafka_workflows.worker import Worker
 
     missing = [f"--{n}" for n in ("topic", "group", "handler") if not getattr(args, n)]
     if missing:
         raise ConfigError(f"worker needs a specs folder, or {', '.join(missing)}")
-    unit = Worker(config, args.topic, args.group, args.handler, policy=parse_policy(args.policy),
-                  topic_partitions=args.partitions, metrics_port=args.metrics_port, store=args.store,
-                  batch_size=args.batch_size)
-    unit.install_signal_handlers()
-    unit.run()
+    factory = partial(Worker, config, args.topic, args.group, args.handler, policy=parse_policy(args.policy),
+                      topic_partitions=args.partitions, store=args.store, batch_size=args.batch_size)
+    first = factory(metrics_port=args.metrics_port)  # served once; a restarted worker counts in the same registry
+    runner.run_units(config, [runner.Unit("cli", args.group, first, partial(factory, metrics=first.metrics))], [])
     return 0
 
 

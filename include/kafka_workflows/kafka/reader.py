@@ -28,6 +28,10 @@ class ReadInterruptedError(KafkaWorkflowsError):
     """Reading a partition was interrupted by a shutdown."""
 
 
+class TopicMissingError(KafkaWorkflowsError):
+    """The topic to read does not exist."""
+
+
 class ReadTimeoutError(KafkaWorkflowsError, TimeoutError):
     """Reading did not reach the end of its partition in time."""
 
@@ -85,3 +89,45 @@ def read_partition(consumer: Consumer, admin: AdminClient, topic: str, partition
                     "processor's transaction ends after its transaction.timeout.ms)")
     finally:
         consumer.unassign()
+
+
+def read_topic(config: Mapping[str, Any], topic: str, on_message: Callable[[KafkaMessage], None], *,
+               timeout: float = 60.0) -> None:
+    """Read every partition of `topic` read_committed, from its start to the end offsets taken now.
+
+    The ends are fixed when reading starts (what is written meanwhile is not waited for), and an
+    end is reached by partition EOF at or past it, so transaction markers and aborted records,
+    which take offsets, never make it wait forever. ReadTimeoutError names the partition that did
+    not reach its end within `timeout` seconds.
+    """
+    consumer = partition_reader(config)
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            raise TopicMissingError(f"topic {topic!r} does not exist")
+        ends: dict[int, int] = {}
+        for p in metadata.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        positions = dict.fromkeys(ends, -1)
+        deadline = time.monotonic() + timeout
+        while ends:
+            for msg in consumer.consume(num_messages=1000, timeout=0.2):
+                p, err = msg.partition(), msg.error()
+                if err is None:
+                    on_message(msg)
+                    positions[p] = msg.offset() + 1
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    positions[p] = msg.offset()
+                elif err.fatal():
+                    raise KafkaException(err)
+                if p in ends and positions[p] >= ends[p]:
+                    del ends[p]
+            if ends and time.monotonic() > deadline:
+                p = min(ends)
+                raise ReadTimeoutError(f"reading {topic}[{p}] stopped at offset {positions[p]}, below its end "
+                                       f"{ends[p]}, for {timeout:.0f}s")
+    finally:
+        consumer.close()

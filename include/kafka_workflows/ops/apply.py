@@ -5,9 +5,10 @@ unblock  retry the held message now, whatever its backoff or kw-retry-at says;
 pause    pause every assigned partition (kept across rebalances until resumed);
 resume   resume every assigned partition that no hold keeps paused.
 
-skip and unblock act only on a partition this worker owns, and only when the offset given (if
-any) is the one held. Each command that was acted on gets an `applied` record on the control
-topic, next to the command: the audit log.
+skip and unblock act only on a partition this worker owns, and only when the offset given is the
+one held (skip always names it). Each command that was acted on gets an `applied` record on the
+control topic, next to the command: the audit log. A record of the wrong shape is logged, counted
+(`kw_worker_control_ignored_total`) and otherwise ignored: no record can stop a worker.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from kafka_workflows import headers as h
-from kafka_workflows.kafka.producer import RequestProducer
-from kafka_workflows.ops.control import CONTROL_TOPIC
+from kafka_workflows.ops.control import CONTROL_TOPIC, CommandRecord, parse_command_record
 from kafka_workflows.retry.provenance import SKIP_REASON, SKIPPED_AT, SKIPPED_BY
 from kafka_workflows.worker.dispatch import Dispatcher
 from kafka_workflows.worker.holds import FOREVER, Hold
@@ -29,6 +29,7 @@ from kafka_workflows.worker.holds import FOREVER, Hold
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+KNOWN_KINDS = ("command", "applied", "replayed")
 
 
 class Skipped(Exception):
@@ -43,26 +44,37 @@ class Operations:
     """The operator-facing state of one worker (paused or not) and the commands that change it."""
 
     def __init__(self, group: str, member: str, dispatcher: Dispatcher, assignment: set[TP],
-                 producer: Callable[[], RequestProducer], on_change: Callable[[], None]) -> None:
+                 send: Callable[[str, Mapping[str, Any], str], None], on_change: Callable[[], None],
+                 on_ignored: Callable[[str], None], paused: bool = False) -> None:
         self.group = group
         self.member = member
         self.dispatcher = dispatcher
         self.assignment = assignment  # the worker's live set
-        self._producer = producer
+        self._send = send  # an advisory write: the applied record
         self._on_change = on_change
-        self.paused = False
+        self.on_ignored = on_ignored
+        self.paused = paused  # the group's state when the worker started (ops.status.group_paused)
 
-    def apply(self, consumer: Consumer, record: Mapping[str, Any]) -> None:
-        if record.get("kind") != "command" or record.get("group") != self.group:
+    def apply(self, consumer: Consumer, raw: Mapping[str, Any]) -> None:
+        kind, group = raw.get("kind"), raw.get("group")
+        if (kind in KNOWN_KINDS and kind != "command") or (kind == "command" and isinstance(group, str)
+                                                          and group != self.group):
+            return  # applied records, replays, other groups' commands: not ours
+        record, why = parse_command_record(raw, str(raw.get("_where", CONTROL_TOPIC)))
+        if record is None:
+            self.on_ignored(why or "control record ignored")
             return
-        op, tp = record["op"], (record.get("topic"), record.get("partition"))
+        self._apply(consumer, record)
+
+    def _apply(self, consumer: Consumer, record: CommandRecord) -> None:
+        op, tp = record.op, (record.topic, record.partition)
         held = self.dispatcher.held
         result: str | None = None
         if op in ("skip", "unblock"):
             if tp not in self.assignment:
                 return  # another member owns it and answers
             hold = held.get(tp)  # type: ignore[arg-type]
-            wanted = record.get("offset")
+            wanted = record.offset
             if hold is None or (wanted is not None and wanted != hold.offset):
                 result = f"nothing held at {tp[0]}[{tp[1]}]" + (f"@{wanted}" if wanted is not None else "")
             elif op == "unblock":
@@ -83,20 +95,19 @@ class Operations:
             result = f"resumed {len(ready)} partition(s)"
         if result is None:
             return
-        log.warning("operation %s by %s (%s): %s", op, record.get("by"), record.get("reason") or "no reason", result)
-        self._producer().send(CONTROL_TOPIC, {
-            "kind": "applied", "command": record.get("id"), "op": op, "group": self.group, "worker": self.member,
-            "result": result, "at": time.time()}, key=self.group)
+        log.warning("operation %s by %s (%s): %s", op, record.by, record.reason or "no reason", result)
+        self._send(CONTROL_TOPIC, {
+            "kind": "applied", "command": record.id, "op": op, "group": self.group, "worker": self.member,
+            "result": result, "at": time.time()}, self.group)
         self._on_change()
 
-    def _skip(self, consumer: Consumer, tp: TP, hold: Hold, record: Mapping[str, Any]) -> None:
+    def _skip(self, consumer: Consumer, tp: TP, hold: Hold, record: CommandRecord) -> None:
         msg = hold.raw
         dispatcher = self.dispatcher
         error = hold.error.split(":", 1)
         exc = Skipped(error[1].strip() if len(error) > 1 else "skipped by an operator", error[0] or "Skipped")
         dispatcher.dead_letter(msg, h.decode(msg.headers()), dispatcher.retry_topics.get(msg.topic()), exc, extra={
-            SKIPPED_BY: record.get("by"), SKIP_REASON: record.get("reason") or "",
-            SKIPPED_AT: int(record.get("at", time.time()) * 1000)})
+            SKIPPED_BY: record.by, SKIP_REASON: record.reason, SKIPPED_AT: int(record.at * 1000)})
         del dispatcher.held[tp]
         dispatcher.store(consumer, {tp: hold.offset + 1})
         consumer.seek(TopicPartition(tp[0], tp[1], hold.offset + 1))

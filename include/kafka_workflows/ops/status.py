@@ -8,68 +8,114 @@ worker that stops writes a tombstone. Status is advisory: it is not flushed befo
 from __future__ import annotations
 
 import json
+import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 
-from kafka_workflows.kafka.config import client_config
 from kafka_workflows.kafka.producer import RequestProducer
-from kafka_workflows.ops.control import STATUS_TOPIC, ensure_control_topics
+from kafka_workflows.kafka.reader import read_topic
+from kafka_workflows.ops.control import STATUS_TOPIC, ensure_control_topics, paused_key
+
+log = logging.getLogger(__name__)
 
 
 class StatusPublisher:
-    """Publishes one worker's status at most every `interval` seconds, or at once after `soon()`."""
+    """Publishes one worker's status at most every `interval` seconds, or at once after `soon()`.
 
-    def __init__(self, producer: Callable[[], RequestProducer], group: str, member: str, interval: float) -> None:
-        self._producer = producer
+    Status is advisory: it has a producer of its own that is never flushed before offsets, and a
+    write that fails (a full or refusing status topic, a broker away) is logged and counted, never
+    raised: it must not stop the worker.
+    """
+
+    def __init__(self, config: Mapping[str, Any], group: str, member: str, interval: float,
+                 on_failure: Callable[[], None] | None = None) -> None:
+        self.config = dict(config)
         self.key = f"{group}/{member}"
         self.interval = interval
+        self._on_failure = on_failure
+        self._producer: RequestProducer | None = None
         self._due = 0.0
+        self._warned_at = 0.0
+
+    def producer(self) -> RequestProducer:
+        if self._producer is None:
+            self._producer = RequestProducer(self.config, remember=False, **{"message.timeout.ms": 10_000})
+        return self._producer
 
     def soon(self) -> None:
         """Something changed (a hold, an assignment, an operation): publish at the next chance."""
         self._due = 0.0
+
+    def send(self, topic: str, value: Mapping[str, Any], key: str) -> None:
+        """An advisory write (status, an `applied` audit record): failures are reported, not raised."""
+        try:
+            self.producer().send(topic, dict(value), key=key)
+            failures = self.producer().drain_failures()
+        except Exception as exc:  # noqa: BLE001 - advisory: whatever the producer says, the worker goes on
+            failures = [f"{type(exc).__name__}: {exc}"]
+        if failures:
+            if self._on_failure is not None:
+                self._on_failure()
+            now = time.monotonic()
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                log.warning("status/audit writes to %s failed (%d since the last report; first: %s); the worker "
+                            "goes on", topic, len(failures), failures[0])
 
     def publish(self, status: Callable[[], Mapping[str, Any]], final: bool = False) -> None:
         now = time.monotonic()
         if not final and now < self._due:
             return
         self._due = now + self.interval
-        if final:
-            self._producer().tombstone(STATUS_TOPIC, self.key)  # a stopped worker leaves the status list
-        else:
-            self._producer().send(STATUS_TOPIC, dict(status()), key=self.key)
+        if not final:
+            self.send(STATUS_TOPIC, status(), self.key)
+            return
+        try:  # a stopped worker leaves the status list
+            producer = self.producer()
+            producer.tombstone(STATUS_TOPIC, self.key)
+            producer.flush(10)
+        except Exception as exc:  # noqa: BLE001 - advisory
+            log.warning("could not remove %s from the status topic: %s", self.key, exc)
+
+
+def read_status_topic(config: Mapping[str, Any], timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+    """The latest value per key of the status topic (deleted keys and unreadable records left out)."""
+    ensure_control_topics(config)
+    latest: dict[str, dict[str, Any] | None] = {}
+
+    def keep(msg: KafkaMessage) -> None:
+        if msg.key() is None:
+            return
+        key = msg.key().decode("utf-8", "replace")
+        if msg.value() is None:
+            latest[key] = None
+            return
+        try:
+            value = json.loads(msg.value())
+        except ValueError:
+            return
+        if isinstance(value, dict):
+            latest[key] = value
+
+    read_topic(config, STATUS_TOPIC, keep, timeout=timeout)
+    return {k: v for k, v in latest.items() if v is not None}
 
 
 def read_statuses(config: Mapping[str, Any], max_age: float = 30.0) -> list[dict[str, Any]]:
     """The latest status of every live worker (those that reported within `max_age` seconds)."""
-    ensure_control_topics(config)
-    consumer = Consumer(client_config(config, **{
-        "group.id": f"kw-status-{uuid.uuid4().hex}", "enable.auto.commit": False,
-        "auto.offset.reset": "earliest", "enable.partition.eof": True}))
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(STATUS_TOPIC, 0), timeout=10)
-        latest: dict[str, dict[str, Any] | None] = {}
-        if high > low:
-            consumer.assign([TopicPartition(STATUS_TOPIC, 0, low)])
-            while True:
-                msg = consumer.poll(5)
-                if msg is None:
-                    break
-                if msg.error():
-                    if msg.offset() >= high - 1 or msg.error().code() == -191:  # _PARTITION_EOF
-                        break
-                    continue
-                latest[msg.key().decode()] = json.loads(msg.value()) if msg.value() else None
-                if msg.offset() >= high - 1:
-                    break
-    finally:
-        consumer.close()
     now = time.time()
-    return [s for s in latest.values() if s is not None and now - s.get("at", 0) <= max_age]
+    return [s for s in read_status_topic(config).values()
+            if isinstance(s.get("worker"), str) and isinstance(s.get("group"), str)
+            and isinstance(s.get("at"), int | float) and now - s["at"] <= max_age]
+
+
+def group_paused(config: Mapping[str, Any], group: str) -> bool:
+    """Whether an operator's last pause/resume of `group` was a pause (a worker starts paused then)."""
+    state = read_status_topic(config).get(paused_key(group))
+    return bool(state is not None and "worker" not in state and state.get("paused") is True)
 
 
 def blocked_partitions(config: Mapping[str, Any], group: str | None = None) -> list[dict[str, Any]]:
@@ -79,6 +125,6 @@ def blocked_partitions(config: Mapping[str, Any], group: str | None = None) -> l
         if group is not None and status["group"] != group:
             continue
         for held in status.get("held", []):
-            if held["kind"] == "blocked":
+            if isinstance(held, dict) and held.get("kind") == "blocked":
                 rows.append({"group": status["group"], "worker": status["worker"], **held})
-    return sorted(rows, key=lambda r: (r["group"], r["topic"], r["partition"]))
+    return sorted(rows, key=lambda r: (r["group"], str(r.get("topic")), str(r.get("partition"))))

@@ -2,23 +2,28 @@
 
 A replayed message starts over (kw-attempt 1, no error headers) and carries kw-replayed-from =
 `<dlq topic>:<partition>:<offset>`, so if it fails again it lands in the dead-letter topic once
-more, visibly a replay, and is never replayed automatically.
+more, visibly a replay, and is never replayed automatically. Its key and the headers other
+producers wrote are sent back byte for byte.
+
+Listing reads up to the end offsets taken when it starts. A replay is recorded in the control
+topic (`kind: replayed`, with who, when and the ids), and a later replay of the same selection
+leaves out what was replayed already unless asked `again`.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 
 from kafka_workflows import headers as h
 from kafka_workflows.errors import ConfigError
-from kafka_workflows.kafka.config import client_config
 from kafka_workflows.kafka.producer import RequestProducer
+from kafka_workflows.kafka.reader import TopicMissingError, read_topic
+from kafka_workflows.ops.control import control_history, record_replay
 from kafka_workflows.retry.provenance import SKIPPED_BY, replay_headers
 from kafka_workflows.retry.topics import dead_letter_topic
 
@@ -32,6 +37,8 @@ class DeadLetter:
     value: bytes
     headers: dict[str, str] = field(default_factory=dict)
     dead_lettered_at: datetime | None = None
+    raw_key: bytes | None = None  # the key as it is on the wire
+    wire_headers: dict[str, bytes] = field(default_factory=dict)  # the headers as they are on the wire
 
     @property
     def id(self) -> str:
@@ -85,53 +92,56 @@ def parse_time(text: str, option: str) -> datetime:
 
 
 def list_dead_letters(config: Mapping[str, Any], topic: str, group: str,
-                      where: Filter | None = None) -> list[DeadLetter]:
-    """Every dead letter of (topic, group) that matches, read to the current end of the topic."""
+                      where: Filter | None = None, timeout: float = 60.0) -> list[DeadLetter]:
+    """Every dead letter of (topic, group) that matches, read to the end the topic had when this started."""
     where = where or Filter()
     name = dead_letter_topic(topic, group)
-    consumer = Consumer(client_config(config, **{
-        "group.id": f"kw-dlq-reader-{uuid.uuid4().hex}", "enable.auto.commit": False,
-        "isolation.level": "read_committed"}))
+    found: list[DeadLetter] = []
+
+    def keep(msg: KafkaMessage) -> None:
+        kind, ts = msg.timestamp()
+        raw_key = msg.key()
+        letter = DeadLetter(name, msg.partition(), msg.offset(),
+                            raw_key.decode("utf-8", "replace") if raw_key is not None else None,
+                            msg.value() or b"", h.decode(msg.headers()),
+                            datetime.fromtimestamp(ts / 1000, UTC) if kind else None,
+                            raw_key, h.wire(msg.headers()))
+        if where.matches(letter):
+            found.append(letter)
+
     try:
-        metadata = consumer.list_topics(name, timeout=10).topics.get(name)
-        if metadata is None or metadata.error is not None:
-            raise ConfigError(f"dead-letter topic {name!r} does not exist (topic {topic!r}, group {group!r})")
-        ends = {}
-        for p in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(name, p, 0) for p in ends])
-        found: list[DeadLetter] = []
-        while ends:
-            msg = consumer.poll(5)
-            if msg is None:
-                break
-            if msg.error():
-                continue
-            if msg.offset() >= ends.get(msg.partition(), 0) - 1:
-                ends.pop(msg.partition(), None)
-            kind, ts = msg.timestamp()
-            letter = DeadLetter(name, msg.partition(), msg.offset(),
-                                msg.key().decode("utf-8", "replace") if msg.key() is not None else None,
-                                msg.value() or b"", h.decode(msg.headers()),
-                                datetime.fromtimestamp(ts / 1000, UTC) if kind else None)
-            if where.matches(letter):
-                found.append(letter)
-    finally:
-        consumer.close()
+        read_topic(config, name, keep, timeout=timeout)
+    except TopicMissingError as exc:
+        raise ConfigError(f"dead-letter topic {name!r} does not exist (topic {topic!r}, group {group!r})") from exc
     return sorted(found, key=lambda d: (d.partition, d.offset))
 
 
+def replayed_ids(config: Mapping[str, Any], dead_letter_topic_name: str) -> set[str]:
+    """Ids of the dead letters of this topic that a replay already sent back (from the control topic)."""
+    ids: set[str] = set()
+    for record in control_history(config, kinds=("replayed",)):
+        if record.get("dead_letter_topic") == dead_letter_topic_name and isinstance(record.get("ids"), list):
+            ids.update(str(i) for i in record["ids"])
+    return ids
+
+
 def replay(config: Mapping[str, Any], topic: str, group: str, where: Filter | None = None,
-           dry_run: bool = False) -> list[DeadLetter]:
-    """Send the matching dead letters back to their original topic; returns what moved (or would)."""
+           dry_run: bool = False, again: bool = False, by: str | None = None) -> list[DeadLetter]:
+    """Send the matching dead letters back to their original topic; returns what moved (or would).
+
+    Dead letters a replay already sent back are left out unless `again`; `by` (default: the OS
+    user) is recorded with the replay in the control topic.
+    """
     letters = list_dead_letters(config, topic, group, where)
+    if not again and letters:
+        done = replayed_ids(config, dead_letter_topic(topic, group))
+        letters = [letter for letter in letters if letter.id not in done]
     if dry_run or not letters:
         return letters
     producer = RequestProducer(config)
     for letter in letters:
-        producer.send(letter.headers.get(h.ORIGINAL_TOPIC, topic), letter.value, key=letter.key,
-                      headers=replay_headers(letter.headers, letter.id), raw=True)
+        producer.send(letter.headers.get(h.ORIGINAL_TOPIC, topic), letter.value, key=letter.raw_key,
+                      headers=replay_headers(letter.wire_headers, letter.id), raw=True)
     producer.flush()
+    record_replay(config, group, dead_letter_topic(topic, group), [letter.id for letter in letters], by)
     return letters

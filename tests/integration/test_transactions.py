@@ -21,7 +21,7 @@ from kafka_workflows.eos import (
 from kafka_workflows.eos.handler import TP
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.producer import RequestProducer
-from tests.helpers.kafka import committed, read_all, start_in_thread, wait_for
+from tests.helpers.kafka import committed, read_all, start_in_thread, stop_thread, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -189,8 +189,10 @@ def test_revoke_commits_the_open_transaction_before_partitions_move(kafka_config
     assert _outputs(kafka_config, out, 200) == [2 * n for n in range(200)]
 
 
-def test_a_raising_handler_aborts_and_stops_the_processor(kafka_config: dict[str, Any], topic: str,
-                                                          group: str) -> None:
+def test_a_raising_handler_dead_letters_that_message_in_the_transaction_and_goes_on(
+        kafka_config: dict[str, Any], topic: str, group: str) -> None:
+    """Was: a raising handler aborted and stopped the processor (issue 10 replaced that: one poison
+    input must not stop a processor for good)."""
     out = f"{topic}.out"
     ensure_topics(kafka_config, [TopicSpec(topic, 1), TopicSpec(out, 1)])
     _produce(kafka_config, topic, range(5))
@@ -202,10 +204,17 @@ def test_a_raising_handler_aborts_and_stops_the_processor(kafka_config: dict[str
             raise ValueError("bug in the handler")
         return [Output(out, None, b"ok")]
 
-    processor = TransactionalProcessor(kafka_config, [topic], group, handler, commit_interval=30,
-                                       transaction_timeout_ms=90_000)
-    with pytest.raises(ValueError, match="bug in the handler"):
-        processor.run()
-    assert 3 in seen
-    assert read_all(kafka_config, out) == []  # offsets 0..2 were in the aborted transaction
-    assert committed(kafka_config, group, topic) == {0: -1001}
+    processor = TransactionalProcessor(kafka_config, [topic], group, handler, commit_interval=0.2)
+    thread = start_in_thread(processor)
+    try:
+        wait_for(lambda: committed(kafka_config, group, topic) == {0: 5}, 60, "every offset committed")
+        assert thread.is_alive()
+    finally:
+        stop_thread(processor, thread)
+    assert seen == [0, 1, 2, 3, 4]
+    assert [m.value() for m in read_all(kafka_config, out, expected=4)] == [b"ok"] * 4
+    [dead] = read_all(kafka_config, f"{topic}.{group}.dlq", expected=1)
+    headers = dict(dead.headers())
+    assert (headers["kw-error-type"], headers["kw-error-message"], headers["kw-original-offset"]) == (
+        b"ValueError", b"bug in the handler", b"3")
+    assert processor.stats.dead_lettered == 1

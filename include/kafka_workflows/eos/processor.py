@@ -6,13 +6,17 @@ the consumed offsets (`send_offsets_to_transaction` with the consumer's group me
 Kafka transaction. Many input messages share one transaction: it commits every
 `commit_interval` seconds or after `max_batch` messages, whichever comes first.
 
-Error handling follows librdkafka's transactional rules:
+Error handling follows librdkafka's transactional rules (kept in kafka/transactional.py):
 
 - retriable (`err.retriable()`): the same call is retried until the transaction timeout;
 - abortable (`err.txn_requires_abort()`): the transaction is aborted, every assigned partition
   is rewound to its committed offset and the handler is told to reset its state (`on_reset`);
 - fatal (`err.fatal()`, e.g. fenced by a newer producer with the same transactional.id): the
   producer is closed and recreated (`init_transactions` again), then the same rewind + reset.
+
+A topic holds whatever any producer wrote: an input the handler raises on (a poison input) goes
+to `<topic>.<group>.dlq` inside the transaction, with the worker's provenance headers, and the
+processor goes on; the counts stay exact because the dead letter commits with the offsets.
 
 Counts are never inferred from offsets: transaction markers and aborted records take offsets,
 so positions are tracked as "offset of the last processed message + 1" per partition.
@@ -44,13 +48,18 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
+from confluent_kafka.admin import AdminClient
 
+from kafka_workflows import headers as h
 from kafka_workflows.eos.checkpoint import TransactionCheckpoint
 from kafka_workflows.eos.handler import TP, FunctionHandler, Output, TransactionalHandler
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import client_config
 from kafka_workflows.kafka.errors import is_fatal, kafka_error
 from kafka_workflows.kafka.transactional import TransactionalProducer
+from kafka_workflows.retry.provenance import dead_letter_headers
+from kafka_workflows.retry.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,7 @@ class ProcessorStats:
     commits: int = 0
     aborts: int = 0
     producer_restarts: int = 0
+    dead_lettered: int = 0
     assigned: set[TP] = field(default_factory=set)
 
 
@@ -128,6 +138,10 @@ class TransactionalProcessor:
         self._consecutive_aborts = 0
         self._restarts_since_commit = 0
         self._last_punctuate = 0.0
+        # A handler keeping the default process_batch is called once a message: a poison input is
+        # dead-lettered without aborting what the others produced.
+        self._per_message = type(self.handler).process_batch is TransactionalHandler.process_batch
+        self._careful: dict[TP, int] = {}  # partitions to take one message at a time, up to this offset
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -156,6 +170,7 @@ class TransactionalProcessor:
         self._reset_offset = OFFSET_END if str(settings["auto.offset.reset"]) in ("latest", "largest", "end") \
             else OFFSET_BEGINNING
         try:
+            self._ensure_dead_letter_topics()
             self._producer.start()
             self._consumer = Consumer(client_config(self.config, **settings))
             self._consumer.subscribe(self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -193,6 +208,12 @@ class TransactionalProcessor:
             log.info("transactional processor %s stopped: %d consumed, %d produced, %d commits, %d aborts, "
                      "%d producer restarts", self.group, self.stats.consumed, self.stats.produced,
                      self.stats.commits, self.stats.aborts, self.stats.producer_restarts)
+
+    def _ensure_dead_letter_topics(self) -> None:
+        """`<topic>.<group>.dlq` of every input topic, with its partition count."""
+        metadata = AdminClient(client_config(self.config)).list_topics(timeout=30).topics
+        ensure_topics(self.config, [TopicSpec(dead_letter_topic(t, self.group), len(metadata[t].partitions))
+                                    for t in self.topics if t in metadata and metadata[t].partitions])
 
     # -- producer --------------------------------------------------------------------------
     def _on_recreate(self, reason: str) -> None:
@@ -233,18 +254,64 @@ class TransactionalProcessor:
         return batch
 
     def _process(self, batch: list[KafkaMessage]) -> None:
+        """Process a consumed batch in the open transaction; a poison input is dead-lettered in it.
+
+        A handler that keeps the default `process_batch` is called once a message, and a message
+        whose `process` raises goes to `<topic>.<group>.dlq` in the same transaction (so `process`
+        must not change state before it raises). A handler with its own `process_batch` that raises
+        makes the processor abort, rewind, and take those messages again one at a time, so only
+        the message that fails is dead-lettered.
+        """
+        careful = [m for m in batch if m.offset() <= self._careful.get((m.topic(), m.partition()), -1)]
         try:
             self._txn.begin()
-            self._produce(self.handler.process_batch(batch))
+            if self._per_message or careful:
+                outputs = self._one_at_a_time(batch)
+            else:
+                try:
+                    outputs = list(self.handler.process_batch(batch))
+                except KafkaException:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a poison input somewhere in the batch
+                    log.warning("%s: the handler's process_batch raised %s on %s..%s; aborting and taking "
+                                "those messages one at a time", self.group, type(exc).__name__,
+                                _where(batch[0]), _where(batch[-1]))
+                    for msg in batch:
+                        tp = (msg.topic(), msg.partition())
+                        self._careful[tp] = max(self._careful.get(tp, -1), msg.offset())
+                    self._abort("the handler raised")
+                    self._rewind(sorted(self.stats.assigned))
+                    return
+            self._produce(outputs)
         except KafkaException as exc:
             self._on_transaction_error(exc, "producing outputs")
             return
-        except Exception:
-            # A handler bug: nothing of this transaction may become visible.
-            self._abort("the handler raised")
-            raise
         self._txn.store_offsets(batch)
         self.stats.consumed += len(batch)
+        for msg in careful:
+            tp = (msg.topic(), msg.partition())
+            if self._careful.get(tp, -1) <= msg.offset():
+                self._careful.pop(tp, None)
+
+    def _one_at_a_time(self, batch: list[KafkaMessage]) -> list[Output]:
+        outputs: list[Output] = []
+        for msg in batch:
+            try:
+                outputs.extend(self.handler.process(msg) if self._per_message
+                               else self.handler.process_batch([msg]))
+            except KafkaException:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a poison input: dead-lettered, the processor goes on
+                outputs.append(self._dead_letter(msg, exc))
+        return outputs
+
+    def _dead_letter(self, msg: KafkaMessage, exc: BaseException) -> Output:
+        topic = dead_letter_topic(msg.topic(), self.group)
+        log.error("%s: %s: %s; dead-lettering it to %s in the transaction", _where(msg), type(exc).__name__,
+                  str(exc)[:200], topic)
+        self.stats.dead_lettered += 1
+        headers = dead_letter_headers(msg, h.decode(msg.headers()), self.group, exc)
+        return Output(topic, msg.key(), msg.value(), headers)
 
     def _maybe_punctuate(self) -> None:
         now = time.monotonic()
@@ -375,3 +442,7 @@ class TransactionalProcessor:
             self._abort("partitions lost")
             self._rewind(sorted(self.stats.assigned))
         self.handler.on_revoke(tps)
+
+
+def _where(msg: KafkaMessage) -> str:
+    return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"

@@ -154,10 +154,9 @@ class StoreHandler(TransactionalHandler):
         key = message.key().decode("utf-8", "replace") if message.key() is not None else None
         try:
             cmd = parse_command(key, message.value(), where)
-        except MessageDecodeError as exc:
+        except MessageDecodeError as exc:  # dead-lettered by the processor, in the transaction
             self.stats.rejected += 1
-            log.error("rejected command: %s", exc)
-            return ()
+            raise exc from None
         home = partition_for(cmd.request_id, self._partitions)
         if home != p:
             # Produced with another partitioner: move it where its request's state lives.

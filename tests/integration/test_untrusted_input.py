@@ -262,7 +262,7 @@ def test_a_poison_input_of_an_exactly_once_processor_is_dead_lettered_inside_its
         for n in range(30):
             records.append((f"k{n}".encode(), json.dumps({"n": n}).encode(), []))
             if n % 10 == 5:
-                records.append((b"poison", b"\xff not json " + str(n).encode(), [("x-bin", b"\xff")]))
+                records.append((b"poison", b"{not json " + str(n).encode(), [("x-bin", b"\xff")]))
         _raw(kafka_config, topic, records)
         outputs = read_all(kafka_config, out, expected=30, timeout=60)
         dead = read_all(kafka_config, dead_letter_topic(topic, group), expected=3, timeout=30)

@@ -132,12 +132,19 @@ def replay(config: Mapping[str, Any], topic: str, group: str, where: Filter | No
     letters = list_dead_letters(config, topic, group, where)
     if dry_run or not letters:
         return letters
+    replay_letters(config, letters, topic)
+    return letters
+
+
+def replay_letters(config: Mapping[str, Any], letters: list[DeadLetter], topic: str | None = None) -> None:
+    """Send `letters` back to their original topic (`topic` when a letter does not name it), flushed."""
     producer = RequestProducer(config)
     for letter in letters:
         headers = {k: v for k, v in letter.headers.items() if k not in _DROPPED_ON_REPLAY}
         headers[h.ATTEMPT] = "1"
         headers[h.REPLAYED_FROM] = letter.id
-        producer.send(letter.headers.get(h.ORIGINAL_TOPIC, topic), letter.value, key=letter.key,
-                      headers=headers, raw=True)
+        target = letter.headers.get(h.ORIGINAL_TOPIC, topic)
+        if target is None:
+            raise ConfigError(f"dead letter {letter.id} has no {h.ORIGINAL_TOPIC} header: nowhere to replay it")
+        producer.send(target, letter.value, key=letter.key, headers=headers, raw=True)
     producer.flush()
-    return letters

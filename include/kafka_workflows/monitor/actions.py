@@ -77,6 +77,9 @@ def replay(monitor: Monitor, name: str, *, by: str, reason: str, ids: list[str] 
         raise Conflict(str(exc)) from exc
     if not dry_run and rows:
         _record_replay(monitor.config, rows, by, reason.strip())
+        deadline = time.monotonic() + 3.0  # so the next page shows the letters as replayed
+        while monitor.audit.replayed(rows[-1]["id"]) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
     return result
 
 

@@ -1,7 +1,8 @@
 """The audit log: the control topic's commands (who asked what, when, why) joined with their answers.
 
 Keeps the newest `limit` commands in memory; each command carries the `applied` records the
-workers answered with. Paged newest first.
+workers answered with. Paged newest first. `replay` commands (recorded by the UI's replay) also
+say which dead letters were replayed, by whom.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class AuditLog(TopicFollower):
         super().__init__(config, refresh=5.0)
         self.limit = limit
         self._commands: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._replayed: OrderedDict[str, dict[str, Any]] = OrderedDict()  # dead letter id -> who, when
 
     def topics(self, names: set[str]) -> set[str]:
         return {CONTROL_TOPIC} & names
@@ -34,9 +36,14 @@ class AuditLog(TopicFollower):
             return
         with self.lock:
             if record.get("kind") == "command" and isinstance(record.get("id"), str):
-                self._commands[record["id"]] = {**record, "offset": msg.offset(), "applied": []}
+                self._commands[record["id"]] = {**record, "control_offset": msg.offset(), "applied": []}
                 while len(self._commands) > self.limit:
                     self._commands.popitem(last=False)
+                if record.get("op") == "replay":
+                    for letter in record.get("letters") or []:
+                        self._replayed[str(letter)] = {"by": record.get("by"), "at": record.get("at")}
+                    while len(self._replayed) > 10 * self.limit:
+                        self._replayed.popitem(last=False)
             elif record.get("kind") == "applied":
                 command = self._commands.get(str(record.get("command")))
                 if command is not None:
@@ -49,6 +56,11 @@ class AuditLog(TopicFollower):
             rows = [dict(c, applied=list(c["applied"])) for c in reversed(self._commands.values())
                     if (group is None or c.get("group") == group) and (groups is None or c.get("group") in groups)]
         return {"total": len(rows), "offset": offset, "limit": limit, "items": rows[offset:offset + limit]}
+
+    def replayed(self, letter_id: str) -> dict[str, Any] | None:
+        """Who replayed this dead letter, and when (the latest replay), if anyone did."""
+        with self.lock:
+            return self._replayed.get(letter_id)
 
     def command(self, command_id: str) -> dict[str, Any] | None:
         with self.lock:

@@ -112,7 +112,10 @@ def act(dag_id: str, group: str, op: Literal["skip", "unblock", "pause", "resume
             summary="Dead letters of the workflow's groups, newest first, filtered and paged")
 def dead_letters(dag_id: str, monitor: MonitorDep, f: FilterDep,
                  offset: Offset = 0, limit: Limit = 50) -> dict[str, Any]:
-    return monitor.letters.page(_query(monitor, dag_id, f), offset, limit)
+    page = monitor.letters.page(_query(monitor, dag_id, f), offset, limit)
+    for row in page["items"]:
+        row["replayed"] = monitor.audit.replayed(row["id"])
+    return page
 
 
 @router.get("/workflows/{dag_id}/dead-letters/fingerprints", dependencies=READ,

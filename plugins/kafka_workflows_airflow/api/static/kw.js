@@ -218,13 +218,18 @@
     };
     const filterBody = () => Object.fromEntries(query());
     const out = root.querySelector("#kw-out");
+    let latest = 0;  // a slower, older answer never overwrites a newer one
     async function load() {
-      const q = query();
+      const q = query(), mine = ++latest;
       let fps, page;
       try {
         [fps, page] = await Promise.all([api(`/workflows/${enc(ctx.dag_id)}/dead-letters/fingerprints?${q}`),
           api(`/workflows/${enc(ctx.dag_id)}/dead-letters?${q}&offset=${state.offset}&limit=${state.limit}`)]);
-      } catch (e) { out.innerHTML = `<div class="notice error">${esc(e.message)}</div>`; return; }
+      } catch (e) {
+        if (mine === latest) out.innerHTML = `<div class="notice error">${esc(e.message)}</div>`;
+        return;
+      }
+      if (mine !== latest) return;
       const sel = state.selected.size;
       out.innerHTML = `<h2>By error fingerprint</h2><table id="kw-fingerprints"><thead><tr><th class="num">Letters</th><th>Error type</th><th>Normalised message</th><th>Groups</th><th></th></tr></thead><tbody>
         ${fps.map((f) => `<tr><td class="num">${num(f.count)}</td><td>${esc(f.error_type)}</td><td><code>${esc(f.example)}</code></td><td>${esc(f.groups.join(", "))}</td><td><a href="#" data-fp="${esc(f.fingerprint)}">show only these</a></td></tr>`).join("") || `<tr><td colspan="5" class="muted">None.</td></tr>`}</tbody></table>
@@ -237,7 +242,7 @@
         <table id="kw-letters"><thead><tr><th></th><th>Dead-lettered</th><th>Key</th><th>Group</th><th>From</th><th>Error</th><th>Notes</th></tr></thead><tbody>
         ${page.items.map((l) => `<tr data-id="${esc(l.id)}"><td><input type="checkbox" ${state.selected.has(l.id) ? "checked" : ""}></td><td>${when(l.at)}</td><td><code>${esc(l.key)}</code></td><td>${esc(l.group)}</td>
           <td><code>${esc(l.original)}</code></td><td><b>${esc(l.error_type)}</b> ${esc(l.error)}</td>
-          <td>${l.skipped_by ? badge("skipped") + ` by ${esc(l.skipped_by)}: ${esc(l.skip_reason)}` : ""}${l.replayed_from ? badge("replay") : ""} <a href="#" data-open="${esc(l.id)}">open</a></td></tr>`).join("") || `<tr><td colspan="7" class="muted">No dead letters match.</td></tr>`}</tbody></table>
+          <td>${l.skipped_by ? badge("skipped") + ` by ${esc(l.skipped_by)}: ${esc(l.skip_reason)}` : ""}${l.replayed ? badge("replayed") + ` by ${esc(l.replayed.by)} ${when(l.replayed.at)} ` : ""}${l.replayed_from ? badge("replay") : ""} <a href="#" data-open="${esc(l.id)}">open</a></td></tr>`).join("") || `<tr><td colspan="7" class="muted">No dead letters match.</td></tr>`}</tbody></table>
         <div id="kw-detail">${state.detail || ""}</div>`;
       out.querySelectorAll("a[data-fp]").forEach((a) => { a.onclick = (ev) => { ev.preventDefault(); form.elements.fingerprint.value = a.dataset.fp; state.offset = 0; load(); }; });
       out.querySelectorAll("#kw-letters input[type=checkbox]").forEach((c) => { c.onchange = () => { const id = c.closest("tr").dataset.id; c.checked ? state.selected.add(id) : state.selected.delete(id); load(); }; });

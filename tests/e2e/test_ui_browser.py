@@ -122,6 +122,7 @@ def test_a_blocked_partition_is_shown_and_skip_with_a_reason_dead_letters_it_and
         expect(row).to_have_attribute("data-state", "blocked", timeout=90_000)
         expect(row).to_contain_text(key)
         expect(row).to_contain_text(f"offset {offset}")
+        expect(frame.locator("#kw-trend")).to_contain_text("Lag trend")
         shot(page, "group-blocked")
 
         row.get_by_role("button", name="Skip…").click()

@@ -3,7 +3,8 @@
 `groups_lag()` asks the broker a handful of round trips per call (the groups' members, the
 partitions' end offsets, each group's committed offsets), never a topic read. `LagMonitor` keeps
 the latest answer for every group it is told about, refreshed by one background thread every
-`interval` seconds, so an overview of many groups is answered from memory.
+`interval` seconds, so an overview of many groups is answered from memory, and each group's
+recent lag (its trend).
 
 Committed offsets are read with a Consumer of the group that never joins it (`committed()`), not
 with the admin client's ListConsumerGroupOffsets: librdkafka dereferences NULL in that admin
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -133,6 +134,7 @@ class LagMonitor:
         self.interval = interval
         self.error: str | None = None
         self._latest: dict[str, dict[str, Any]] = {}
+        self._history: dict[str, deque[tuple[float, int]]] = {}  # group -> (at, total lag), last 120 samples
         self._lock = threading.Lock()
         self._admin_lock = threading.Lock()  # one admin round at a time: the refresher or a page
         self._stopping = threading.Event()
@@ -156,12 +158,23 @@ class LagMonitor:
         with self._lock:
             return self._latest.get(group)
 
+    def history(self, group: str) -> list[tuple[float, int]]:
+        """The group's total lag over the last refreshes (about 10 minutes at the default interval)."""
+        with self._lock:
+            return list(self._history.get(group, ()))
+
+    def _keep(self, group: str, info: dict[str, Any]) -> None:
+        """Store one answer (the caller holds no lock)."""
+        with self._lock:
+            self._latest[group] = info
+            if info.get("error") is None:
+                self._history.setdefault(group, deque(maxlen=120)).append((round(info["at"], 1), info["lag"]))
+
     def fresh(self, group: str, topics: Iterable[str]) -> dict[str, Any]:
         """Ask the broker now for one group (a group's page), and keep the answer."""
         with self._admin_lock:
             info = groups_lag(self.admin, self.reader, {group: list(topics)})[group]
-        with self._lock:
-            self._latest[group] = info
+        self._keep(group, info)
         return info
 
     def _run(self) -> None:
@@ -169,8 +182,8 @@ class LagMonitor:
             try:
                 with self._admin_lock:
                     latest = groups_lag(self.admin, self.reader, self.groups())
-                with self._lock:
-                    self._latest.update(latest)
+                for group, info in latest.items():
+                    self._keep(group, info)
                 self.error = None
             except Exception as exc:  # noqa: BLE001 - the broker is away: keep the last answer, try again
                 self.error = f"{type(exc).__name__}: {exc}"

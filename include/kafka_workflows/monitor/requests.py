@@ -1,7 +1,7 @@
 """The requests of an atomic store, from its compacted `S.store` topic, kept warm in memory.
 
 A summary (status, counts, times, the DAG run that made it) is kept for every request; the full
-value (failed jobs with reasons, the split's row counts in `meta`) only for the `keep_values`
+value (failed jobs with reasons, the split's row counts in `meta`) only for the `keep_values` (10,000)
 most recently updated requests. An older request's value is one point read (`StoreClient.get`),
 kept afterwards when terminal, since a terminal value never changes.
 """
@@ -50,7 +50,7 @@ def progress_of(value: Mapping[str, Any], now: float | None = None) -> dict[str,
 class StoreIndex(TopicFollower):
     name = "store"
 
-    def __init__(self, config: Mapping[str, Any], store: str, *, keep_values: int = 500) -> None:
+    def __init__(self, config: Mapping[str, Any], store: str, *, keep_values: int = 10_000) -> None:
         super().__init__(config, refresh=5.0)
         self.store = store
         self.name = f"store-{store}"

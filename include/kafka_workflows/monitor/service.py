@@ -239,6 +239,7 @@ class Monitor:
                                          "dead_lettered")} for s in live]
         return {"workflow": name, **unit, "state": info["state"], "members": info["members"], "workers": workers,
                 "partitions": partitions, "lag": info["lag"], "error": info["error"],
+                "lag_history": self.lag.history(group),
                 "dead_letters": self.letters.counts().get(group, 0),
                 "audit": self.audit.page(group=group, limit=10)}
 

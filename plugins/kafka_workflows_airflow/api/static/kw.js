@@ -75,6 +75,13 @@
     const label = mini ? "" : `<span class="label">${num(p.done)} / ${num(p.total)} (${p.percent} %)</span>`;
     return `<div class="bar${mini ? " mini" : ""}" data-percent="${p.percent}"><div class="ok" style="width:${ok}%"></div><div class="bad" style="width:${bad}%"></div>${label}</div>`;
   }
+  // The lag trend: an inline SVG line over the last samples (oldest left).
+  function sparkline(points) {
+    if (!points || points.length < 2) return `<span class="muted">collecting…</span>`;
+    const w = 160, h = 36, max = Math.max(1, ...points.map((p) => p[1]));
+    const xy = points.map((p, i) => `${((i * w) / (points.length - 1)).toFixed(1)},${(h - 2 - ((h - 4) * p[1]) / max).toFixed(1)}`);
+    return `<svg class="spark" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" role="img" aria-label="lag trend, max ${max}"><polyline fill="none" stroke="currentColor" stroke-width="1.5" points="${xy.join(" ")}"/></svg>`;
+  }
   const crumbs = (...parts) => `<div class="crumbs"><a href="${url.overview()}">Kafka workflows</a>${parts.map((p) => " › " + p).join("")}</div>`;
   let notice = "";
   const setNotice = (cls, text) => { notice = `<div class="notice ${cls}" id="kw-result">${esc(text)}</div>`; };
@@ -176,7 +183,8 @@
     root.innerHTML = `${crumbs(`<a href="${url.workflow(ctx.dag_id)}">${esc(ctx.dag_id)}</a>`, esc(g.group))}
       <h1>${esc(g.group)} <span class="muted">(${esc(g.kind)} ${esc(g.name)})</span></h1>
       <div class="cards"><div class="card">Workers<b>${num(g.workers.length)}</b></div><div class="card">Group state<b>${esc(g.state)}</b></div>
-      <div class="card">Lag<b>${num(g.lag)}</b></div><div class="card">Dead letters<b><a href="${url.letters(ctx.dag_id, "group=" + enc(g.group))}">${num(g.dead_letters)}</a></b></div></div>
+      <div class="card">Lag<b>${num(g.lag)}</b></div><div class="card" id="kw-trend">Lag trend (${g.lag_history.length} samples)<br>${sparkline(g.lag_history)}</div>
+      <div class="card">Dead letters<b><a href="${url.letters(ctx.dag_id, "group=" + enc(g.group))}">${num(g.dead_letters)}</a></b></div></div>
       <div class="toolbar"><button id="kw-pause">Pause group…</button><button id="kw-resume">Resume group…</button></div>${notice}
       <h2>Partitions</h2><table id="kw-partitions"><thead><tr><th>Partition</th><th>Worker</th><th class="num">Committed</th><th class="num">End</th><th class="num">Lag</th><th>State</th><th>Holding message</th><th></th></tr></thead><tbody>
       ${g.partitions.map((p) => `<tr data-tp="${esc(p.topic)}[${p.partition}]" data-state="${esc(p.state)}"><td><code>${esc(p.topic)}[${p.partition}]</code></td><td>${esc(p.worker || "–")}</td>

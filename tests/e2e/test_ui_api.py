@@ -116,6 +116,20 @@ def test_an_admins_skip_dead_letters_the_held_message_and_the_audit_names_the_ad
         time.sleep(3)
         assert len(letters()) == 1
 
+        # Pause and resume the group: every partition shows paused, then flows again.
+        def states() -> set[str]:
+            _, group = call(standalone, "GET", f"/api/workflows/{WORKFLOW}/groups/{GROUP}", admin)
+            return {p["state"] for p in group["partitions"] if p["topic"] == TOPIC}
+
+        status, body = call(standalone, "POST", f"/api/workflows/{WORKFLOW}/groups/{GROUP}/pause", admin,
+                            {"reason": "provider maintenance"})
+        assert status == 200 and body["answers"][0]["result"] == "paused 3 partition(s)", body
+        wait_for(lambda: states() == {"paused"}, 30, "every partition to show paused", 0.5)
+        status, body = call(standalone, "POST", f"/api/workflows/{WORKFLOW}/groups/{GROUP}/resume", admin,
+                            {"reason": "maintenance over"})
+        assert status == 200 and body["answers"][0]["result"].startswith("resumed"), body
+        wait_for(lambda: states() == {"flowing"}, 30, "every partition to flow again", 0.5)
+
 
 def test_unknown_names_are_404_naming_them_and_bad_filters_422_naming_the_field(
         standalone: AirflowStandalone, tokens: dict[str, str]) -> None:

@@ -39,3 +39,16 @@ def test_progress_has_percent_rate_and_eta_while_running_and_no_eta_once_termina
                         "created_at": "2026-01-01T00:00:00+00:00", "completed_at": "2026-01-01T00:00:02+00:00"})
     assert (done["percent"], done["rate"], done["eta"], done["elapsed"]) == (100.0, 2.0, None, 2.0)
     assert progress_of({"total": None, "completed": 0, "failed": 0, "status": "pending"})["percent"] is None
+
+
+def test_a_status_record_of_the_wrong_shape_loses_its_bad_parts_instead_of_breaking_the_pages() -> None:
+    from kafka_workflows.monitor.status import _checked
+
+    assert _checked({"worker": "w"}) is None and _checked(["not", "a", "status"]) is None
+    assert _checked({"group": "g", "at": "yesterday"}) is None
+    good = {"kind": "blocked", "topic": "t", "partition": 0, "offset": 5}
+    status = _checked({"group": "g", "worker": "w", "at": 1, "paused": "yes", "assigned": ["t[0]", 7],
+                       "held": [good, {"kind": "blocked", "topic": "t"}, "junk"]})
+    assert status is not None
+    assert (status["held"], status["assigned"], status["paused"]) == ([good], ["t[0]"], False)
+    assert progress_of({"total": "many", "completed": "x", "failed": -3, "status": "running"})["done"] == 0

@@ -30,9 +30,14 @@ def _epoch(text: Any) -> float | None:
         return None
 
 
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
 def progress_of(value: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
     """Counts, percent, rate (jobs/s) and ETA (s) of one store value."""
-    total, completed, failed = value.get("total"), int(value.get("completed") or 0), int(value.get("failed") or 0)
+    total = value.get("total") if isinstance(value.get("total"), int) else None
+    completed, failed = _count(value.get("completed")), _count(value.get("failed"))
     done = completed + failed
     created = _epoch(value.get("created_at"))
     terminal = value.get("status") in TERMINAL_STATUSES

@@ -33,9 +33,9 @@ class StatusIndex(TopicFollower):
         key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
         if key is None:
             return
-        value = json.loads(msg.value()) if msg.value() is not None else None
+        value = _checked(json.loads(msg.value())) if msg.value() is not None else None
         with self.lock:
-            if isinstance(value, dict) and isinstance(value.get("group"), str):
+            if value is not None:
                 self._latest[key] = value
             else:
                 self._latest.pop(key, None)
@@ -49,3 +49,20 @@ class StatusIndex(TopicFollower):
 
     def groups(self) -> set[str]:
         return {s["group"] for s in self.live()}
+
+
+def _checked(value: Any) -> dict[str, Any] | None:
+    """A status with the shapes the pages rely on (anything can be written to a topic): holds that
+    do not name their topic, partition and offset are dropped; a status without a group is ignored."""
+    if not isinstance(value, dict) or not isinstance(value.get("group"), str):
+        return None
+    try:
+        at = float(value.get("at", 0))
+    except (TypeError, ValueError):
+        return None
+    held = [h for h in value.get("held") or [] if isinstance(h, dict) and isinstance(h.get("topic"), str)
+            and isinstance(h.get("partition"), int) and isinstance(h.get("offset"), int)
+            and h.get("kind") in ("blocked", "waiting")]
+    assigned = [a for a in value.get("assigned") or [] if isinstance(a, str)]
+    return {**value, "at": at, "held": held, "assigned": assigned, "worker": str(value.get("worker")),
+            "paused": value.get("paused") is True}

@@ -141,6 +141,7 @@ def test_unknown_names_are_404_naming_them_and_bad_filters_422_naming_the_field(
         f"/api/workflows/{WORKFLOW}/stores/no-such-store/requests": "store 'no-such-store'",
         f"/api/workflows/{WORKFLOW}/dead-letters/{TOPIC}.{GROUP}.dlq:0:999999": f"{TOPIC}.{GROUP}.dlq:0:999999",
         f"/api/workflows/{WORKFLOW}/dead-letters?group=other": "group 'other'",
+        f"/api/workflows/{WORKFLOW}/runs/manual__1": "request 'manual__1' of workflow 'subscription_renewals'",
     }
     for path, named in cases.items():
         status, body = call(standalone, "GET", path, admin)

@@ -274,8 +274,8 @@ class Monitor:
         """The store requests of one DAG run (its split steps' requests), with their progress."""
         spec = self.spec(name)
         stores = self._stores_of(spec)
-        if not stores:
-            raise NotFound("store", "(none)", f"in workflow {name!r}: it awaits no store request")
+        if not stores or not any(step.kind == "split" for step in spec.steps):
+            raise NotFound("request", run_id, f"of workflow {name!r}: its runs produce no store request")
         found = []
         for step in spec.steps:
             if step.kind != "split":

@@ -130,6 +130,16 @@ def test_an_admins_skip_dead_letters_the_held_message_and_the_audit_names_the_ad
         assert status == 200 and body["answers"][0]["result"].startswith("resumed"), body
         wait_for(lambda: states() == {"flowing"}, 30, "every partition to flow again", 0.5)
 
+        # The audit log pages newest first: resume, pause, the refused skip, the skip.
+        def ops(offset: int, limit: int) -> list[tuple[str, str]]:
+            _, page = call(standalone, "GET", f"/api/workflows/{WORKFLOW}/audit?offset={offset}&limit={limit}", admin)
+            return [(c["op"], c["reason"]) for c in page["items"]]
+
+        wait_for(lambda: ops(0, 1) == [("resume", "maintenance over")], 30, "the resume in the audit log", 0.5)
+        assert ops(0, 4) == [("resume", "maintenance over"), ("pause", "provider maintenance"), ("skip", "again"),
+                             ("skip", "ticket UI-1")]
+        assert ops(2, 1) == [("skip", "again")]
+
 
 def test_unknown_names_are_404_naming_them_and_bad_filters_422_naming_the_field(
         standalone: AirflowStandalone, tokens: dict[str, str]) -> None:

@@ -24,6 +24,7 @@ class AirflowStandalone:
     port: int
     kafka_bootstrap: str
     extra_env: dict[str, str] | None = None
+    users: dict[str, str] | None = None  # more simple-auth-manager users: name -> role (viewer, user, op, admin)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -42,10 +43,14 @@ class AirflowStandalone:
     def password(self) -> str:
         return self._secret("admin-password")
 
+    def password_of(self, user: str) -> str:
+        return self.password if user == ADMIN else self._secret(f"{user}-password")
+
     def env(self) -> dict[str, str]:
         passwords = self.home / "simple_auth_manager_passwords.json"
         self.home.mkdir(parents=True, exist_ok=True)
-        passwords.write_text(json.dumps({ADMIN: self.password}))
+        roles = {ADMIN: "admin", **(self.users or {})}
+        passwords.write_text(json.dumps({user: self.password_of(user) for user in roles}))
         env = {
             **os.environ,
             # standalone starts its components as `airflow ...` subprocesses, found on PATH
@@ -58,7 +63,7 @@ class AirflowStandalone:
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in roles.items()),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__API__PORT": str(self.port),
@@ -108,8 +113,8 @@ class AirflowStandalone:
         raise RuntimeError(f"airflow standalone not healthy at {self.url} within {timeout:.0f}s; "
                            f"see {self.home}/standalone.log")
 
-    def token(self) -> str:
-        body = json.dumps({"username": ADMIN, "password": self.password}).encode()
+    def token(self, user: str = ADMIN) -> str:
+        body = json.dumps({"username": user, "password": self.password_of(user)}).encode()
         req = urllib.request.Request(f"{self.url}/auth/token", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:

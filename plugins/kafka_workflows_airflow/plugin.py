@@ -1,9 +1,40 @@
-"""Registers kafka-workflows with Airflow (UI pages and API come with the operations issue)."""
+"""Registers kafka-workflows with Airflow: the operations API and its pages (routes live in api/).
+
+- `fastapi_apps`: one app mounted under /kafka-workflows (API, pages, OpenAPI docs), every route
+  behind Airflow's `requires_access_dag` (see api/deps.py).
+- `external_views`: the "Kafka workflows" navigation page, a "Kafka" tab on every DAG, a "Kafka
+  progress" tab on every DAG run, and the API docs in the Docs menu. They are server-rendered pages
+  shown in iframes (same origin, so the UI's session authenticates them).
+Building the app does no I/O; its warm readers start on the first request.
+"""
 
 from __future__ import annotations
 
+from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
+
+from kafka_workflows_airflow.api.app import PREFIX, create_app
+
+
+def _path(path: str) -> str:
+    """`path` under the API server's base URL path (as Airflow's own plugins do)."""
+    from urllib.parse import urlparse
+
+    base = conf.get("api", "base_url", fallback="/") or "/"
+    base = urlparse(base).path if base.startswith(("http://", "https://")) else base
+    return base.rstrip("/") + path
 
 
 class KafkaWorkflowsPlugin(AirflowPlugin):
     name = "kafka_workflows"
+    fastapi_apps = [{"app": create_app(), "url_prefix": PREFIX, "name": "kafka-workflows"}]
+    external_views = [
+        {"name": "Kafka workflows", "href": _path(f"{PREFIX}/ui/"), "destination": "nav",
+         "url_route": "kafka-workflows", "nav_top_level": True},
+        {"name": "Kafka", "href": _path(f"{PREFIX}/ui/workflows/{{DAG_ID}}"), "destination": "dag",
+         "url_route": "kafka"},
+        {"name": "Kafka progress", "href": _path(f"{PREFIX}/ui/workflows/{{DAG_ID}}/runs/{{RUN_ID}}"),
+         "destination": "dag_run", "url_route": "kafka-run"},
+        {"name": "Kafka workflows API", "href": _path(f"{PREFIX}/docs"), "destination": "nav",
+         "category": "docs", "url_route": "kafka-workflows-api"},
+    ]

@@ -138,10 +138,18 @@ def replay(config: Mapping[str, Any], topic: str, group: str, where: Filter | No
         letters = [letter for letter in letters if letter.id not in done]
     if dry_run or not letters:
         return letters
-    producer = RequestProducer(config)
-    for letter in letters:
-        producer.send(letter.headers.get(h.ORIGINAL_TOPIC, topic), letter.value, key=letter.raw_key,
-                      headers=replay_headers(letter.wire_headers, letter.id), raw=True)
-    producer.flush()
+    replay_letters(config, letters, topic)
     record_replay(config, group, dead_letter_topic(topic, group), [letter.id for letter in letters], by)
     return letters
+
+
+def replay_letters(config: Mapping[str, Any], letters: list[DeadLetter], topic: str | None = None) -> None:
+    """Send `letters` back to their original topic (`topic` when a letter does not name it), flushed."""
+    producer = RequestProducer(config)
+    for letter in letters:
+        target = letter.headers.get(h.ORIGINAL_TOPIC, topic)
+        if target is None:
+            raise ConfigError(f"dead letter {letter.id} has no {h.ORIGINAL_TOPIC} header: nowhere to replay it")
+        producer.send(target, letter.value, key=letter.raw_key, headers=replay_headers(letter.wire_headers, letter.id),
+                      raw=True)
+    producer.flush()

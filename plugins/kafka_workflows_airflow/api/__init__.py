@@ -1,0 +1,1 @@
+"""The plugin's FastAPI app: a JSON API over `kafka_workflows.monitor` and the pages that use it."""

@@ -1,0 +1,225 @@
+"""The plugin's pages in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)
+inside the Airflow UI of a real `airflow standalone`, against the real broker.
+
+Screenshots go to $KW_SCREENSHOTS (default .state/tests/screenshots); docs/screenshots/ holds
+copies for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import airflow_client.client as af
+import pytest
+from airflow_client.client.api.dag_api import DAGApi
+from airflow_client.client.api.dag_run_api import DagRunApi
+from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
+from playwright.sync_api import Browser, BrowserContext, FrameLocator, Page, Playwright, expect, sync_playwright
+
+from kafka_workflows.retry.deadletters import list_dead_letters
+from kw_examples import contacts
+from stack.airflow import ADMIN, AirflowStandalone
+from stack.broker import Broker
+from tests.e2e.test_contacts_import import Processes
+from tests.helpers.kafka import records, wait_for
+from tests.helpers.ui import GROUP, TOPIC, WORKFLOW, call, held, produce, renewals_worker
+
+pytestmark = [pytest.mark.airflow, pytest.mark.integration]
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = Path(os.environ.get("KW_SCREENSHOTS", Path(__file__).resolve().parents[2] / ".state/tests/screenshots"))
+WAIT_MS = 60_000  # generous: the machine is shared
+
+
+@pytest.fixture(scope="module")
+def config(broker: Broker) -> dict[str, str]:
+    return {"bootstrap.servers": broker.bootstrap_servers}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: `./dev setup` installs Debian's chromium"
+    playwright: Playwright = sync_playwright().start()
+    try:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield instance
+        instance.close()
+    finally:
+        playwright.stop()
+
+
+@pytest.fixture(scope="module")
+def session(browser: Browser, standalone: AirflowStandalone) -> Iterator[BrowserContext]:
+    """A browser context logged in as admin through Airflow's own login page."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    page.goto(f"{standalone.url}/auth/login/")
+    page.get_by_label("Username").fill(ADMIN)
+    page.get_by_label("Password").fill(standalone.password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+    page.close()
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(session: BrowserContext) -> Iterator[Page]:
+    page = session.new_page()
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def record(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("ui-browser") / "record.jsonl"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KW_TEST_RECORD", str(path))
+        yield path
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def plugin_frame(page: Page) -> FrameLocator:
+    return page.frame_locator("iframe")
+
+
+def test_the_navigation_page_lists_every_workflow_in_the_airflow_ui(page: Page, standalone: AirflowStandalone) -> None:
+    page.goto(f"{standalone.url}/")
+    page.get_by_role("link", name="Kafka workflows").first.click()  # the top-level nav entry
+    frame = plugin_frame(page)
+    for name in ("checkout", "contacts_import", "subscription_renewals"):
+        expect(frame.locator(f"#kw-workflows tr[data-workflow='{name}']")).to_be_visible()
+    shot(page, "overview")
+    page.evaluate("localStorage.setItem('theme', 'dark')")  # Airflow's own theme switch; the page follows it
+    page.reload()
+    expect(plugin_frame(page).locator("#kw-workflows")).to_be_visible()
+    assert "dark" in (plugin_frame(page).locator("html").get_attribute("class") or "")
+    shot(page, "overview-dark")
+    page.evaluate("localStorage.setItem('theme', 'light')")
+
+
+def test_a_blocked_partition_is_shown_and_skip_with_a_reason_dead_letters_it_and_it_flows_again(
+        page: Page, standalone: AirflowStandalone, config: dict[str, str], record: Path, tmp_path: Path) -> None:
+    key = f"ui-browser-{uuid.uuid4().hex[:8]}"
+    with renewals_worker(config):
+        partition, offset = produce(config, key, {"fail_unless_exists": str(tmp_path / "never")})
+        tp = f"{TOPIC}[{partition}]"
+        page.goto(f"{standalone.url}/dags/{WORKFLOW}/plugin/kafka")  # the workflow's tab on its DAG page
+        frame = plugin_frame(page)
+        frame.get_by_role("link", name=GROUP, exact=True).first.click()
+        row = frame.locator(f"#kw-partitions tr[data-tp='{tp}']")
+        expect(row).to_have_attribute("data-state", "blocked", timeout=90_000)
+        expect(row).to_contain_text(key)
+        expect(row).to_contain_text(f"offset {offset}")
+        expect(frame.locator("#kw-trend")).to_contain_text("Lag trend")
+        shot(page, "group-blocked")
+
+        row.get_by_role("button", name="Skip…").click()
+        confirm = frame.locator("#kw-confirm")
+        expect(confirm).to_be_disabled()  # a reason is required
+        frame.locator("#kw-reason").fill("ticket UI-2: bad card, refunded by hand")
+        confirm.click()
+        expect(frame.locator("#kw-result")).to_contain_text(f"skipped {tp}@{offset} to the dead-letter topic")
+        expect(frame.locator("#kw-result")).to_contain_text("skip by admin")
+        expect(frame.locator(f"#kw-partitions tr[data-tp='{tp}']")).to_have_attribute("data-state", "flowing")
+        shot(page, "group-skipped")
+
+    [letter] = [d for d in list_dead_letters(config, TOPIC, GROUP) if d.key == key]
+    assert (letter.headers["kw-skipped-by"], letter.headers["kw-skip-reason"]) == (
+        "admin", "ticket UI-2: bad card, refunded by hand")
+
+
+def test_the_dead_letter_explorer_filters_dry_runs_and_replays_and_the_replay_is_handled(
+        page: Page, standalone: AirflowStandalone, config: dict[str, str], record: Path, tmp_path: Path) -> None:
+    token = standalone.token()
+    key = f"ui-replay-{uuid.uuid4().hex[:8]}"
+    fixed = tmp_path / "fixed"
+    with renewals_worker(config):
+        partition, offset = produce(config, key, {"fail_unless_exists": str(fixed)})
+        wait_for(lambda: held(standalone, token, partition), 90, "the partition to block", 1)
+        status, body = call(standalone, "POST", f"/api/workflows/{WORKFLOW}/groups/{GROUP}/skip", token,
+                            {"reason": "to the DLQ for the explorer", "topic": TOPIC, "partition": partition,
+                             "offset": offset})
+        assert status == 200, body
+
+        page.goto(f"{standalone.url}/dags/{WORKFLOW}/plugin/kafka")
+        frame = plugin_frame(page)
+        frame.locator(".card a").first.click()  # the workflow's dead-letter count opens the explorer
+        frame.locator("#kw-filter input[name=key]").fill(key)
+        frame.locator("#kw-apply").click()
+        expect(frame.locator("#kw-total")).to_have_text("1 matching")
+        expect(frame.locator("#kw-fingerprints")).to_contain_text("ConnectionError")
+        letter_row = frame.locator("#kw-letters tbody tr").first
+        expect(letter_row).to_contain_text(key)
+        expect(letter_row).to_contain_text("skipped")
+        letter_row.locator("input[type=checkbox]").check()
+        frame.locator("#kw-dry").click()
+        expect(frame.locator("#kw-dry-result")).to_contain_text("1 letter(s) would move")
+        expect(frame.locator("#kw-dry-result")).to_contain_text(TOPIC)
+        assert not [r for r in records(record) if r["key"] == key and r["outcome"] == "ok"], "a dry run moved it"
+
+        fixed.touch()  # the operator fixed the cause; now the replay succeeds
+        frame.locator("#kw-replay").click()
+        frame.locator("#kw-reason").fill("card fixed, replaying")
+        frame.locator("#kw-confirm").click()
+        expect(frame.locator("#kw-result")).to_contain_text(f"Replayed 1 letter(s) to {TOPIC}")
+        expect(frame.locator("#kw-letters tbody tr").first).to_contain_text("replayed by admin")
+        shot(page, "dead-letters")
+
+        def handled() -> list[dict[str, Any]]:
+            return [r for r in records(record) if r["key"] == key and r["outcome"] == "ok"]
+
+        [done] = wait_for(handled, 60, "the replayed message to be handled", 0.5)
+        assert done["headers"]["kw-replayed-from"].startswith(f"{TOPIC}.{GROUP}.dlq:")
+
+
+def test_the_run_tab_of_a_contacts_import_shows_progress_reach_100_percent_and_succeeded(
+        page: Page, standalone: AirflowStandalone, tmp_path: Path) -> None:
+    generated = contacts.write_csv(tmp_path / "contacts.csv", 3_030, bad_every=101, missing_every=0)
+    running = Processes(standalone.env(), tmp_path)
+    try:
+        running.start("store-processor", "store-processor", "--store", contacts.STORE)
+        running.start("worker", "worker", "--topic", contacts.JOBS_TOPIC, "--group", contacts.WORKER_GROUP,
+                      "--handler", "kw_examples.contacts.import_jobs", "--store", contacts.STORE)
+        with af.ApiClient(af.Configuration(host=standalone.url, access_token=standalone.token())) as client:
+            wait_for(lambda: _dag_known(DAGApi(client), "contacts_import"), 180, "contacts_import to be parsed", 2)
+            run = DagRunApi(client).trigger_dag_run("contacts_import", TriggerDAGRunPostBody(
+                logical_date=None, conf={"source": str(generated.path), "rows_per_job": 100}))
+        page.goto(f"{standalone.url}/dags/contacts_import/runs/{run.dag_run_id}/plugin/kafka-run")
+        status = plugin_frame(page).locator("#kw-status")
+        seen: list[str | None] = []  # what the tab showed, without a reload, until the request finished
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and (not seen or seen[-1] != "succeeded"):
+            if status.count():
+                seen.append(status.first.get_attribute("data-status", timeout=5_000))
+            page.wait_for_timeout(200)
+        assert seen and seen[-1] == "succeeded", seen[-20:]
+        assert set(seen) - {"succeeded"}, f"the tab never showed the request before it finished: {set(seen)}"
+        expect(status).to_have_attribute("data-percent", "100")
+        frame = plugin_frame(page)
+        expect(frame.locator(".bar span.label")).to_contain_text("30 / 30 (100 %)")
+        expect(frame.locator("#kw-bad-rows")).to_contain_text("is not a valid email address")
+        expect(frame.locator("#kw")).to_contain_text(f"3,030 rows read, 3,000 valid, {len(generated.bad_rows)} bad")
+        shot(page, "run-progress")
+        running.check_alive()
+    finally:
+        running.stop()
+
+
+def _dag_known(dags: DAGApi, dag_id: str) -> bool:
+    try:
+        return dags.get_dag(dag_id).dag_id == dag_id
+    except af.ApiException:
+        return False

@@ -191,8 +191,6 @@ def test_the_run_tab_of_a_contacts_import_shows_progress_reach_100_percent_and_s
     running = Processes(standalone.env(), tmp_path)
     try:
         running.start("store-processor", "store-processor", "--store", contacts.STORE)
-        running.start("worker", "worker", "--topic", contacts.JOBS_TOPIC, "--group", contacts.WORKER_GROUP,
-                      "--handler", "kw_examples.contacts.import_jobs", "--store", contacts.STORE)
         with af.ApiClient(af.Configuration(host=standalone.url, access_token=standalone.token())) as client:
             wait_for(lambda: _dag_known(DAGApi(client), "contacts_import"), 180, "contacts_import to be parsed", 2)
             run = DagRunApi(client).trigger_dag_run("contacts_import", TriggerDAGRunPostBody(
@@ -200,6 +198,11 @@ def test_the_run_tab_of_a_contacts_import_shows_progress_reach_100_percent_and_s
         page.goto(f"{standalone.url}/dags/contacts_import/runs/{run.dag_run_id}/plugin/kafka-run")
         status = plugin_frame(page).locator("#kw-status")
         seen: list[str | None] = []  # what the tab showed, without a reload, until the request finished
+        # No worker imports yet: the tab must first show the request registered and not done.
+        wait_for(lambda: status.count() and status.first.get_attribute("data-status", timeout=5_000) in (
+            "pending", "running"), 240, "the tab to show the request before any job is imported", 0.5)
+        running.start("worker", "worker", "--topic", contacts.JOBS_TOPIC, "--group", contacts.WORKER_GROUP,
+                      "--handler", "kw_examples.contacts.import_jobs", "--store", contacts.STORE)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and (not seen or seen[-1] != "succeeded"):
             if status.count():

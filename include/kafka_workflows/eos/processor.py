@@ -50,15 +50,14 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient
 
-from kafka_workflows import headers as h
 from kafka_workflows.eos.checkpoint import TransactionCheckpoint
 from kafka_workflows.eos.handler import TP, FunctionHandler, Output, TransactionalHandler
+from kafka_workflows.eos.poison import PoisonGuard
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import client_config
 from kafka_workflows.kafka.errors import is_fatal, kafka_error
 from kafka_workflows.kafka.transactional import TransactionalProducer
-from kafka_workflows.retry.provenance import dead_letter_headers
 from kafka_workflows.retry.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
@@ -138,10 +137,7 @@ class TransactionalProcessor:
         self._consecutive_aborts = 0
         self._restarts_since_commit = 0
         self._last_punctuate = 0.0
-        # A handler keeping the default process_batch is called once a message: a poison input is
-        # dead-lettered without aborting what the others produced.
-        self._per_message = type(self.handler).process_batch is TransactionalHandler.process_batch
-        self._careful: dict[TP, int] = {}  # partitions to take one message at a time, up to this offset
+        self._poison = PoisonGuard(self.handler, group)
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -254,64 +250,23 @@ class TransactionalProcessor:
         return batch
 
     def _process(self, batch: list[KafkaMessage]) -> None:
-        """Process a consumed batch in the open transaction; a poison input is dead-lettered in it.
-
-        A handler that keeps the default `process_batch` is called once a message, and a message
-        whose `process` raises goes to `<topic>.<group>.dlq` in the same transaction (so `process`
-        must not change state before it raises). A handler with its own `process_batch` that raises
-        makes the processor abort, rewind, and take those messages again one at a time, so only
-        the message that fails is dead-lettered.
-        """
-        careful = [m for m in batch if m.offset() <= self._careful.get((m.topic(), m.partition()), -1)]
+        """Process a consumed batch in the open transaction; poison inputs are dead-lettered in it
+        (eos/poison.py)."""
         try:
             self._txn.begin()
-            if self._per_message or careful:
-                outputs = self._one_at_a_time(batch)
-            else:
-                try:
-                    outputs = list(self.handler.process_batch(batch))
-                except KafkaException:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a poison input somewhere in the batch
-                    log.warning("%s: the handler's process_batch raised %s on %s..%s; aborting and taking "
-                                "those messages one at a time", self.group, type(exc).__name__,
-                                _where(batch[0]), _where(batch[-1]))
-                    for msg in batch:
-                        tp = (msg.topic(), msg.partition())
-                        self._careful[tp] = max(self._careful.get(tp, -1), msg.offset())
-                    self._abort("the handler raised")
-                    self._rewind(sorted(self.stats.assigned))
-                    return
+            outputs = self._poison.outputs(batch)
+            if outputs is None:  # a custom process_batch raised: its messages come again one at a time
+                self._abort("the handler raised")
+                self._rewind(sorted(self.stats.assigned))
+                return
             self._produce(outputs)
         except KafkaException as exc:
             self._on_transaction_error(exc, "producing outputs")
             return
         self._txn.store_offsets(batch)
         self.stats.consumed += len(batch)
-        for msg in careful:
-            tp = (msg.topic(), msg.partition())
-            if self._careful.get(tp, -1) <= msg.offset():
-                self._careful.pop(tp, None)
-
-    def _one_at_a_time(self, batch: list[KafkaMessage]) -> list[Output]:
-        outputs: list[Output] = []
-        for msg in batch:
-            try:
-                outputs.extend(self.handler.process(msg) if self._per_message
-                               else self.handler.process_batch([msg]))
-            except KafkaException:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a poison input: dead-lettered, the processor goes on
-                outputs.append(self._dead_letter(msg, exc))
-        return outputs
-
-    def _dead_letter(self, msg: KafkaMessage, exc: BaseException) -> Output:
-        topic = dead_letter_topic(msg.topic(), self.group)
-        log.error("%s: %s: %s; dead-lettering it to %s in the transaction", _where(msg), type(exc).__name__,
-                  str(exc)[:200], topic)
-        self.stats.dead_lettered += 1
-        headers = dead_letter_headers(msg, h.decode(msg.headers()), self.group, exc)
-        return Output(topic, msg.key(), msg.value(), headers)
+        self.stats.dead_lettered = self._poison.dead_lettered
+        self._poison.done(batch)
 
     def _maybe_punctuate(self) -> None:
         now = time.monotonic()
@@ -443,6 +398,3 @@ class TransactionalProcessor:
             self._rewind(sorted(self.stats.assigned))
         self.handler.on_revoke(tps)
 
-
-def _where(msg: KafkaMessage) -> str:
-    return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"

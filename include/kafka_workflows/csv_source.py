@@ -240,6 +240,11 @@ class CsvJobSource:
                 self._raw.close()
         self._raw = None
 
+    @property
+    def positions(self) -> list[tuple[Column, int]]:
+        """Each schema column with its index in the file (-1: an optional column the file lacks)."""
+        return list(self._positions)
+
     def _check_header(self, header: list[str]) -> None:
         self.header = [cell.strip() for cell in header]
         self._width = len(header)

@@ -52,6 +52,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec
 from kafka_workflows import headers as h
 from kafka_workflows.config import check_reachable, client_config
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError, MessageDecodeError
+from kafka_workflows.indexcodec import decode_ranges, encode_ranges
 from kafka_workflows.messages import decode_value, encode_value
 from kafka_workflows.producer import Delivered, RequestProducer
 from kafka_workflows.topics import TopicSpec, ensure_topics
@@ -423,8 +424,9 @@ class RequestState:
             "updated_at": _iso(self.updated_ts),
             "completed_at": _iso(self.completed_ts) if self.completed_ts is not None else None,
             "meta": self.meta,
-            "completed_jobs": self.completed.ranges(),
-            "failed_jobs": self.failed.ranges(),
+            # Ranges while few, else a compressed bitmap: small in any completion order (indexcodec).
+            "completed_jobs": encode_ranges(self.completed.ranges()),
+            "failed_jobs": encode_ranges(self.failed.ranges()),
             "failure_reasons": {str(k): v for k, v in sorted(self.reasons.items())},
             "failure_reasons_truncated": self.reasons_truncated,
             "duplicates": self.duplicates,
@@ -440,7 +442,8 @@ class RequestState:
         completed_at = value.get("completed_at")
         return cls(
             request_id=value["request_id"], total=value.get("total"),
-            completed=IndexSet(value.get("completed_jobs", ())), failed=IndexSet(value.get("failed_jobs", ())),
+            completed=IndexSet(decode_ranges(value.get("completed_jobs"))),
+            failed=IndexSet(decode_ranges(value.get("failed_jobs"))),
             reasons={int(k): v for k, v in (value.get("failure_reasons") or {}).items()},
             meta=value.get("meta"), created_ts=_parse_iso(value.get("created_at")),
             updated_ts=_parse_iso(value.get("updated_at")),

@@ -143,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        name = self.path.removeprefix("/files/")
+        name = urllib.parse.urlsplit(self.path).path.removeprefix("/files/")
         path = self.server.files.get(name) if self.path.startswith("/files/") else None
         if path is None or not path.exists():
             self._reply(404, b'{"error": "not found"}')

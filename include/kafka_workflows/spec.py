@@ -39,6 +39,7 @@ from pydantic import (
     model_validator,
 )
 
+from kafka_workflows import yamlguard
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.policy import RetryPolicy
 
@@ -125,6 +126,22 @@ class OperatorArgs(_Spec):
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
 
+class SplitArgs(OperatorArgs):
+    """split: SplitToJobsOperator's keyword arguments; `allowed_sources` is declared for editors and checks."""
+
+    allowed_sources: list[str] | None = Field(
+        default=None, description="roots this step may read besides [kafka_workflows] allowed_sources, e.g. "
+        "file:///data/imports/, s3://imports/, https://exports.example.com/contacts/")
+
+    @model_validator(mode="after")
+    def _roots(self) -> Self:
+        for root in self.allowed_sources or ():
+            if not re.match(r"^([a-z][a-z0-9+.\-]*://|/)", root):
+                raise RuleError(("allowed_sources",), f"{root!r} is neither a URL (file://, s3://, https://...) "
+                                "nor an absolute path")
+        return self
+
+
 class StepSpec(_Spec):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True,
                               json_schema_extra={"oneOf": [{"required": [k]} for k in STEP_KINDS]})
@@ -135,7 +152,7 @@ class StepSpec(_Spec):
     retry_delay: NonNegativeFloat = Field(default=60.0, description="seconds between task retries")
     doc: str | None = None
     produce: ProduceSpec | None = None
-    split: OperatorArgs | None = None
+    split: SplitArgs | None = None
     await_: OperatorArgs | None = Field(default=None, alias="await")
     notify: OperatorArgs | None = None
     python: PythonSpec | None = None
@@ -345,6 +362,10 @@ def _check_duplicate_keys(node: yaml.Node | None, file: str) -> list[Problem]:
 
 def parse_spec(text: str, file: str = "<spec>") -> WorkflowSpec:
     """Validate one spec document; raise SpecError with every problem found."""
+    try:  # size, depth and alias expansion first: nothing pathological reaches the loader
+        yamlguard.check(text)
+    except yamlguard.YamlLimitError as exc:
+        raise SpecError(file, [Problem("", str(exc), exc.line)]) from None
     try:
         node = yaml.compose(text, Loader=_JsonTypesLoader)
         data = yaml.load(text, Loader=_JsonTypesLoader)
@@ -379,6 +400,9 @@ def parse_spec(text: str, file: str = "<spec>") -> WorkflowSpec:
 
 def load_spec(path: Path) -> WorkflowSpec:
     try:
+        if path.stat().st_size > yamlguard.MAX_BYTES:  # not even read
+            raise SpecError(str(path), [Problem("", f"the file is {path.stat().st_size:,} bytes; a workflow spec "
+                                                    f"may be at most {yamlguard.MAX_BYTES:,}")])
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), [Problem("", f"cannot read: {exc}")]) from exc
@@ -400,6 +424,8 @@ def load_specs(folder: Path) -> Iterator[tuple[Path, WorkflowSpec | SpecError]]:
             yield path, load_spec(path)
         except SpecError as exc:
             yield path, exc
+        except Exception as exc:  # noqa: BLE001 - whatever one file does, the others still load
+            yield path, SpecError(str(path), [Problem("", f"cannot be loaded ({type(exc).__name__})")])
 
 
 def json_schema() -> dict[str, Any]:

@@ -108,15 +108,16 @@ def under_prefix(url: str, prefix: str) -> bool:
     return path == root.rstrip("/") or path.startswith(root) or root == "/"
 
 
-def check_prefix(url: str, prefixes: Sequence[str], rule: str) -> None:
+def check_prefix(url: str, prefixes: Sequence[str], rule: str, shown: str | None = None) -> None:
     parts = urllib.parse.urlsplit(url)
+    shown = shown or printable(url)
     if parts.scheme.lower() not in DEFAULT_PORTS:
-        raise EgressRefused(f"{printable(url)}: only http:// and https:// URLs may be fetched")
+        raise EgressRefused(f"{shown}: only http:// and https:// URLs may be fetched")
     if has_dot_segments(parts.path):
-        raise EgressRefused(f"{printable(url)}: a '..' or '.' path segment is not allowed (path traversal)")
+        raise EgressRefused(f"{shown}: a '..' or '.' path segment is not allowed (path traversal)")
     if not any(under_prefix(url, p) for p in prefixes):
         allowed = ", ".join(prefixes) if prefixes else "nothing is configured"
-        raise EgressRefused(f"{printable(url)} is not under an allowed URL ({rule}; allowed: {allowed})")
+        raise EgressRefused(f"{shown} is not under an allowed URL ({rule}; allowed: {allowed})")
 
 
 def why_refused(address: IPAddress) -> str | None:
@@ -132,20 +133,20 @@ def why_refused(address: IPAddress) -> str | None:
     return "not public"
 
 
-def resolve(host: str, port: int, networks: Sequence[IPNetwork], url: str) -> list[str]:
+def resolve(host: str, port: int, networks: Sequence[IPNetwork], url: str, shown: str | None = None) -> list[str]:
     """Every address of `host`, each checked; one that is not allowed refuses the whole host."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise OSError(f"{printable(url)}: cannot resolve host {host!r} ({exc.strerror})") from exc
+        raise OSError(f"{shown or printable(url)}: cannot resolve host {host!r} ({exc.strerror})") from exc
     addresses: list[str] = []
     for info in infos:
         text = str(info[4][0]).split("%", 1)[0]
         address = ipaddress.ip_address(text)
         reason = why_refused(address)
         if reason is not None and not any(address in net for net in networks):
-            raise EgressRefused(f"{printable(url)}: {host} resolves to a {reason} address ({address}), refused "
-                                f"unless [{SECTION}] allowed_networks includes it")
+            raise EgressRefused(f"{shown or printable(url)}: {host} resolves to a {reason} address ({address}), "
+                                f"refused unless [{SECTION}] allowed_networks includes it")
         if text not in addresses:
             addresses.append(text)
     return addresses
@@ -181,13 +182,13 @@ class Egress:
     networks: tuple[IPNetwork, ...] = ()
     max_redirects: int = 5
 
-    def check(self, url: str) -> list[str]:
-        """Both rules for `url`; returns the addresses to connect to."""
-        check_prefix(url, self.prefixes, self.rule)
+    def check(self, url: str, shown: str | None = None) -> list[str]:
+        """Both rules for `url` (called `shown` in errors); returns the addresses to connect to."""
+        check_prefix(url, self.prefixes, self.rule, shown)
         parts = urllib.parse.urlsplit(url)
         _, host, port = _origin(parts)
         assert port is not None
-        return resolve(host, port, self.networks, url)
+        return resolve(host, port, self.networks, url, shown)
 
     def request(self, method: str, url: str, *, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None, timeout: float = 30.0,
@@ -195,32 +196,35 @@ class Egress:
         """Send one request (following GET redirects, each one checked). Returns a 2xx response
         (a stream: the caller closes it); raises HttpStatusError on another status, EgressRefused on a
         refusal, OSError when the server cannot be reached."""
+        shown = printable(url)  # after a redirect: the target's host only (the Location is the server's text)
         for _ in range(self.max_redirects + 1):
-            response = self._send(method, url, body, headers or {}, timeout)
+            response = self._send(method, url, body, headers or {}, timeout, shown)
             status = response.status
             if status in REDIRECTS:
                 location = response.getheader("Location")
                 response.close()
                 if not follow_redirects or location is None:
-                    raise HttpStatusError(status, printable(url))
+                    raise HttpStatusError(status, shown)
                 target = urllib.parse.urljoin(url, location)
+                target_shown = f"the redirect target on {urllib.parse.urlsplit(target).hostname or 'no host'}"
                 try:
-                    self.check(target)
+                    self.check(target, target_shown)
                 except EgressRefused as exc:
-                    raise EgressRefused(f"{printable(url)} redirected (HTTP {status}) to a URL that is refused: "
-                                        f"{exc}") from None
-                url, method, body = target, ("GET" if status == 303 else method), (None if status == 303 else body)
+                    raise EgressRefused(f"{shown} redirected (HTTP {status}) to a URL that is refused: {exc}") \
+                        from None
+                url, shown = target, target_shown
+                method, body = ("GET", None) if status == 303 else (method, body)
                 continue
             if not 200 <= status < 300:
                 retry_after = response.getheader("Retry-After")
                 response.close()
-                raise HttpStatusError(status, printable(url), retry_after)
+                raise HttpStatusError(status, shown, retry_after)
             return response
-        raise EgressRefused(f"{printable(url)}: more than {self.max_redirects} redirects")
+        raise EgressRefused(f"{shown}: more than {self.max_redirects} redirects")
 
     def _send(self, method: str, url: str, body: bytes | None, headers: Mapping[str, str],
-              timeout: float) -> http.client.HTTPResponse:
-        addresses = self.check(url)
+              timeout: float, shown: str | None = None) -> http.client.HTTPResponse:
+        addresses = self.check(url, shown)
         parts = urllib.parse.urlsplit(url)
         scheme, host, port = _origin(parts)
         assert port is not None
@@ -236,4 +240,5 @@ class Egress:
                 conn.close()
                 last = exc
         detail = getattr(last, "strerror", None) if isinstance(last, OSError) else None
-        raise OSError(f"{printable(url)}: no usable answer ({type(last).__name__}{': ' + detail if detail else ''})")
+        reason = type(last).__name__ + (f": {detail}" if detail else "")
+        raise OSError(f"{shown or printable(url)}: no usable answer ({reason})")

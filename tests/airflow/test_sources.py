@@ -164,8 +164,10 @@ def test_a_redirect_to_a_private_address_is_refused_before_following_it(
         server: WebhookReceiver, target: str) -> None:
     policy = _policy(f"{server.url}/files/", "http://169.254.169.254/", "http://10.1.2.3/", "http://[::1]:9/",
                      "http://[::ffff:127.0.0.1]:9/", "http://0.0.0.0:9/", networks=("127.0.0.1/32",))
-    with pytest.raises(SourceRefusedError, match=r"redirected \(HTTP 302\) to a URL that is refused: .* address"):
+    with pytest.raises(SourceRefusedError, match=r"redirected \(HTTP 302\) to a URL that is refused: the redirect "
+                                                  r"target on .* address") as info:
         open_source(f"{server.url}/files/redirect?to={target}", policy)
+    assert "meta-data" not in str(info.value) and "x.csv" not in str(info.value), "the Location is not quoted"
 
 
 def test_a_redirect_outside_the_allowed_prefixes_is_refused(server: WebhookReceiver,

@@ -416,3 +416,12 @@ def test_the_contacts_generator_and_schema_agree(tmp_path: Path) -> None:
         imported = {row["email"]: row for job in source.jobs() for row in job.rows}
     assert imported == generated.valid
     assert [b.row for b in source.bad.examples] == generated.bad_rows and generated.bad > 10
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 64])
+def test_lines_split_the_same_whatever_the_chunk_boundaries(chunk: int) -> None:
+    from kafka_workflows.csv_lines import BoundedLines
+
+    data = b"\xef\xbb\xbfa,b\r\nc\rd\n\r\ne\xc3\xa9\r\n\r"
+    lines = list(BoundedLines(io.BytesIO(data), Limits(), chunk=chunk))
+    assert lines == ["a,b\r\n", "c\r", "d\n", "\r\n", "eé\r\n", "\r"]

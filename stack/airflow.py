@@ -51,6 +51,7 @@ class AirflowStandalone:
         self.home.mkdir(parents=True, exist_ok=True)
         roles = {ADMIN: "admin", **(self.users or {})}
         passwords.write_text(json.dumps({user: self.password_of(user) for user in roles}))
+        (self.home / "imports").mkdir(exist_ok=True)
         env = {
             **os.environ,
             # standalone starts its components as `airflow ...` subprocesses, found on PATH
@@ -81,6 +82,9 @@ class AirflowStandalone:
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             # The HMAC secret of contacts_import's webhook notifications is this connection's password.
             "AIRFLOW_CONN_KW_WEBHOOK": json.dumps({"conn_type": "http", "password": self._secret("webhook-secret")}),
+            # Sources are allow-listed: the local stack imports CSVs from <home>/imports/ (.state/airflow/imports/
+            # for ./dev up); its secrets next to it are not readable through a split.
+            "AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_SOURCES": f"file://{self.home / 'imports'}/",
             **(self.extra_env or {}),
         }
         return env

@@ -33,6 +33,9 @@ os.environ.setdefault("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dum
 from stack.broker import Broker, free_port  # noqa: E402
 from tests.helpers.webhook import WebhookReceiver  # noqa: E402
 
+# The session's airflow standalone, shared by tests/e2e and tests/security.
+pytest_plugins = ["tests.helpers.standalone"]
+
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafka_workflows.csv_source import Column, Schema
 from kafka_workflows.errors import BatchItemFailed, NonRetryableError
 from kafka_workflows.handlers import batch_handler
 from kafka_workflows.messages import Message, MessageBatch
+from kafka_workflows.sources.csv_source import Column, Schema
 from kw_examples.db import connect
 
 JOBS_TOPIC = "contacts-import-jobs"

@@ -11,6 +11,7 @@ available to it.)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
@@ -65,8 +66,8 @@ def _operator(step: StepSpec, dag: DAG) -> BaseOperator:
             raise TypeError(f"{step.operator.class_} is not an Airflow operator class")
         return cls(**dict(step.operator.kwargs), **common)
     cls = resolve_callable(KIND_OPERATORS[step.kind], f"{step.kind} operator")
-    args = step.body.model_dump(by_alias=False, exclude_unset=False) if step.kind == "produce" else dict(
-        step.body.model_extra or {})
+    # produce: every field; split/await/notify: what the spec says (declared fields such as allowed_sources too).
+    args = step.body.model_dump(by_alias=False, exclude_unset=step.kind != "produce")
     return cls(**args, **common)  # type: ignore[no-any-return]
 
 
@@ -107,7 +108,9 @@ def build_dag(spec: WorkflowSpec, text: str = "", file: str = "<spec>") -> DAG:
 
 def _stand_in(path: Path, error: SpecError) -> DAG:
     """A visible, paused DAG that says what is wrong, for a spec that does not build."""
-    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    text = ""
+    with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read(64 * 1024)  # the name is near the top; a huge file is not read whole
     match = re.search(r"^name:\s*['\"]?([^'\"\n#]+?)['\"]?\s*(#.*)?$", text, re.MULTILINE)
     name = match.group(1).strip() if match and re.match(NAME, match.group(1).strip()) else f"invalid_{path.stem}"
     message = str(error)

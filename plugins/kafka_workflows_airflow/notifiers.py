@@ -4,9 +4,14 @@ They work in `NotifyOperator` (which puts the request's summary in the context a
 `notification`) and as ordinary task/DAG callbacks (then the summary is built from the context's
 XCom-free facts: dag, run, task state).
 
-- `WebhookNotifier`: JSON POST, signed with HMAC-SHA256 over the exact body bytes
-  (`X-KW-Signature: sha256=<hex>`), secret from an Airflow connection (its password) or variable;
-  retries with exponential backoff on 5xx/408/429 and connection errors, never follows redirects.
+- `WebhookNotifier`: JSON POST, signed Stripe-style with a timestamp:
+  `X-KW-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, secret from an Airflow
+  connection (its password) or variable; a receiver checks it with `verify()`, which rejects a
+  signature older (or further in the future) than its tolerance, so a captured delivery cannot be
+  replayed later. Only URLs under `[kafka_workflows] allowed_callbacks` are posted to, and only to
+  public addresses unless `[kafka_workflows] allowed_networks` says otherwise (see `egress`).
+  Retries with exponential backoff on 5xx/408/429 and connection errors (signed afresh each time),
+  never follows redirects; errors carry the status code only.
 - `LogNotifier`: one line in the task log (and the payload as JSON).
 - `EmailNotifier`: the SMTP provider's `SmtpNotifier` (Airflow's SMTP connection/settings) with a
   subject and body made for this summary; skipped when no recipient is given.
@@ -17,16 +22,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseNotifier, Context
+
+from kafka_workflows.store.indexcodec import decode_ranges
+from kafka_workflows_airflow.egress import (
+    SECTION,
+    Egress,
+    EgressRefused,
+    HttpStatusError,
+    allowed_networks,
+    config_list,
+    printable,
+)
 
 SIGNATURE_HEADER = "X-KW-Signature"
 DELIVERY_HEADER = "X-KW-Delivery"  # stable per request: lets a receiver drop a retried delivery
@@ -57,7 +72,7 @@ def notification_payload(result: Mapping[str, Any] | None, context: Mapping[str,
     """
     value = dict(result or {})
     meta = value.get("meta") or {}
-    failed_jobs, truncated = _expand(value.get("failed_jobs") or (), max_failed)
+    failed_jobs, truncated = _expand(decode_ranges(value.get("failed_jobs")), max_failed)
     payload: dict[str, Any] = {
         "request_id": value.get("request_id"),
         "status": value.get("status"),
@@ -93,29 +108,32 @@ def _context_payload(context: Mapping[str, Any]) -> dict[str, Any]:
             "task_id": getattr(ti, "task_id", None), "state": str(getattr(ti, "state", None) or "")}
 
 
-def _printable_url(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+_printable_url = printable
+_SIGNATURE = re.compile(r"^t=(\d{1,12}),v1=([0-9a-f]{64})$")
+CALLBACK_RULE = f"[{SECTION}] allowed_callbacks"
 
 
-def sign(secret: str | bytes, body: bytes) -> str:
-    """The X-KW-Signature value of `body`: "sha256=" + hex HMAC-SHA256 with `secret`."""
+def sign(secret: str | bytes, body: bytes, timestamp: int | None = None) -> str:
+    """The X-KW-Signature value of `body` at `timestamp` (now): "t=<unix>,v1=<hex HMAC-SHA256 of '<t>.<body>'>"."""
     key = secret.encode() if isinstance(secret, str) else secret
-    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+    t = int(time.time()) if timestamp is None else int(timestamp)
+    return f"t={t},v1=" + hmac.new(key, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def verify(secret: str | bytes, body: bytes, signature: str | None) -> bool:
-    """What a receiver does: constant-time comparison of the header with the expected signature."""
-    return signature is not None and hmac.compare_digest(sign(secret, body), signature)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """urllib turns a redirected POST into a GET without body: refuse, so the error names the new URL."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+def verify(secret: str | bytes, body: bytes, header: str | None, tolerance: float = 300,
+           now: float | None = None) -> bool:
+    """What a receiver does: True only for a well-formed header whose HMAC matches (constant time)
+    and whose timestamp is within `tolerance` seconds of `now`. Never raises."""
+    try:
+        match = _SIGNATURE.match(header.strip()) if isinstance(header, str) else None
+        if match is None:
+            return False
+        t = int(match.group(1))
+        if abs((time.time() if now is None else now) - t) > tolerance:
+            return False
+        return hmac.compare_digest(sign(secret, body, t), f"t={t},v1={match.group(2)}")
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 class WebhookNotifier(BaseNotifier):
@@ -172,45 +190,55 @@ class WebhookNotifier(BaseNotifier):
             return
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise WebhookError(f"webhook URL {_printable_url(url)!r} must be http:// or https://")
+        egress = Egress(tuple(config_list("allowed_callbacks")), CALLBACK_RULE, allowed_networks())
+        try:
+            egress.check(url)  # before the payload is even built: nothing leaves for a refused URL
+        except EgressRefused as exc:
+            raise WebhookError(f"webhook refused: {exc}") from None
+        except OSError as exc:  # DNS: may pass on a later attempt of post()
+            self.log.warning("webhook %s: %s", _printable_url(url), exc)
         payload = _context_payload(context)
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True, default=str).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "kafka-workflows",
                    DELIVERY_HEADER: str(payload.get("request_id") or uuid.uuid4()), **self.headers}
         secret = self._secret()
-        if secret is not None:
-            headers[SIGNATURE_HEADER] = sign(secret, body)
-        else:
+        if secret is None:
             self.log.warning("no secret_conn_id/secret_variable: the webhook to %s is sent unsigned",
                              _printable_url(url))
-        self.post(url, body, headers)
+        self.post(url, body, headers, secret, egress)
 
-    def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> int:
-        """POST `body`, retrying what may pass on a later attempt; returns the HTTP status."""
-        opener = urllib.request.build_opener(_NoRedirect)
+    def post(self, url: str, body: bytes, headers: Mapping[str, str], secret: str | None = None,
+             egress: Egress | None = None) -> int:
+        """POST `body` (signed with `secret` at each attempt), retrying what may pass on a later attempt;
+        returns the HTTP status."""
+        egress = egress or Egress(tuple(config_list("allowed_callbacks")), CALLBACK_RULE, allowed_networks())
         shown = _printable_url(url)
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
             retry_after: float | None = None
+            signed = {**headers, SIGNATURE_HEADER: sign(secret, body)} if secret is not None else dict(headers)
             try:
-                request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
-                with opener.open(request, timeout=self.timeout) as response:
+                response = egress.request("POST", url, body=body, headers=signed, timeout=self.timeout,
+                                          follow_redirects=False)
+                with response:
                     response.read(65536)
-                    self.log.info("webhook POST %s: HTTP %d in %.0f ms (attempt %d/%d)", shown, response.status,
-                                  1000 * (time.monotonic() - started), attempt, attempts)
-                    return int(response.status)
-            except urllib.error.HTTPError as exc:
-                status, reason = exc.code, exc.reason
-                retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-                exc.close()
+                self.log.info("webhook POST %s: HTTP %d in %.0f ms (attempt %d/%d)", shown, response.status,
+                              1000 * (time.monotonic() - started), attempt, attempts)
+                return int(response.status)
+            except EgressRefused as exc:
+                raise WebhookError(f"webhook refused: {exc}") from None
+            except HttpStatusError as exc:
+                status = exc.status
+                retry_after = _retry_after(exc.retry_after)
                 if 300 <= status < 400:
-                    raise WebhookError(f"webhook {shown} redirected (HTTP {status}) to "
-                                       f"{exc.headers.get('Location')!r}: configure that URL instead") from exc
+                    raise WebhookError(f"webhook {shown} redirected (HTTP {status}); redirects are not followed: "
+                                       "configure the final URL") from None
                 if status < 500 and status not in (408, 429):
-                    raise WebhookError(f"webhook {shown} refused the notification: HTTP {status} {reason}") from exc
-                problem = f"HTTP {status} {reason}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-                problem = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+                    raise WebhookError(f"webhook {shown} refused the notification: HTTP {status}") from None
+                problem = f"HTTP {status}"
+            except OSError as exc:
+                problem = str(exc)
             if attempt == attempts:
                 raise WebhookError(f"webhook {shown} failed after {attempts} attempt(s); last: {problem}")
             delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)

@@ -13,6 +13,7 @@ import pytest
 
 from kw_examples.payment_provider import PaymentProvider
 from stack.broker import Broker
+from tests.helpers.webhook import WebhookReceiver
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +45,17 @@ def examples_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "examples.sqlite"
     monkeypatch.setenv("KW_EXAMPLES_DB", str(path))
     return path
+
+
+@pytest.fixture(autouse=True)
+def _allowed_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sources are allow-listed: each test may read the files it writes under its tmp_path."""
+    monkeypatch.setenv("AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_SOURCES", f"file://{tmp_path}/")
+    for option in ("ALLOWED_CALLBACKS", "ALLOWED_NETWORKS"):
+        monkeypatch.delenv(f"AIRFLOW__KAFKA_WORKFLOWS__{option}", raising=False)
+
+
+@pytest.fixture
+def receiver(receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch, _allowed_sources: None) -> WebhookReceiver:
+    """The loopback receiver, allowed explicitly as a source and a callback (loopback is refused by default)."""
+    return receiver.allow(monkeypatch)

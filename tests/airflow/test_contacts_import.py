@@ -59,9 +59,9 @@ def names() -> dict[str, str]:
 
 
 @pytest.fixture
-def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[WebhookReceiver]:
+def webhook(monkeypatch: pytest.MonkeyPatch, _allowed_sources: None) -> Iterator[WebhookReceiver]:
     monkeypatch.setenv("AIRFLOW_CONN_KW_WEBHOOK", json.dumps({"conn_type": "http", "password": SECRET}))
-    server = WebhookReceiver().start_in_thread()
+    server = WebhookReceiver().start_in_thread().allow(monkeypatch)
     yield server
     server.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 from typing import Any
 
@@ -55,14 +56,33 @@ def test_the_payload_expands_failed_jobs_and_carries_the_import_counts() -> None
     assert len(many["failed_jobs"]) == 100 and many["failed_jobs_truncated"] is True
 
 
-def test_signature_is_hmac_sha256_of_the_exact_body() -> None:
+def test_signature_is_hmac_sha256_of_the_timestamp_and_the_exact_body() -> None:
     import hashlib
     import hmac
 
     body = b'{"a":1}'
-    assert sign("k", body) == "sha256=" + hmac.new(b"k", body, hashlib.sha256).hexdigest()
+    assert sign("k", body, 1_700_000_000) == "t=1700000000,v1=" + hmac.new(
+        b"k", b"1700000000." + body, hashlib.sha256).hexdigest()
     assert verify("k", body, sign("k", body)) and not verify("k", body + b" ", sign("k", body))
-    assert not verify("k", body, None)
+    assert not verify("other", body, sign("k", body)) and not verify("k", body, None)
+
+
+def test_verify_rejects_old_and_future_signatures_outside_the_tolerance() -> None:
+    body, now = b"{}", 1_800_000_000
+    assert verify("k", body, sign("k", body, now - 299), now=now)
+    assert not verify("k", body, sign("k", body, now - 301), now=now), "a replayed old delivery"
+    assert not verify("k", body, sign("k", body, now + 301), now=now), "a signature from the future"
+    assert verify("k", body, sign("k", body, now - 3000), tolerance=3600, now=now)
+    forged = sign("k", body, now - 1000).replace("t=1799999000", f"t={now}")  # a new t on an old HMAC
+    assert not verify("k", body, forged, now=now)
+
+
+@pytest.mark.parametrize("header", [
+    "", "sha256=abc", "t=,v1=", "t=abc,v1=" + "0" * 64, "t=1,v1=" + "z" * 64, "t=1" + "0" * 400 + ",v1=00",
+    "v1=" + "0" * 64 + ",t=1", "t=1,v1=" + "0" * 63, "\x00\xff", 12, b"t=1,v1=00", ["t=1"], "t=1,v1=" + "é" * 64,
+])
+def test_verify_never_raises_on_a_malformed_header(header: Any) -> None:
+    assert verify("k", b"{}", header) is False
 
 
 def test_webhook_posts_signed_json_once(receiver: WebhookReceiver, secret_conn: str) -> None:
@@ -70,7 +90,8 @@ def test_webhook_posts_signed_json_once(receiver: WebhookReceiver, secret_conn: 
     [delivery] = receiver.deliveries
     assert delivery.path == "/done" and delivery.status == 200
     assert delivery.header("Content-Type") == "application/json"
-    assert delivery.header(SIGNATURE_HEADER) == sign("s3cr3t", delivery.body) and delivery.signed_with("s3cr3t")
+    assert re.fullmatch(r"t=\d+,v1=[0-9a-f]{64}", delivery.header(SIGNATURE_HEADER) or "")
+    assert delivery.signed_with("s3cr3t") and not delivery.signed_with("s3cr3t", tolerance=-1)
     assert delivery.header(DELIVERY_HEADER) == RESULT["request_id"]
     assert delivery.json == notification_payload(RESULT)
 
@@ -97,10 +118,12 @@ def test_webhook_does_not_retry_a_4xx(receiver: WebhookReceiver) -> None:
     assert len(receiver.deliveries) == 1
 
 
-def test_webhook_retries_connection_errors() -> None:
+def test_webhook_retries_connection_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    monkeypatch.setenv("AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_CALLBACKS", f"http://127.0.0.1:{port}/")
+    monkeypatch.setenv("AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_NETWORKS", "127.0.0.0/8")
     notifier = WebhookNotifier(url=f"http://127.0.0.1:{port}/x?token=abc", retries=1, backoff=0.01, timeout=2)
     with pytest.raises(WebhookError, match=rf"127\.0\.0\.1:{port}/x\?… failed after 2 attempt\(s\)") as info:
         notifier.notify(_context())  # type: ignore[arg-type]
@@ -172,3 +195,52 @@ def test_notify_operator_runs_every_notifier_and_fails_naming_the_broken_one(
         NotifyOperator(task_id="notify", result="oops", notifiers=[LogNotifier()]).execute({})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at least one notifier"):
         NotifyOperator(task_id="notify", result=RESULT, notifiers=[])
+
+
+# -- callbacks are allow-listed -------------------------------------------------------------
+@pytest.fixture
+def stranger() -> Any:
+    """A loopback server nobody allowed, which records whether it was contacted."""
+    server = WebhookReceiver("127.0.0.2").start_in_thread()
+    yield server
+    server.stop()
+
+
+def test_a_callback_url_outside_allowed_callbacks_is_refused_before_anything_is_sent(
+        stranger: WebhookReceiver, receiver: WebhookReceiver) -> None:
+    with pytest.raises(WebhookError, match=r"webhook refused: http://127\.0\.0\.2:\d+/hook\?… is not under an allowed "
+                                           r"URL \(\[kafka_workflows\] allowed_callbacks; allowed: http://127"):
+        WebhookNotifier(url=f"{stranger.url}/hook?token=t0k").notify(_context())  # type: ignore[arg-type]
+    assert not stranger.contacted()
+
+
+def test_an_allowed_callback_host_on_a_loopback_address_is_refused_unless_its_network_is_allowed(
+        stranger: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_CALLBACKS", f"{stranger.url}/")
+    monkeypatch.setenv("AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_NETWORKS", "127.0.0.1/32")
+    with pytest.raises(WebhookError, match=r"127\.0\.0\.2 resolves to a loopback address \(127\.0\.0\.2\), refused "
+                                           r"unless \[kafka_workflows\] allowed_networks includes it"):
+        WebhookNotifier(url=f"{stranger.url}/hook").notify(_context())  # type: ignore[arg-type]
+    assert not stranger.contacted()
+
+
+def test_a_host_name_is_checked_after_dns_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_CALLBACKS", "http://localhost:9/")
+    with pytest.raises(WebhookError, match=r"localhost resolves to a loopback address"):
+        WebhookNotifier(url="http://localhost:9/hook").notify(_context())  # type: ignore[arg-type]
+
+
+def test_a_redirecting_webhook_is_not_followed_and_its_location_is_not_quoted(
+        receiver: WebhookReceiver, stranger: WebhookReceiver) -> None:
+    notifier = WebhookNotifier(url=f"{receiver.url}/hook?to={stranger.url}/secret-target", backoff=0.01)
+    receiver.fail_next, receiver.fail_with = 1, 307
+    with pytest.raises(WebhookError, match=r"redirected \(HTTP 307\); redirects are not followed") as info:
+        notifier.notify(_context())  # type: ignore[arg-type]
+    assert "secret-target" not in str(info.value) and not stranger.contacted()
+
+
+def test_an_http_error_gives_the_status_code_only(receiver: WebhookReceiver) -> None:
+    receiver.fail_next, receiver.fail_with = 1, 418
+    with pytest.raises(WebhookError) as info:
+        WebhookNotifier(url=f"{receiver.url}/x", backoff=0.01).notify(_context())  # type: ignore[arg-type]
+    assert str(info.value).endswith("refused the notification: HTTP 418") and "Teapot" not in str(info.value)

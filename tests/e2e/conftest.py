@@ -1,31 +1,16 @@
-"""One `airflow standalone` for every end-to-end test of the session (starting one takes a minute).
-
-It has two users: `admin` (role admin) and `viewer` (role viewer: reads, never acts).
-"""
+"""End-to-end tests share the session's `airflow standalone` (tests/helpers/standalone.py, a plugin of
+tests/conftest.py) with tests/security; `receiver` here is the session receiver the stack may reach."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-
 import pytest
 
-from stack.airflow import AirflowStandalone
-from stack.broker import Broker, free_port
+from tests.helpers.standalone import VIEWER, WEBHOOK_SECRET, emptied
+from tests.helpers.webhook import WebhookReceiver
 
-# The HMAC secret of the contacts import's webhook (the password of connection kw_webhook).
-WEBHOOK_SECRET = "e2e-webhook-secret"
-VIEWER = "viewer"
+__all__ = ["VIEWER", "WEBHOOK_SECRET"]
 
 
-@pytest.fixture(scope="session")
-def standalone(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStandalone]:
-    home = tmp_path_factory.mktemp("standalone")
-    db = home / "examples.sqlite"
-    instance = AirflowStandalone(home, free_port(), broker.bootstrap_servers, users={VIEWER: "viewer"}, extra_env={
-        "KW_EXAMPLES_DB": str(db),
-        "AIRFLOW_CONN_KW_WEBHOOK": json.dumps({"conn_type": "http", "password": WEBHOOK_SECRET}),
-    })
-    instance.start()
-    yield instance
-    instance.stop()
+@pytest.fixture
+def receiver(stack_receiver: WebhookReceiver) -> WebhookReceiver:
+    return emptied(stack_receiver)

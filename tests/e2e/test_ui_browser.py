@@ -187,7 +187,9 @@ def test_the_dead_letter_explorer_filters_dry_runs_and_replays_and_the_replay_is
 
 def test_the_run_tab_of_a_contacts_import_shows_progress_reach_100_percent_and_succeeded(
         page: Page, standalone: AirflowStandalone, tmp_path: Path) -> None:
-    generated = contacts.write_csv(tmp_path / "contacts.csv", 3_030, bad_every=101, missing_every=0)
+    # Sources are read only under the allowed roots: the stack allows its home's imports/ folder.
+    generated = contacts.write_csv(standalone.home / "imports" / f"ui-{tmp_path.name}.csv", 3_030, bad_every=101,
+                                   missing_every=0)
     running = Processes(standalone.env(), tmp_path)
     try:
         running.start("store-processor", "store-processor", "--store", contacts.STORE)

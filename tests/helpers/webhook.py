@@ -1,19 +1,29 @@
 """A real HTTP server on loopback for the aggregation tests: a webhook receiver and a CSV file server.
 
 POST /<anything> records the delivery (headers, exact body bytes, arrival time) and answers 200,
-or `fail_with` for the next `fail_next` deliveries. GET /files/<name> streams a registered file.
+or `fail_with` for the next `fail_next` deliveries. GET /files/<name> streams a registered file;
+GET /redirect?to=<url> answers 302 to that URL. Every request is recorded in `requests` (method,
+path), so a test can tell whether anything reached the server at all.
+
+Sources and callbacks are allow-listed (`[kafka_workflows] allowed_sources`, `allowed_callbacks`,
+`allowed_networks`): `allow(monkeypatch)` (or `allow_env()`) allows this server's URL, and its
+loopback address, explicitly.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from kafka_workflows_airflow.notifiers import SIGNATURE_HEADER, verify
 
@@ -34,8 +44,9 @@ class Delivery:
         """Header names are case-insensitive (urllib sends X-Kw-Signature as "X-kw-signature")."""
         return self.headers.get(name.lower())
 
-    def signed_with(self, secret: str) -> bool:
-        return verify(secret, self.body, self.header(SIGNATURE_HEADER))
+    def signed_with(self, secret: str, tolerance: float = 300) -> bool:
+        """What a receiver checks: the HMAC of "<t>.<body>" and a timestamp within `tolerance` of now."""
+        return verify(secret, self.body, self.header(SIGNATURE_HEADER), tolerance)
 
 
 class WebhookReceiver(ThreadingHTTPServer):
@@ -45,6 +56,7 @@ class WebhookReceiver(ThreadingHTTPServer):
         super().__init__((host, port), _Handler)
         self.lock = threading.Lock()
         self.deliveries: list[Delivery] = []  # every POST, accepted or not
+        self.requests: list[tuple[str, str]] = []  # every request: (method, path)
         self.files: dict[str, Path] = {}
         self.fail_next = 0
         self.fail_with = 503
@@ -61,6 +73,26 @@ class WebhookReceiver(ThreadingHTTPServer):
     def serve_file(self, path: Path) -> str:
         self.files[path.name] = path
         return f"{self.url}/files/{path.name}"
+
+    def allow_env(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment that allows this server as a source and a callback (loopback included)."""
+        env = dict(os.environ if env is None else env)
+        host = str(self.server_address[0])
+        for option, value in (("ALLOWED_SOURCES", f"{self.url}/files/"), ("ALLOWED_CALLBACKS", f"{self.url}/"),
+                              ("ALLOWED_NETWORKS", f"{host}/32")):
+            key = f"AIRFLOW__KAFKA_WORKFLOWS__{option}"
+            env[key] = f"{env[key]}, {value}" if env.get(key) else value
+        return env
+
+    def allow(self, monkeypatch: pytest.MonkeyPatch) -> WebhookReceiver:
+        for key, value in self.allow_env({k: v for k, v in os.environ.items()
+                                          if k.startswith("AIRFLOW__KAFKA_WORKFLOWS__")}).items():
+            monkeypatch.setenv(key, value)
+        return self
+
+    def contacted(self) -> bool:
+        with self.lock:
+            return bool(self.requests)
 
     def accepted(self, path: str | None = None) -> list[Delivery]:
         with self.lock:
@@ -80,12 +112,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, status: int, body: bytes = b"{}") -> None:
         self.send_response(status)
+        if 300 <= status < 400:  # a failing POST may redirect too: to the `to` query parameter
+            target = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("to", [""])[0]
+            self.send_header("Location", target)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
     def do_POST(self) -> None:
+        with self.server.lock:
+            self.server.requests.append(("POST", self.path))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         with self.server.lock:
             status = 200
@@ -97,7 +134,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(status)
 
     def do_GET(self) -> None:
-        name = self.path.removeprefix("/files/")
+        with self.server.lock:
+            self.server.requests.append(("GET", self.path))
+        if self.path.startswith(("/redirect?", "/files/redirect?")):
+            target = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("to", [""])[0]
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        name = urllib.parse.urlsplit(self.path).path.removeprefix("/files/")
         path = self.server.files.get(name) if self.path.startswith("/files/") else None
         if path is None or not path.exists():
             self._reply(404, b'{"error": "not found"}')

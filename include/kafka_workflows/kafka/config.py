@@ -30,7 +30,9 @@ def kafka_config_from_env(environ: Mapping[str, str] | None = None) -> KafkaConf
         try:
             extra = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"KAFKA_CONFIG is not valid JSON ({exc.msg} at char {exc.pos}): {raw[:80]!r}") from exc
+            # Never the value: KAFKA_CONFIG holds SASL passwords and keys.
+            raise ConfigError(f"KAFKA_CONFIG is not valid JSON ({exc.msg} at char {exc.pos} of {len(raw)}); "
+                              "its value is not shown (it may hold secrets)") from None
         if not isinstance(extra, dict):
             raise ConfigError(f"KAFKA_CONFIG must be a JSON object of librdkafka settings, got {type(extra).__name__}")
         config.update(extra)

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from kafka_workflows.errors import ConfigError
+from kafka_workflows.spec import yamlguard
 from kafka_workflows.spec.model import DOTTED, NAME, TEMPLATED_TOPIC, RuleError, WorkflowSpec
 
 
@@ -123,6 +124,10 @@ def _check_duplicate_keys(node: yaml.Node | None, file: str) -> list[Problem]:
 
 def parse_spec(text: str, file: str = "<spec>") -> WorkflowSpec:
     """Validate one spec document; raise SpecError with every problem found."""
+    try:  # size, depth and alias expansion first: nothing pathological reaches the loader
+        yamlguard.check(text)
+    except yamlguard.YamlLimitError as exc:
+        raise SpecError(file, [Problem("", str(exc), exc.line)]) from None
     try:
         node = yaml.compose(text, Loader=JsonTypesLoader)
         data = yaml.load(text, Loader=JsonTypesLoader)
@@ -157,6 +162,9 @@ def parse_spec(text: str, file: str = "<spec>") -> WorkflowSpec:
 
 def load_spec(path: Path) -> WorkflowSpec:
     try:
+        if path.stat().st_size > yamlguard.MAX_BYTES:  # not even read
+            raise SpecError(str(path), [Problem("", f"the file is {path.stat().st_size:,} bytes; a workflow spec "
+                                                    f"may be at most {yamlguard.MAX_BYTES:,}")])
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), [Problem("", f"cannot read: {exc}")]) from exc
@@ -178,6 +186,8 @@ def load_specs(folder: Path) -> Iterator[tuple[Path, WorkflowSpec | SpecError]]:
             yield path, load_spec(path)
         except SpecError as exc:
             yield path, exc
+        except Exception as exc:  # noqa: BLE001 - whatever one file does, the others still load
+            yield path, SpecError(str(path), [Problem("", f"cannot be loaded ({type(exc).__name__})")])
 
 
 def json_schema() -> dict[str, Any]:

@@ -117,6 +117,22 @@ class OperatorArgs(_Spec):
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
 
+class SplitArgs(OperatorArgs):
+    """split: SplitToJobsOperator's keyword arguments; `allowed_sources` is declared for editors and checks."""
+
+    allowed_sources: list[str] | None = Field(
+        default=None, description="roots this step may read besides [kafka_workflows] allowed_sources, e.g. "
+        "file:///data/imports/, s3://imports/, https://exports.example.com/contacts/")
+
+    @model_validator(mode="after")
+    def _roots(self) -> Self:
+        for root in self.allowed_sources or ():
+            if not re.match(r"^([a-z][a-z0-9+.\-]*://|/)", root):
+                raise RuleError(("allowed_sources",), f"{root!r} is neither a URL (file://, s3://, https://...) "
+                                "nor an absolute path")
+        return self
+
+
 class StepSpec(_Spec):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True,
                               json_schema_extra={"oneOf": [{"required": [k]} for k in STEP_KINDS]})
@@ -127,7 +143,7 @@ class StepSpec(_Spec):
     retry_delay: NonNegativeFloat = Field(default=60.0, description="seconds between task retries")
     doc: str | None = None
     produce: ProduceSpec | None = None
-    split: OperatorArgs | None = None
+    split: SplitArgs | None = None
     await_: OperatorArgs | None = Field(default=None, alias="await")
     notify: OperatorArgs | None = None
     python: PythonSpec | None = None

@@ -31,6 +31,7 @@ from confluent_kafka import Message as KafkaMessage
 from kafka_workflows.messages import decode_value
 from kafka_workflows.store.commands import COMPLETE, FAIL, INIT, Command
 from kafka_workflows.store.errors import StoreError
+from kafka_workflows.store.indexcodec import decode_ranges, encode_ranges
 from kafka_workflows.store.indexset import IndexSet
 
 PENDING = "pending"
@@ -140,8 +141,9 @@ class RequestState:
             "updated_at": _iso(self.updated_ts),
             "completed_at": _iso(self.completed_ts) if self.completed_ts is not None else None,
             "meta": self.meta,
-            "completed_jobs": self.completed.ranges(),
-            "failed_jobs": self.failed.ranges(),
+            # Ranges while few, else a compressed bitmap: small in any completion order (store/indexcodec.py).
+            "completed_jobs": encode_ranges(self.completed.ranges()),
+            "failed_jobs": encode_ranges(self.failed.ranges()),
             "failure_reasons": {str(k): v for k, v in sorted(self.reasons.items())},
             "failure_reasons_truncated": self.reasons_truncated,
             "duplicates": self.duplicates,
@@ -157,7 +159,8 @@ class RequestState:
         completed_at = value.get("completed_at")
         return cls(
             request_id=value["request_id"], total=value.get("total"),
-            completed=IndexSet(value.get("completed_jobs", ())), failed=IndexSet(value.get("failed_jobs", ())),
+            completed=IndexSet(decode_ranges(value.get("completed_jobs"))),
+            failed=IndexSet(decode_ranges(value.get("failed_jobs"))),
             reasons={int(k): v for k, v in (value.get("failure_reasons") or {}).items()},
             meta=value.get("meta"), created_ts=_parse_iso(value.get("created_at")),
             updated_ts=_parse_iso(value.get("updated_at")),

@@ -1,4 +1,9 @@
-"""Events aggregation, step 1: split a CSV into job messages plus the store's init(total), in ONE transaction."""
+"""Events aggregation, step 1: split a CSV into job messages plus the store's init(total), in ONE transaction.
+
+The source is opened by `kafka_workflows_airflow.sources` (allow-listed roots, ObjectStoragePath,
+guarded http) and parsed by the core as a bounded stream; every job message is checked against
+the topic's message size limit before it is produced.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +14,29 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from kafka_workflows.csv_source import (
+from kafka_workflows.kafka.config import check_reachable
+from kafka_workflows.kafka.msgsize import MessageTooLargeError, message_limit
+from kafka_workflows.messages import encode_value, request_id_for
+from kafka_workflows.sources.csv_source import (
     BAD_ROW_MODES,
     CsvJobSource,
     CsvSourceError,
+    Limits,
     Schema,
     SourceUnreadableError,
     describe_source,
 )
-from kafka_workflows.kafka.config import check_reachable
-from kafka_workflows.messages import request_id_for
 from kafka_workflows.split.jobs import jobs_transactional_id, produce_jobs
 from kafka_workflows.store import StoreClient, StoreError
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
+from kafka_workflows_airflow.sources import SourcePolicy, open_source, step_roots
 
 SchemaSpec = Schema | Mapping[str, Any] | Sequence[Mapping[str, Any]] | str
 
 
 class SplitToJobsOperator(BaseOperator):
-    """Read `source` (a CSV: path, file:// or http(s):// URL), validate it against `schema`, and
+    """Read `source` (a CSV: an absolute path, a file://, s3://, gs://, ... or http(s):// URL under an
+    allowed root, see `kafka_workflows_airflow.sources`), validate it against `schema`, and
     produce one job message per `rows_per_job` valid rows to `topic`, together with `init(total)`
     of store `store`, in one Kafka transaction.
 
@@ -47,6 +56,12 @@ class SplitToJobsOperator(BaseOperator):
 
     `schema` is a `Schema`, a mapping/list the schema parser accepts, or the dotted path of one
     (e.g. "kw_examples.contacts.SCHEMA").
+
+    Untrusted input: `allowed_sources` adds roots to `[kafka_workflows] allowed_sources`; a source
+    elsewhere fails before a byte is read. `source_conn_id` is the Airflow connection of an object
+    store. `limits` (max_line_bytes, max_record_bytes, max_columns, max_field_chars) bound the memory
+    a file can take. A job message larger than the topic accepts (or `max_message_bytes`) fails the
+    task naming the job and its rows, before it is produced. Errors never quote the file.
     """
 
     template_fields: Sequence[str] = ("source", "topic", "store", "rows_per_job", "on_bad_rows")
@@ -55,7 +70,9 @@ class SplitToJobsOperator(BaseOperator):
     def __init__(self, *, source: str, topic: str, store: str, schema: SchemaSpec, rows_per_job: int | str = 500,
                  on_bad_rows: str = "skip", max_bad_examples: int = 10, workflow: str | None = None,
                  partitions: int = 3, delimiter: str = ",", source_timeout: float = 60.0,
-                 transaction_timeout_ms: int = 300_000,
+                 transaction_timeout_ms: int = 300_000, allowed_sources: Sequence[str] | str | None = None,
+                 source_conn_id: str | None = None, limits: Mapping[str, int] | None = None,
+                 max_message_bytes: int | None = None,
                  kafka_config_id: str = KafkaWorkflowsHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.source = source
@@ -71,6 +88,10 @@ class SplitToJobsOperator(BaseOperator):
         self.source_timeout = source_timeout
         self.transaction_timeout_ms = transaction_timeout_ms
         self.kafka_config_id = kafka_config_id
+        self.allowed_sources = allowed_sources
+        self.source_conn_id = source_conn_id
+        self.limits = dict(limits or {})
+        self.max_message_bytes = max_message_bytes
 
     # -- inputs, validated before any I/O ---------------------------------------------------
     def _source(self) -> str:
@@ -131,37 +152,55 @@ class SplitToJobsOperator(BaseOperator):
         if existing is not None:
             return self._push(ti, self._already_registered(request_id, existing))
 
-        csv_jobs = CsvJobSource(source, schema, rows_per_job=rows_per_job, on_bad_rows=on_bad_rows,  # type: ignore[arg-type]
-                                max_examples=self.max_bad_examples, delimiter=self.delimiter,
-                                timeout=self.source_timeout)
         try:
-            csv_jobs.open()  # header checked here: a bad file fails before any topic or transaction exists
+            limits = Limits(**self.limits)
+        except (TypeError, ValueError) as exc:
+            raise AirflowFailException(f"{self.task_id}: invalid limits: {exc}") from exc
+        limit = message_limit(config, self.topic, self.max_message_bytes)
+        try:
+            # The allow-list is checked here, before a byte is read; the header right after.
+            stream = open_source(source, SourcePolicy.load(step_roots(self.allowed_sources)),
+                                 conn_id=self.source_conn_id, timeout=self.source_timeout)
+            csv_jobs = CsvJobSource(stream, schema, rows_per_job=rows_per_job, on_bad_rows=on_bad_rows,  # type: ignore[arg-type]
+                                    max_examples=self.max_bad_examples, delimiter=self.delimiter, limits=limits,
+                                    name=describe_source(source))
+            csv_jobs.open()  # a bad file fails before any topic or transaction exists
         except SourceUnreadableError:
             raise
-        except CsvSourceError as exc:
-            raise AirflowFailException(str(exc)) from exc
-        self.log.info("splitting %s (columns %s) into jobs of %d row(s) for %s in store %r",
-                      csv_jobs.name, csv_jobs.header, rows_per_job, request_id, self.store)
+        except CsvSourceError as exc:  # refused, empty, bad header, over a limit: retrying cannot help
+            raise AirflowFailException(str(exc)) from None
+        self.log.info("splitting %s (%d column(s), the schema's found: %s) into jobs of %d row(s) for %s in "
+                      "store %r; job messages up to %d bytes (%s)", csv_jobs.name, len(csv_jobs.header),
+                      ", ".join(c.name for c, i in csv_jobs.positions if i >= 0), rows_per_job, request_id,
+                      self.store, limit.max_bytes, limit.source)
 
         # produce_jobs builds the init command after the last job, so the counts land in the
         # request's store value (`meta`), where a retry and the notification find them.
         meta: dict[str, Any] = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
                                 "source": describe_source(source), "rows_per_job": rows_per_job}
 
-        def jobs() -> Iterator[tuple[str, dict[str, Any]]]:
+        def jobs() -> Iterator[tuple[str, bytes]]:
             for job in csv_jobs.jobs():
-                yield f"{request_id}/{job.index}", job.to_message()
+                key, value = f"{request_id}/{job.index}", encode_value(job.to_message())
+                rows = f"rows {job.row_numbers[0]}-{job.row_numbers[-1]}" if job.row_numbers else "no rows"
+                # Checked before it is produced: an oversized record would abort every attempt's transaction.
+                limit.check(f"job {job.index} ({rows}, {len(job.rows)} row(s))", value, key,
+                            header_bytes=len(request_id) + 256)
+                yield key, value
             meta.update(csv_jobs.summary())
 
         try:
             result = produce_jobs(config, transactional_id, self.topic, request_id, jobs(), self.store,
                                   workflow=self.workflow or ti.dag_id, meta=meta,
                                   topic_partitions=self.partitions,
-                                  transaction_timeout_ms=self.transaction_timeout_ms)
+                                  transaction_timeout_ms=self.transaction_timeout_ms,
+                                  producer_overrides={"message.max.bytes": max(limit.max_bytes, 1000)})
         except SourceUnreadableError:
             raise
+        except MessageTooLargeError as exc:
+            raise AirflowFailException(f"{exc}; lower rows_per_job") from None
         except CsvSourceError as exc:
-            raise AirflowFailException(str(exc)) from exc
+            raise AirflowFailException(str(exc)) from None
         finally:
             csv_jobs.close()
         if result.already_registered:  # a zombie attempt committed between our check and the fence

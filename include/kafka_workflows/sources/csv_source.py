@@ -1,19 +1,27 @@
-"""Stream a CSV, validate its rows against a declared schema, and group the valid rows into jobs.
+"""Validate a CSV stream against a declared schema and group the valid rows into jobs.
 
-The source is a local path, a file:// URL, an http(s):// URL (urllib) or an open binary stream.
-It is never loaded whole: bytes are decoded as they are read (`utf-8-sig` drops a BOM) and the
-csv module, fed with `newline=""`, handles quoted fields, embedded commas, quotes and newlines,
-and CRLF line ends. Standard library only: the worker image and the Airflow side both use it.
+The core reads a binary stream (or a local path, for the CLI and tests); where the bytes come from
+(object storage, http(s)) and whether that place may be read at all is the caller's business (the
+Airflow side: kafka_workflows_airflow.sources, which applies the allow-list). The stream is never
+loaded whole: `csv_lines.BoundedLines` hands the csv module lines of at most `Limits.max_line_bytes`,
+records of at most `max_record_bytes`; records are checked for `max_columns` and fields for
+`max_field_chars`, so memory stays bounded whatever the input (`/dev/zero`, one 1 GB line).
+`utf-8-sig` semantics (a BOM is dropped); the csv module handles quoted fields, embedded commas,
+quotes and newlines, and CRLF line ends. Standard library only.
 
-Errors name what a person has to fix:
+Errors name what a person has to fix, and never quote the file's content (the source may be a
+file nobody meant to share; errors end up in task logs):
 
-- the source cannot be read (file not found, HTTP status, unreachable host): `SourceUnreadableError`;
+- the source cannot be read: `SourceUnreadableError`;
 - the file is empty (no header line): `EmptySourceError`;
-- the header lacks a required column or repeats one: `HeaderError`;
+- the header lacks a required column or repeats one: `HeaderError` (names the schema's columns and
+  how many columns the file has, never the header's text);
 - the bytes are not CSV/UTF-8 we can trust past that point: `MalformedCsvError` (with the line);
+- a limit is exceeded: `CsvLimitError` (which limit, its value, the line);
 - bad rows (a required value missing, a value of the wrong type, too many fields) are counted and
-  reported with their row and line numbers; `on_bad_rows="skip"` leaves them out, `"fail"` raises
-  `BadRowsError` once the whole file was read, so the error holds the full count.
+  reported with their row and line numbers and the column (the value itself is not repeated);
+  `on_bad_rows="skip"` leaves them out, `"fail"` raises `BadRowsError` once the whole file was
+  read, so the error holds the full count.
 
 Row numbers count data rows from 1 (the header is not a row); line numbers are physical lines of
 the file, where the record starts (a quoted field may span several lines).
@@ -23,29 +31,23 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import os
-import re
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from typing import IO, Any, Literal
 
 from kafka_workflows.errors import KafkaWorkflowsError
+from kafka_workflows.sources.csv_lines import BoundedLines, LimitExceeded, Limits, NotUtf8
+from kafka_workflows.sources.csv_schema import TYPES, Column, Schema, norm
 
-TYPES = ("string", "email", "int", "float", "bool", "date")
+__all__ = ["BAD_ROW_MODES", "TYPES", "BadRow", "BadRowReport", "BadRowsError", "Column", "CsvJobSource",
+           "CsvLimitError", "CsvSourceError", "EmptySourceError", "HeaderError", "Job", "Limits",
+           "MalformedCsvError", "Row", "Schema", "SourceUnreadableError", "describe_source", "open_local"]
+
 BAD_ROW_MODES = ("skip", "fail")
 OnBadRows = Literal["skip", "fail"]
 Source = str | os.PathLike[str] | IO[bytes]
-
-# Pragmatic, not RFC 5322: one @, no spaces, a dot in the domain, nothing around the dots empty.
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_EMAIL = re.compile(rf"^[^@\s\"(),:;<>\[\\\]]+@{_LABEL}(?:\.{_LABEL})+$")
-_TRUE = frozenset({"true", "t", "yes", "y", "1"})
-_FALSE = frozenset({"false", "f", "no", "n", "0"})
 
 
 class CsvSourceError(KafkaWorkflowsError, ValueError):
@@ -68,119 +70,16 @@ class MalformedCsvError(CsvSourceError):
     """The bytes stop being CSV or UTF-8 we can trust (unterminated quote, invalid UTF-8)."""
 
 
+class CsvLimitError(CsvSourceError):
+    """A line, record, column count or field is larger than the configured limit."""
+
+
 class BadRowsError(CsvSourceError):
     """Rows failed validation and `on_bad_rows` is "fail"."""
 
     def __init__(self, message: str, report: BadRowReport) -> None:
         super().__init__(message)
         self.report = report
-
-
-# -- schema --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Column:
-    """One column the CSV must (required) or may have, and the type its values must parse as."""
-
-    name: str
-    type: str = "string"
-    required: bool = False
-    max_length: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.name or not self.name.strip():
-            raise ValueError("a schema column needs a non-empty name")
-        if self.type not in TYPES:
-            raise ValueError(f"column {self.name!r}: type {self.type!r} is not one of {', '.join(TYPES)}")
-        if self.max_length is not None and self.max_length < 1:
-            raise ValueError(f"column {self.name!r}: max_length must be >= 1, got {self.max_length}")
-
-    def parse(self, raw: str) -> Any:
-        """The typed value of `raw` (already stripped, non-empty); ValueError says why not."""
-        if self.max_length is not None and len(raw) > self.max_length:
-            raise ValueError(f"is {len(raw)} characters long, more than {self.max_length}")
-        if self.type == "string":
-            return raw
-        if self.type == "email":
-            if len(raw) > 254 or not _EMAIL.match(raw):
-                raise ValueError("is not a valid email address")
-            return raw.lower()
-        if self.type == "int":
-            try:
-                return int(raw)
-            except ValueError:
-                raise ValueError("is not an integer") from None
-        if self.type == "float":
-            try:
-                number = float(raw)
-            except ValueError:
-                raise ValueError("is not a number") from None
-            if number != number or number in (float("inf"), float("-inf")):
-                raise ValueError("is not a finite number")
-            return number
-        if self.type == "bool":
-            lowered = raw.lower()
-            if lowered in _TRUE:
-                return True
-            if lowered in _FALSE:
-                return False
-            raise ValueError("is not a boolean (true/false, yes/no, 1/0)")
-        try:  # date
-            return date.fromisoformat(raw).isoformat()
-        except ValueError:
-            raise ValueError("is not a date (YYYY-MM-DD)") from None
-
-
-@dataclass(frozen=True)
-class Schema:
-    """The columns of a CSV. Header names match case-insensitively, surrounding spaces ignored.
-
-    Columns of the file that the schema does not declare are ignored.
-    """
-
-    columns: tuple[Column, ...]
-
-    def __post_init__(self) -> None:
-        if not self.columns:
-            raise ValueError("a schema needs at least one column")
-        seen: set[str] = set()
-        for column in self.columns:
-            key = _norm(column.name)
-            if key in seen:
-                raise ValueError(f"schema declares column {column.name!r} twice")
-            seen.add(key)
-
-    @classmethod
-    def of(cls, *columns: Column) -> Schema:
-        return cls(tuple(columns))
-
-    @classmethod
-    def parse(cls, data: Schema | Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Schema:
-        """From `{"email": {"type": "email", "required": true}, "name": "string"}` or a list of column dicts."""
-        if isinstance(data, Schema):
-            return data
-        columns: list[Column] = []
-        if isinstance(data, Mapping):
-            for name, spec in data.items():
-                if isinstance(spec, str):
-                    columns.append(Column(name, spec))
-                elif isinstance(spec, Mapping):
-                    columns.append(Column(name, **{k: v for k, v in spec.items() if k != "name"}))
-                else:
-                    raise ValueError(f"schema column {name!r}: expected a type name or an object, got {spec!r}")
-        else:
-            for spec in data:
-                if not isinstance(spec, Mapping):
-                    raise ValueError(f"schema: expected column objects, got {spec!r}")
-                columns.append(Column(**spec))
-        return cls(tuple(columns))
-
-    @property
-    def required(self) -> list[str]:
-        return [c.name for c in self.columns if c.required]
-
-
-def _norm(name: str) -> str:
-    return name.strip().lower()
 
 
 # -- reports -------------------------------------------------------------------------------
@@ -231,41 +130,25 @@ def describe_source(source: Source) -> str:
         return str(getattr(source, "name", None) or "<stream>")
     text = os.fspath(source)
     parts = urllib.parse.urlsplit(text)
-    if parts.scheme in ("http", "https"):
+    if parts.scheme and len(parts.scheme) > 1:
         host = parts.hostname or ""
         netloc = f"{host}:{parts.port}" if parts.port else host
         return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
     return text
 
 
-def open_source(source: Source, timeout: float = 30.0) -> IO[bytes]:
-    """Open `source` for streaming reads; SourceUnreadableError names it and says why not."""
-    name = describe_source(source)
+def open_local(source: Source) -> IO[bytes]:
+    """A stream as is, or a local path opened for reading; URLs are the caller's (the Airflow side's) job."""
     if not isinstance(source, str | os.PathLike):
         return source
-    text = os.fspath(source).strip()
-    if not text:
-        raise SourceUnreadableError("the CSV source is empty: give a path, a file:// or an http(s):// URL")
-    parts = urllib.parse.urlsplit(text)
-    scheme = parts.scheme.lower()
-    if scheme in ("http", "https"):
-        request = urllib.request.Request(text, headers={"User-Agent": "kafka-workflows", "Accept": "text/csv, */*"})
-        try:
-            return urllib.request.urlopen(request, timeout=timeout)  # type: ignore[no-any-return]
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise SourceUnreadableError(f"{name}: the server answered HTTP {exc.code} {exc.reason}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise SourceUnreadableError(f"{name}: cannot fetch it ({reason})") from exc
-    if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise SourceUnreadableError(f"{name}: file:// URLs must name a local file (host {parts.netloc!r})")
-        path = urllib.request.url2pathname(parts.path)
-    elif scheme and len(scheme) > 1:  # one letter is a Windows drive
-        raise SourceUnreadableError(f"{name}: unsupported scheme {scheme!r}; use a path, file://, http:// or https://")
-    else:
-        path = text
+    name = describe_source(source)
+    path = os.fspath(source).strip()
+    if not path:
+        raise SourceUnreadableError("the CSV source is empty: give a path or an open stream")
+    scheme = urllib.parse.urlsplit(path).scheme
+    if scheme and len(scheme) > 1:  # one letter is a Windows drive
+        raise SourceUnreadableError(f"{name}: the core reads local paths and streams only; open {scheme}:// "
+                                    "sources through the Airflow side (kafka_workflows_airflow.sources)")
     try:
         return open(path, "rb")
     except FileNotFoundError as exc:
@@ -273,7 +156,7 @@ def open_source(source: Source, timeout: float = 30.0) -> IO[bytes]:
     except IsADirectoryError as exc:
         raise SourceUnreadableError(f"{name}: is a directory, not a CSV file") from exc
     except OSError as exc:
-        raise SourceUnreadableError(f"{name}: cannot open it ({exc.strerror or exc})") from exc
+        raise SourceUnreadableError(f"{name}: cannot open it ({exc.strerror or type(exc).__name__})") from exc
 
 
 # -- the reader ----------------------------------------------------------------------------
@@ -287,7 +170,7 @@ class Row:
 class CsvJobSource:
     """Read `source` once, as a stream: `open()` checks the header, then `jobs()` (or `rows()`) yields.
 
-        with CsvJobSource(url, schema, rows_per_job=500) as csv_jobs:
+        with CsvJobSource(stream, schema, rows_per_job=500, name="s3://imports/a.csv") as csv_jobs:
             for job in csv_jobs.jobs():
                 ...
         csv_jobs.rows_read, csv_jobs.valid_rows, csv_jobs.bad.describe()
@@ -297,28 +180,26 @@ class CsvJobSource:
 
     def __init__(self, source: Source, schema: Schema | Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
                  rows_per_job: int = 500, on_bad_rows: OnBadRows = "skip", max_examples: int = 10,
-                 delimiter: str = ",", timeout: float = 30.0,
-                 opener: Callable[[Source, float], IO[bytes]] = open_source) -> None:
+                 delimiter: str = ",", limits: Limits | None = None, name: str | None = None) -> None:
         if isinstance(rows_per_job, bool) or not isinstance(rows_per_job, int) or rows_per_job < 1:
             raise ValueError(f"rows_per_job must be an integer >= 1, got {rows_per_job!r}")
         if on_bad_rows not in BAD_ROW_MODES:
             raise ValueError(f"on_bad_rows must be one of {', '.join(BAD_ROW_MODES)}, got {on_bad_rows!r}")
         self.source = source
-        self.name = describe_source(source)
+        self.name = name or describe_source(source)
         self.schema = Schema.parse(schema)
         self.rows_per_job = rows_per_job
         self.on_bad_rows = on_bad_rows
         self.max_examples = max_examples
         self.delimiter = delimiter
-        self.timeout = timeout
-        self._opener = opener
+        self.limits = limits or Limits()
         self.rows_read = 0
         self.valid_rows = 0
         self.jobs_yielded = 0
         self.bad = BadRowReport()
         self.header: list[str] = []
         self._raw: IO[bytes] | None = None
-        self._text: io.TextIOWrapper | None = None
+        self._lines: BoundedLines | None = None
         self._reader: Any = None  # csv reader object
         self._positions: list[tuple[Column, int]] = []  # schema column -> index in the file
         self._width = 0
@@ -337,10 +218,10 @@ class CsvJobSource:
         """Open the source and validate the header; raises before any row is read."""
         if self._reader is not None:
             return self
-        self._raw = self._opener(self.source, self.timeout)
+        self._raw = open_local(self.source)
         try:
-            self._text = io.TextIOWrapper(self._raw, encoding="utf-8-sig", errors="strict", newline="")  # type: ignore[arg-type]
-            self._reader = csv.reader(self._text, delimiter=self.delimiter, strict=True)
+            self._lines = BoundedLines(self._raw, self.limits)
+            self._reader = csv.reader(self._lines, delimiter=self.delimiter, strict=True)
             header = self._next_record()
             while header is not None and not any(cell.strip() for cell in header):
                 header = self._next_record()  # blank lines before the header
@@ -354,11 +235,15 @@ class CsvJobSource:
         return self
 
     def close(self) -> None:
-        for stream in (self._text, self._raw):
-            if stream is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    stream.close()
-        self._text = self._raw = None
+        if self._raw is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._raw.close()
+        self._raw = None
+
+    @property
+    def positions(self) -> list[tuple[Column, int]]:
+        """Each schema column with its index in the file (-1: an optional column the file lacks)."""
+        return list(self._positions)
 
     def _check_header(self, header: list[str]) -> None:
         self.header = [cell.strip() for cell in header]
@@ -366,11 +251,11 @@ class CsvJobSource:
         where: dict[str, list[int]] = {}
         for i, cell in enumerate(self.header):
             if cell:
-                where.setdefault(_norm(cell), []).append(i)
+                where.setdefault(norm(cell), []).append(i)
         problems = []
         positions = []
         for column in self.schema.columns:
-            found = where.get(_norm(column.name), [])
+            found = where.get(norm(column.name), [])
             if len(found) > 1:
                 problems.append(f"column {column.name!r} appears {len(found)} times "
                                 f"(columns {', '.join(str(i + 1) for i in found)})")
@@ -380,30 +265,48 @@ class CsvJobSource:
                 problems.append(f"required column {column.name!r} is missing")
             else:
                 positions.append((column, -1))
-        if problems:
+        if problems:  # the header's own text is content: only its size is said
             raise HeaderError(f"{self.name}, header (line {self._last_line}): {'; '.join(problems)}; "
-                              f"the header has {self.header}")
+                              f"the header has {len(self.header)} column(s), the schema expects "
+                              f"{', '.join(c.name for c in self.schema.columns)}")
         self._positions = positions
 
     def _next_record(self) -> list[str] | None:
-        assert self._reader is not None
+        assert self._reader is not None and self._lines is not None
+        self._lines.start_record()
         try:
-            record = next(self._reader)
+            record: list[str] = next(self._reader)
         except StopIteration:
             return None
-        except csv.Error as exc:
+        except LimitExceeded as exc:
+            setting = "max_line_bytes" if exc.what == "line" else "max_record_bytes"
+            raise CsvLimitError(f"{self.name}: the {exc.what} at line {exc.line} is longer than {exc.limit} bytes "
+                                f"(limit {setting}); is this a CSV file?") from None
+        except NotUtf8 as exc:
+            raise MalformedCsvError(f"{self.name}: line {exc.line} is not UTF-8 text; save the file as UTF-8") \
+                from None
+        except csv.Error as exc:  # the csv module's messages name the problem, not the text
+            if "field larger than field limit" in str(exc):
+                raise CsvLimitError(f"{self.name}: a field of the record starting at line {self._last_line + 1} "
+                                    f"is longer than {csv.field_size_limit()} characters "
+                                    "(limit max_field_chars)") from None
             raise MalformedCsvError(f"{self.name}: malformed CSV at line {self._reader.line_num} ({exc}); "
                                     "check the quotes of the record starting at "
-                                    f"line {self._last_line + 1}") from exc
-        except UnicodeDecodeError as exc:
-            raise MalformedCsvError(f"{self.name}: not UTF-8 text (invalid byte 0x{exc.object[exc.start]:02x} "
-                                    f"after line {self._last_line}); save the file as UTF-8") from exc
+                                    f"line {self._last_line + 1}") from None
         except OSError as exc:
             raise SourceUnreadableError(f"{self.name}: reading failed near line {self._last_line + 1} "
-                                        f"({exc})") from exc
+                                        f"({exc.strerror or type(exc).__name__})") from exc
         self._start_line = self._last_line + 1
         self._last_line = self._reader.line_num
-        return record  # type: ignore[no-any-return]
+        if len(record) > self.limits.max_columns:
+            raise CsvLimitError(f"{self.name}: the record at line {self._start_line} has {len(record)} fields, "
+                                f"more than {self.limits.max_columns} (limit max_columns)")
+        longest = max(map(len, record), default=0)
+        if longest > self.limits.max_field_chars:
+            raise CsvLimitError(f"{self.name}: a field of the record at line {self._start_line} is {longest} "
+                                f"characters long, more than {self.limits.max_field_chars} "
+                                "(limit max_field_chars)")
+        return record
 
     # rows and jobs
     def rows(self) -> Iterator[Row]:
@@ -462,9 +365,8 @@ class CsvJobSource:
                 continue
             try:
                 values[column.name] = column.parse(raw)
-            except ValueError as exc:
-                shown = raw if len(raw) <= 60 else raw[:57] + "..."
-                return self._bad(BadRow(row_number, line, f"{shown!r} {exc}", column.name))
+            except ValueError as exc:  # the value is content: say what is wrong with it, not what it is
+                return self._bad(BadRow(row_number, line, f"the value {exc}", column.name))
         return Row(row_number, line, values)
 
     def _bad(self, bad: BadRow) -> None:

@@ -11,6 +11,7 @@ from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from kafka_workflows.store import COMPLETED_WITH_FAILURES, TERMINAL_STATUSES, StoreClient, StoreError
+from kafka_workflows.store.indexcodec import decode_ranges
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
 from kafka_workflows_airflow.triggers.completion import StoreCompletionTrigger
 
@@ -132,9 +133,15 @@ class AwaitCompletionSensor(BaseSensorOperator):
         self.log.info("request %s is %s: %s", self.request_id, value.get("status"), describe_progress(value))
         if value.get("status") == COMPLETED_WITH_FAILURES:
             reasons = value.get("failure_reasons") or {}
-            self.log.warning("failed jobs %s; first reasons: %s", value.get("failed_jobs"),
-                             dict(list(reasons.items())[:5]))
+            failed = describe_ranges(decode_ranges(value.get("failed_jobs")))  # ranges or a bitmap on the wire
+            self.log.warning("failed jobs %s; first reasons: %s", failed, dict(list(reasons.items())[:5]))
             if self.fail_on_job_failures:
                 raise AirflowFailException(f"request {self.request_id}: {describe_progress(value)} "
-                                           f"(failed jobs {value.get('failed_jobs')})")
+                                           f"(failed jobs {failed})")
         return value
+
+
+def describe_ranges(ranges: list[list[int]], limit: int = 20) -> str:
+    """'3, 7-9, 12' for the first `limit` ranges of job indices."""
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:limit])
+    return text + (f" (and {len(ranges) - limit} more ranges)" if len(ranges) > limit else "")

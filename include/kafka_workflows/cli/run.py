@@ -46,7 +46,7 @@ def worker(args: argparse.Namespace) -> int:
         raise ConfigError(f"worker needs a specs folder, or {', '.join(missing)}")
     unit = Worker(config, args.topic, args.group, args.handler, policy=parse_policy(args.policy),
                   topic_partitions=args.partitions, metrics_port=args.metrics_port, store=args.store,
-                  batch_size=args.batch_size)
+                  batch_size=args.batch_size, concurrency=args.concurrency)
     unit.install_signal_handlers()
     unit.run()
     return 0

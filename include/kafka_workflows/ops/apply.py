@@ -51,6 +51,7 @@ class Operations:
         self._producer = producer
         self._on_change = on_change
         self.paused = False
+        self.keyed: Any = None  # a worker with concurrency: skip/unblock act on a key's hold there
 
     def apply(self, consumer: Consumer, record: Mapping[str, Any]) -> None:
         if record.get("kind") != "command" or record.get("group") != self.group:
@@ -58,7 +59,11 @@ class Operations:
         op, tp = record["op"], (record.get("topic"), record.get("partition"))
         held = self.dispatcher.held
         result: str | None = None
-        if op in ("skip", "unblock"):
+        if op in ("skip", "unblock") and self.keyed is not None:
+            if tp not in self.assignment:
+                return  # another member owns it and answers
+            result = self.keyed.operate(consumer, op, tp, record, self.paused)
+        elif op in ("skip", "unblock"):
             if tp not in self.assignment:
                 return  # another member owns it and answers
             hold = held.get(tp)  # type: ignore[arg-type]

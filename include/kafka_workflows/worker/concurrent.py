@@ -11,9 +11,10 @@ message handler; batch handlers keep their own path). From the loop thread it
    `concurrency` calls at a time;
 3. notes in `done` the offset to store per partition: the lowest offset not done yet, so a crash
    repeats at most what was in flight (the checkpoint stores it after the writes are durable);
-4. applies backpressure: when admitted-and-not-done messages or bytes reach their caps it pauses
-   the assigned partitions (librdkafka would otherwise keep fetching), and resumes them once
-   drained to half.
+4. applies backpressure: when admitted-and-not-done messages or bytes reach their caps it stops
+   consuming (librdkafka's prefetch queue is capped to the same size: it stops fetching), and
+   after PAUSE_AFTER seconds still at the caps pauses the assigned partitions, so that the loop
+   can poll again; they are resumed once drained to half.
 
 A message read from a retry topic whose kw-retry-at is not due pauses its partition and rewinds to
 it (the partition `waiting` hold of worker/holds.py), as without concurrency. On revoke the
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 REVOKE_GRACE = 10.0  # seconds running calls of revoked (or, on stop, all) partitions get to finish
+PAUSE_AFTER = 1.0  # seconds at the caps without consuming before the partitions are paused
 BUSY_POLL = 0.005  # longest consume wait while calls run: their outcomes are read between polls
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
@@ -133,17 +135,24 @@ class ConcurrentDispatcher:
         return Message(entry.msg, headers=self._headers(entry) if entry.failures else entry.headers)
 
     def _pressure(self, consumer: Consumer, done: dict[TP, int]) -> None:
-        """Pause fetching at the caps; while paused, wait here for outcomes rather than in consume."""
+        """At the caps, stop taking messages: first by not consuming (librdkafka's prefetch queue is
+        capped too), for up to PAUSE_AFTER seconds; then by pausing the assigned partitions, so the
+        loop can go on polling (rebalances, liveness) while the calls drain. Resume once drained to
+        half. (Pausing first would cost a fetch stall on every resume: librdkafka refetches up to
+        a second later.)"""
         s = self.scheduler
-        if s.full():
-            more = [tp for tp in self.assignment if tp not in self.pressed]
-            if more:
-                consumer.pause([TopicPartition(*tp) for tp in more])
-                self.pressed.update(more)
+        if s.full() and not self.pressed:
+            deadline = time.monotonic() + PAUSE_AFTER
+            while s.running and not s.drained() and not self.d.stopping and time.monotonic() < deadline:
+                self.drain(consumer, done, wait=0.05)
+            if s.full():
+                more = [tp for tp in self.assignment if tp not in self.pressed]
+                if more:
+                    consumer.pause([TopicPartition(*tp) for tp in more])
+                    self.pressed.update(more)
         if self.pressed:
             if s.running and not self.d.stopping:
                 self.drain(consumer, done, wait=0.1)
-                self._start()
             if s.drained() or not s.running:
                 held = self.d.held
                 back = [tp for tp in self.pressed if tp in self.assignment

@@ -6,8 +6,9 @@ worker's loop thread):
 - A *lane* is one key of one partition: its admitted messages wait in offset order and at most
   one of them runs at a time, so a key's messages are handled strictly in order. A message with
   no key has a lane of its own (nothing orders it against other messages).
-- At most `concurrency` messages run at once; lanes whose head may run wait in FIFO order in
-  `ready`, so the oldest work tends to go first and the stored offset keeps moving.
+- At most `concurrency` messages run at once; lanes whose head may run wait in `ready`, a heap by
+  the head's offset, so the lowest offsets go first: the stored offset keeps up with the work done
+  (a crash repeats less) and no key starves.
 - A *key hold* is a blocking retry of one key: the failed message stays at its lane's head until
   its backoff is due; later messages of that key wait behind it, other lanes flow.
 - A *track* per partition knows every admitted offset not done yet. The offset to store is the
@@ -18,6 +19,7 @@ worker's loop thread):
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -110,7 +112,8 @@ class KeyScheduler:
         self.max_bytes = max_bytes
         self.lanes: dict[LaneId, Lane] = {}
         self.tracks: dict[TP, Track] = {}
-        self.ready: deque[Lane] = deque()
+        self.ready: list[tuple[int, int, Lane]] = []  # heap of (head offset, tie-breaker, lane)
+        self._seq = 0
         self.holds: dict[LaneId, KeyHold] = {}
         self.running = 0
         self.running_by_tp: dict[TP, int] = {}
@@ -142,7 +145,7 @@ class KeyScheduler:
         entry.lane = lane
         lane.queue.append(entry)
         if len(lane.queue) == 1 and not lane.running and lane.hold is None:
-            self.ready.append(lane)
+            self._ready(lane)
         track.pending.append(entry.offset)
         track.next_admit = entry.offset + 1
         self.messages += 1
@@ -152,12 +155,16 @@ class KeyScheduler:
         if self.bytes > self.peak_bytes:
             self.peak_bytes = self.bytes
 
+    def _ready(self, lane: Lane) -> None:
+        self._seq += 1
+        heapq.heappush(self.ready, (lane.queue[0].offset, self._seq, lane))
+
     def start(self) -> list[Entry]:
         """The lane heads that may run now (each is counted as running)."""
         started: list[Entry] = []
         ready = self.ready
         while ready and self.running < self.concurrency:
-            lane = ready.popleft()
+            lane = heapq.heappop(ready)[2]
             entry = lane.queue[0]
             lane.running = True
             self.running += 1
@@ -188,7 +195,7 @@ class KeyScheduler:
             lane.hold = None
         if lane.queue:
             if not lane.running:
-                self.ready.append(lane)
+                self._ready(lane)
         else:
             del self.lanes[lane.id]
         self.messages -= 1
@@ -214,7 +221,7 @@ class KeyScheduler:
                 hold.due = float("inf")
                 lane = hold.entry.lane
                 if lane is not None and not lane.running:
-                    self.ready.append(lane)
+                    self._ready(lane)
 
     def next_due(self) -> float:
         return min((hold.due for hold in self.holds.values()), default=float("inf"))
@@ -234,7 +241,8 @@ class KeyScheduler:
                 self.bytes -= entry.size
             if not lane.queue:
                 del self.lanes[lane_id]
-        self.ready = deque(lane for lane in self.ready if (lane.id[0], lane.id[1]) not in tps)
+        self.ready = [item for item in self.ready if (item[2].id[0], item[2].id[1]) not in tps]
+        heapq.heapify(self.ready)
 
     def running_in(self, tps: set[TP]) -> int:
         return sum(self.running_by_tp.get(tp, 0) for tp in tps)

@@ -126,8 +126,9 @@ class Worker:
                 self.dispatch, self.handler, concurrency, max_in_flight or default_max_in_flight(concurrency),
                 max_in_flight_bytes, self._assignment, lambda: self.operations.paused)
             self.operations.keyed = self.keyed
-            # librdkafka's prefetch queue counts towards the bytes in flight (its default is 64 MiB).
+            # librdkafka's prefetch queue is capped like the work in flight (its defaults: 100k, 64 MiB).
             self.consumer_overrides = {"queued.max.messages.kbytes": max(1024, max_in_flight_bytes // 1024),
+                                       "queued.min.messages": max_in_flight or default_max_in_flight(concurrency),
                                        **self.consumer_overrides}
 
     # -- lifecycle -------------------------------------------------------------------------

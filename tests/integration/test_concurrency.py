@@ -268,3 +268,33 @@ def test_memory_stays_bounded_with_a_slow_handler_and_a_100k_backlog(
     assert s.peak_bytes <= (1 << 20) + 500 * 400
     assert peak_rss - before < 40 * 2**20  # the 25 MB backlog was not slurped into memory (as objects, ~3x that)
     assert committed(kafka_config, group, topic)[0] >= handled["n"] - 1000
+
+
+def test_with_concurrency_retry_topics_and_dead_letters_work_as_without_and_bad_json_is_dead_lettered(
+        kafka_config: dict[str, Any], topic: str, group: str) -> None:
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=1)])
+    producer = RequestProducer(kafka_config)
+    for key in ("x", "y", "a", "b"):
+        producer.send(topic, {"n": key}, key=key)
+    producer.send(topic, b"not json", key="z", raw=True)
+    producer.flush()
+    calls: list[tuple[str, int]] = []
+
+    async def handle(message: Message) -> None:
+        calls.append((message.value["n"], message.attempt))
+        if message.key == "x" or (message.key == "y" and message.attempt == 1):
+            raise ConnectionError(f"{message.key} failed")
+
+    policy = RetryPolicy.parse({"non_blocking": {"intervals": [0.5]}}, where="test")
+    worker = Worker(kafka_config, [topic], group, handle, policy=policy, concurrency=8)
+    thread = start_in_thread(worker)
+    try:
+        wait_for(lambda: worker.stats.dead_lettered >= 2 and ("y", 2) in calls, 60, "x and z dead-lettered, y retried")
+        wait_for(lambda: committed(kafka_config, group, topic) == {0: 5}, 30, "offset 5 committed")
+    finally:
+        stop_thread(worker, thread)
+    assert sorted(calls) == [("a", 1), ("b", 1), ("x", 1), ("x", 2), ("y", 1), ("y", 2)]
+    letters = read_all(kafka_config, dead_letter_topic(topic, group), expected=2)
+    errors = {m.key(): dict(m.headers())["kw-error-type"] for m in letters}
+    assert errors == {b"x": b"ConnectionError", b"z": b"MessageDecodeError"}
+    assert worker.stats.retried == 2 and worker.stats.handled == 3

@@ -116,58 +116,65 @@ class Dispatcher:
         """Handle a consumed batch, noting in `done` the next offset to store per partition.
 
         The value is decoded when the handler first reads it (an undecodable one is dead-lettered
-        then), and the calls are timed per run of consecutive successes of one topic, not per call:
-        the latency histogram gets the run's mean for each of its calls.
+        then). Consecutive successes on one partition make a run: the run is timed as a whole (the
+        histogram gets its mean for each of its calls) and its offset noted once, at its end.
         """
         held, retry_topics, handler = self.held, self.retry_topics, self.handler
         clock, checkpoint = time.perf_counter, self.checkpoint
         report = self.writes.store_client is not None
-        run_topic: str | None = None  # the run of calls being timed: its topic, start and size
-        run_started, run = 0.0, 0
+        run_topic: str | None = None  # the run: its partition, start, size and last message
+        run_partition, run_started, run, last = -1, 0.0, 0, None
+        due = checkpoint.progress_due
         for msg in batch:
             if self.stopping:
                 break  # not handled, not stored: the next owner gets it
-            topic = msg.topic()
-            tp = (topic, msg.partition())
-            if msg.error() is not None or (held and tp in held) or topic in retry_topics:
+            topic, partition = msg.topic(), msg.partition()
+            if msg.error() is not None or (held and (topic, partition) in held) or topic in retry_topics:
                 if run:
-                    self._tally_run(run_topic, clock() - run_started, run)  # type: ignore[arg-type]
+                    self._run_done(run_topic, run_partition, last, clock() - run_started, run, done)  # type: ignore[arg-type]
                     run = 0
                 self._store_progress(consumer, done)
                 if self.process(consumer, msg):
-                    done[tp] = msg.offset() + 1
-                run_topic = None
+                    done[(topic, partition)] = msg.offset() + 1
+                run_topic, due = None, checkpoint.progress_due
                 continue
             message = Message(msg)
             started = clock()
-            if topic != run_topic or started >= checkpoint.progress_due:  # a new run
+            if partition != run_partition or topic != run_topic or started >= due:  # a new run
                 if run:
-                    self._tally_run(run_topic, started - run_started, run)  # type: ignore[arg-type]
+                    self._run_done(run_topic, run_partition, last, started - run_started, run, done)  # type: ignore[arg-type]
                     run = 0
-                if started >= checkpoint.progress_due:  # a long batch stores its progress as it goes
+                if started >= due:  # a long batch stores its progress as it goes
                     self._store_progress(consumer, done)
-                    started = clock()
-                run_topic, run_started = topic, started
+                    started, due = clock(), checkpoint.progress_due
+                run_topic, run_partition, run_started = topic, partition, started
             try:
                 handler(message)
             except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
                 if run:  # the run before the failed call; the failed call is not observed (it did not return)
-                    self._tally_run(topic, started - run_started, run)
+                    self._run_done(topic, partition, last, started - run_started, run, done)  # type: ignore[arg-type]
                     run = 0
                 run_topic = None
                 if isinstance(exc, MessageDecodeError) and exc.record is msg:  # decoding again cannot help
                     log.error("%s; dead-lettering it", exc)
                     self.dead_letter(msg, message.headers, None, exc)
-                    done[tp] = msg.offset() + 1
+                    done[(topic, partition)] = msg.offset() + 1
                 elif self.on_failure(consumer, msg, message.headers, None, exc):
-                    done[tp] = msg.offset() + 1
+                    done[(topic, partition)] = msg.offset() + 1
+                due = checkpoint.progress_due
                 continue
             run += 1
             if report:
                 self.writes.report(message.headers, None)
-            done[tp] = msg.offset() + 1
+            last = msg
         if run:
-            self._tally_run(run_topic, clock() - run_started, run)  # type: ignore[arg-type]
+            self._run_done(run_topic, run_partition, last, clock() - run_started, run, done)  # type: ignore[arg-type]
+
+    def _run_done(self, topic: str, partition: int, last: KafkaMessage, elapsed: float, calls: int,
+                  done: dict[TP, int]) -> None:
+        """A run of `calls` successes on one partition, ending at `last`, took `elapsed` seconds."""
+        self._tally_run(topic, elapsed, calls)
+        done[(topic, partition)] = last.offset() + 1
 
     # -- batch handlers --------------------------------------------------------------------
     def handle_batches(self, consumer: Consumer, batch: list[KafkaMessage], done: dict[TP, int]) -> None:

@@ -298,3 +298,27 @@ def test_with_concurrency_retry_topics_and_dead_letters_work_as_without_and_bad_
     errors = {m.key(): dict(m.headers())["kw-error-type"] for m in letters}
     assert errors == {b"x": b"ConnectionError", b"z": b"MessageDecodeError"}
     assert worker.stats.retried == 2 and worker.stats.handled == 3
+
+
+def test_a_held_key_whose_later_messages_fill_the_cap_pauses_the_partition_instead_of_taking_more(
+        kafka_config: dict[str, Any], topic: str, group: str) -> None:
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=1)])
+    _produce(kafka_config, topic, [("bad", {"n": n}) for n in range(300)] + [("ok", {"n": 300})])
+    handled: list[int] = []
+
+    def handle(message: Message) -> None:
+        if message.value["n"] == 0:
+            raise ConnectionError("down")
+        handled.append(message.value["n"])
+
+    worker = Worker(kafka_config, [topic], group, handle, policy=RetryPolicy(blocking=BlockingRetry(initial=60)),
+                    concurrency=4, max_in_flight=50, batch_size=20)
+    thread = start_in_thread(worker)
+    try:
+        wait_for(lambda: worker.stats.failed >= 1, 30, "the first failure")
+        time.sleep(3)  # nothing runs: every admitted message is behind the held key
+    finally:
+        stop_thread(worker, thread)
+    assert worker.keyed is not None
+    assert handled == [] and worker.keyed.scheduler.peak_messages <= 50 + 20
+    assert committed(kafka_config, group, topic) in ({0: -1001}, {0: 0})  # nothing past the held message

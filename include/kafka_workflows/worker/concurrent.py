@@ -153,7 +153,9 @@ class ConcurrentDispatcher:
         if self.pressed:
             if s.running and not self.d.stopping:
                 self.drain(consumer, done, wait=0.1)
-            if s.drained() or not s.running:
+            # Not before: with every admitted message behind held keys nothing runs, and resuming
+            # then would admit past the caps.
+            if s.drained():
                 held = self.d.held
                 back = [tp for tp in self.pressed if tp in self.assignment
                         and (tp not in held or held[tp].due == FOREVER)]

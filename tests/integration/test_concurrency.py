@@ -322,3 +322,42 @@ def test_a_held_key_whose_later_messages_fill_the_cap_pauses_the_partition_inste
     assert worker.keyed is not None
     assert handled == [] and worker.keyed.scheduler.peak_messages <= 50 + 20
     assert committed(kafka_config, group, topic) in ({0: -1001}, {0: 0})  # nothing past the held message
+
+
+def test_a_rebalance_waits_for_in_flight_calls_so_no_key_runs_in_two_workers_at_once(
+        kafka_config: dict[str, Any], topic: str, group: str, tmp_path: Path) -> None:
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=4)])
+    total = 160  # calls of 3 s: a revoked worker that did not wait would still be running them
+    _produce(kafka_config, topic, [(f"user-{i % 80}", {"n": i, "sleep": 3}) for i in range(total)])
+    record = tmp_path / "calls.jsonl"
+    env = {"KAFKA_CONFIG": json.dumps({"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000})}
+    handler = "tests.helpers.handlers.record_async"
+    first = start_worker(kafka_config, topic, group, handler, record, "--concurrency", "16", env=env)
+    second = None
+    try:
+        wait_for(lambda: sum(1 for r in records(record) if r["outcome"] == "ok") >= 16, 90, "16 handled")
+        second = start_worker(kafka_config, topic, group, handler, record, "--concurrency", "16", env=env)
+        wait_for(lambda: len({r["pid"] for r in records(record)}) == 2, 60, "the second worker handling messages")
+        wait_for(lambda: len({r["value"]["n"] for r in records(record) if r["outcome"] == "ok"}) == total, 120,
+                 "every message handled", 1)
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (first, second):
+            if proc is not None:
+                assert proc.wait(60) == 0
+    open_calls: dict[tuple[str, int, int], float] = {}  # (key, n, pid) -> start of the call running
+    per_key: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
+    for r in records(record):
+        call = (r["key"], r["value"]["n"], r["pid"])
+        if r["outcome"] == "start":
+            open_calls[call] = r["t"]
+        else:
+            per_key[r["key"]].append((open_calls.pop(call), r["t"], r["value"]["n"]))
+    assert not open_calls, f"calls that never ended in workers only ever stopped with SIGTERM: {sorted(open_calls)[:5]}"
+    for key, spans in per_key.items():
+        spans.sort()
+        for (_, end, n), (start, _, m) in itertools.pairwise(spans):
+            assert start >= end, f"{key}: n={m} started before n={n} ended"
+    assert sum(committed(kafka_config, group, topic).values()) == total

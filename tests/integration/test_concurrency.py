@@ -134,6 +134,7 @@ def test_a_key_failing_3_times_delays_only_its_own_later_messages_and_its_hold_i
         assert hold is not None
         assert (hold["kind"], hold["scope"], hold["offset"]) == ("blocked", "key", 10)
         assert hold["attempt"] >= 2 and hold["error"] == "ConnectionError: provider down for bad"
+        assert worker.metrics.registry.get_sample_value("kw_worker_blocked_keys", {"group": group}) == 1
         wait_for(lambda: sum(1 for *_, o in calls.calls if o == "ok") >= 403, 60, "every message handled")
     finally:
         stop_thread(worker, thread)
@@ -148,6 +149,7 @@ def test_a_key_failing_3_times_delays_only_its_own_later_messages_and_its_hold_i
     # ...and bad's later messages came after it, in order.
     assert ok[1000][1] <= ok[1001][0] and ok[1001][1] <= ok[1002][0]
     assert committed(kafka_config, group, topic) == {0: 403}
+    assert worker.metrics.registry.get_sample_value("kw_worker_blocked_keys", {"group": group}) == 0
 
 
 def test_skip_on_a_key_dead_letters_its_held_message_and_its_later_messages_flow(

@@ -33,6 +33,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
+from prometheus_client import Gauge
 
 from kafka_workflows import headers as h
 from kafka_workflows.errors import MessageDecodeError
@@ -69,6 +70,11 @@ class ConcurrentDispatcher:
         self._ops_paused = ops_paused
         self.pressed: set[TP] = set()  # partitions paused because the caps were reached
         self.revoking: set[TP] = set()
+        registry = dispatch.metrics.registry
+        self.in_flight = Gauge("kw_worker_in_flight_messages", "Messages taken and not done yet (concurrency)",
+                               ["group"], registry=registry).labels(dispatch.group)
+        self.blocked_keys = Gauge("kw_worker_blocked_keys", "Keys held by a blocking retry (concurrency)",
+                                  ["group"], registry=registry).labels(dispatch.group)
 
     # -- the loop's calls ------------------------------------------------------------------
     def timeout(self) -> float:
@@ -121,6 +127,7 @@ class ConcurrentDispatcher:
             s.admit(Entry(msg, tp, origin, headers), track)
         self._start()
         self._pressure(consumer, done)
+        self.in_flight.set(s.messages)
 
     def _start(self) -> None:
         s = self.scheduler
@@ -212,7 +219,7 @@ class ConcurrentDispatcher:
         if decision.kind == HOLD:
             entry.failures = failures
             s.hold(entry, decision.delay, f"{type(exc).__name__}: {exc}")
-            d.metrics.blocked.labels(d.group).set(len(s.holds) + d.held.blocked())
+            self.blocked_keys.set(len(s.holds))
             d._on_change()
             log.warning("handler failed on %s[%d]@%d key %r (attempt %d): %s: %s; key held for %.2fs", *entry.tp,
                         entry.offset, msg.key(), failures, type(exc).__name__, exc, decision.delay)
@@ -241,7 +248,7 @@ class ConcurrentDispatcher:
         had_hold = entry.lane is not None and entry.lane.hold is not None
         offset = self.scheduler.finished(entry)
         if had_hold:
-            self.d.metrics.blocked.labels(self.d.group).set(len(self.scheduler.holds) + self.d.held.blocked())
+            self.blocked_keys.set(len(self.scheduler.holds))
         if offset is not None:
             done[entry.tp] = offset
 

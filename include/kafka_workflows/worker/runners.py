@@ -61,6 +61,9 @@ class ThreadRunner:
             self._handler(message)
         except Exception as exc:  # noqa: BLE001 - the worker's loop carries out what it becomes
             self._outcomes.put((entry, exc, time.perf_counter() - started))
+        except BaseException as exc:  # noqa: BLE001 - SystemExit in a pool thread stops nothing: a failure
+            error = RuntimeError(f"handler raised {type(exc).__name__}")
+            self._outcomes.put((entry, error, time.perf_counter() - started))
         else:
             self._outcomes.put((entry, None, time.perf_counter() - started))
 
@@ -77,10 +80,11 @@ class AsyncRunner:
         self._loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
         self._thread = threading.Thread(target=self._loop.run_forever, name="kw-async-handlers", daemon=True)
-        self._thread.start()
 
     def submit(self, calls: Sequence[tuple[Any, Message]]) -> None:
         if calls:
+            if self._thread.ident is None:
+                self._thread.start()  # on first use: a worker that never runs starts no thread
             self._loop.call_soon_threadsafe(self._start, list(calls))
 
     def _start(self, calls: list[tuple[Any, Message]]) -> None:

@@ -40,8 +40,8 @@ class Message:
     record on first access.
 
     Built per message on the worker's hot path, so it holds the record instead of copying six
-    fields out of it. A message handler gets the value decoded before it is called (an
-    undecodable message never reaches it); in a MessageBatch the value is decoded when first read.
+    fields out of it. The value is decoded when first read (MessageDecodeError, carrying the
+    record, when it is not JSON: the worker dead-letters that message).
     To test a handler, wrap a record: `Message.of(confluent_kafka.Message(...))`.
     """
 

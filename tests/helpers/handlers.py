@@ -72,3 +72,13 @@ def slow_checkout(message: Message) -> list[dict[str, object]]:
 
     time.sleep(0.002)
     return checkout_completed(message)
+
+
+async def record_async(message: Message) -> None:
+    """An `async def` handler for concurrent workers: a `start` line, `sleep` seconds awaited, then `ok`."""
+    import asyncio
+
+    _append(message, "start")
+    value = message.value if isinstance(message.value, dict) else {}
+    await asyncio.sleep(float(value.get("sleep", 0)))
+    _append(message, "ok")

@@ -43,6 +43,7 @@ OPERATION_ARGS = (
 PARTITION_ARGS = (
     arg("--topic", required=True),
     arg("--partition", type=int, required=True),
+    arg("--key", help="a worker with concurrency holds keys, not partitions: act on this key's hold"),
 )
 UNBLOCK_ARGS = (*PARTITION_ARGS, arg("--offset", type=int, help="act only if this offset is the one held"))
 SKIP_ARGS = (*PARTITION_ARGS, arg("--offset", type=int, required=True,
@@ -64,6 +65,9 @@ COMMANDS: tuple[Command, ...] = (
                 arg("--store", help="report each job's completion or failure to this atomic store"),
                 arg("--batch-size", type=int, default=500,
                     help="messages consumed at a time: the largest batch a @batch_handler gets"),
+                arg("--concurrency", type=int, default=1,
+                    help="message handler calls at once across keys, each key in order (async def handlers on "
+                         "one event loop, others on a thread pool)"),
             )),
     Command("validate", "check workflow specs: file, line, field, expected, found",
             "kafka_workflows.cli.specs:validate",

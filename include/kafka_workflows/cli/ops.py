@@ -26,7 +26,8 @@ def operate(args: argparse.Namespace) -> int:
 
     command, applied = send_command(kafka_config_from_env(), args.command, args.group,
                                     topic=getattr(args, "topic", None), partition=getattr(args, "partition", None),
-                                    offset=getattr(args, "offset", None), reason=args.reason, wait=args.wait)
+                                    offset=getattr(args, "offset", None), reason=args.reason, wait=args.wait,
+                                    key=getattr(args, "key", None))
     for record in applied:
         print(f"{record['worker']}: {record['result']}")
     if not applied:

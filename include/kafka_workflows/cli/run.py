@@ -48,7 +48,8 @@ def worker(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"worker needs a specs folder, or {', '.join(missing)}")
     factory = partial(Worker, config, args.topic, args.group, args.handler, policy=parse_policy(args.policy),
-                      topic_partitions=args.partitions, store=args.store, batch_size=args.batch_size)
+                      topic_partitions=args.partitions, store=args.store, batch_size=args.batch_size,
+                      concurrency=args.concurrency)
     first = factory(metrics_port=args.metrics_port)  # served once; a restarted worker counts in the same registry
     runner.run_units(config, [runner.Unit("cli", args.group, first, partial(factory, metrics=first.metrics))], [])
     return 0

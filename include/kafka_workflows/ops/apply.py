@@ -54,6 +54,7 @@ class Operations:
         self._on_change = on_change
         self.on_ignored = on_ignored
         self.paused = paused  # the group's state when the worker started (ops.status.group_paused)
+        self.keyed: Any = None  # a worker with concurrency: skip/unblock act on a key's hold there
 
     def apply(self, consumer: Consumer, raw: Mapping[str, Any]) -> None:
         kind, group = raw.get("kind"), raw.get("group")
@@ -70,7 +71,11 @@ class Operations:
         op, tp = record.op, (record.topic, record.partition)
         held = self.dispatcher.held
         result: str | None = None
-        if op in ("skip", "unblock"):
+        if op in ("skip", "unblock") and self.keyed is not None:
+            if tp not in self.assignment:
+                return  # another member owns it and answers
+            result = self.keyed.operate(consumer, op, tp, record.model_dump(), self.paused)
+        elif op in ("skip", "unblock"):
             if tp not in self.assignment:
                 return  # another member owns it and answers
             hold = held.get(tp)  # type: ignore[arg-type]

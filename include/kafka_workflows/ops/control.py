@@ -67,6 +67,7 @@ class CommandRecord(BaseModel):
     topic: StrictStr | None = Field(default=None, max_length=249)
     partition: StrictInt | None = Field(default=None, ge=0)
     offset: StrictInt | None = Field(default=None, ge=0)
+    key: StrictStr | None = Field(default=None, max_length=100_000)  # a key's hold (a worker with concurrency)
     by: StrictStr | None = Field(default=None, max_length=500)
     reason: StrictStr = Field(default="", max_length=2000)
     at: float
@@ -100,6 +101,7 @@ class Command:
     by: str
     reason: str
     at: float
+    key: str | None = None  # skip/unblock on a worker with concurrency: the held key
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "command", **self.__dict__}
@@ -107,7 +109,8 @@ class Command:
 
 def send_command(config: Mapping[str, Any], op: str, group: str, *, topic: str | None = None,
                  partition: int | None = None, offset: int | None = None, reason: str = "",
-                 by: str | None = None, wait: float = 30.0) -> tuple[Command, list[dict[str, Any]]]:
+                 by: str | None = None, wait: float = 30.0, key: str | None = None
+                 ) -> tuple[Command, list[dict[str, Any]]]:
     """Send an operation and wait up to `wait` seconds for the workers' `applied` records."""
     if op not in OPS:
         raise ConfigError(f"unknown operation {op!r}; expected one of {', '.join(OPS)}")
@@ -118,7 +121,7 @@ def send_command(config: Mapping[str, Any], op: str, group: str, *, topic: str |
                           "it then skips that message and no other")
     ensure_control_topics(config)
     command = Command(uuid.uuid4().hex, op, group, topic, partition, offset, by or operator_name(), reason,
-                      time.time())
+                      time.time(), key)
     follower = ControlFollower(config)  # start following before sending, so no reply is missed
     try:
         producer = RequestProducer(config)

@@ -178,6 +178,10 @@ class WorkerSpec(_Spec):
     partitions: PositiveInt = 3
     batch_size: int = Field(default=500, ge=1, le=100_000,
                             description="messages consumed at a time: the largest batch a @batch_handler gets")
+    concurrency: int = Field(default=1, ge=1, le=10_000,
+                             description="message handler calls at once across keys of a partition, each key "
+                                         "strictly in order (async def handlers on one event loop, plain "
+                                         "functions on a thread pool); 1 = one at a time")
 
     @model_validator(mode="after")
     def _topics(self) -> Self:

@@ -6,6 +6,7 @@ holds.py       paused partitions: blocked behind a failure, or waiting for a ret
 checkpoint.py  at-least-once offsets: stored only after the writes they depend on
 writes.py      retry and dead-letter writes, store reports
 metrics.py     Prometheus metrics of one worker
+concurrent.py  with concurrency: many keys of a partition at once, each in order (lanes.py, runners.py)
 """
 
 from kafka_workflows.worker.dispatch import WorkerStats

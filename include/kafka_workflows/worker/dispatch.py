@@ -1,9 +1,9 @@
 """Handing consumed messages to the handler, and carrying out what a failure becomes.
 
-The hot path (`handle`): a healthy JSON message of a request topic on a partition nothing holds
-is decoded, handed to the handler and counted with no more than that. Everything else (consumer
-errors, held partitions, retry topics, undecodable values, handler failures) goes the general
-way, `process` and `on_failure`. The per-message cost of `handle` is what
+The hot path (`handle`): a message of a request topic on a partition nothing holds is handed to
+the handler (its value decoded when first read: an undecodable one is dead-lettered then) and
+counted with no more than that. Everything else (consumer errors, held partitions, retry topics,
+handler failures) goes the general way, `process` and `on_failure`. The per-message cost of `handle` is what
 bench/worker_throughput.py measures against a bare consume loop.
 
 What a failure becomes is decided by `retry.decision.decide`; here it is carried out: a hold
@@ -21,7 +21,6 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
-from pydantic_core import from_json
 
 from kafka_workflows import headers as h
 from kafka_workflows.errors import BatchItemFailed, MessageDecodeError
@@ -76,16 +75,14 @@ class Dispatcher:
         self.cut_at: KafkaMessage | None = None  # the first message not handled when interrupted
         self._batch_deadline = float("inf")  # perf_counter() time after which the batch is cut
         self._tallies: dict[str, list[float]] = {}  # this batch's handler latencies per topic
-        self._batch_messages: dict[str, int] = {}  # messages they handled, for a batch handler
+        self._batch_messages: dict[str, int] = {}  # messages handled per topic
 
     # -- metrics, once a batch -------------------------------------------------------------
     def flush_tallies(self) -> None:
         """Metrics are updated once a batch, not once a message."""
         if not (self._tallies or self._batch_messages):
             return
-        handled = (self._batch_messages if self.batch else
-                   {base: int(sum(tally[1:])) for base, tally in self._tallies.items()})
-        for base, count in handled.items():
+        for base, count in self._batch_messages.items():
             self.metrics.child(self.metrics.handled, base).inc(count)
             self.stats.handled += count
         self.metrics.latency.merge({(self.group, base): tally for base, tally in self._tallies.items()})
@@ -99,8 +96,17 @@ class Dispatcher:
             tally = self._tallies[base] = self.metrics.latency.new_tally()
         tally[0] += elapsed
         tally[1 + bisect_left(self.metrics.latency.bounds, elapsed)] += 1
-        if self.batch:
-            self._batch_messages[base] = self._batch_messages.get(base, 0) + messages
+        self._batch_messages[base] = self._batch_messages.get(base, 0) + messages
+
+    def _tally_run(self, base: str, elapsed: float, calls: int) -> None:
+        """`calls` message handler calls that returned after `elapsed` seconds together: each is
+        observed at their mean."""
+        tally = self._tallies.get(base)
+        if tally is None:
+            tally = self._tallies[base] = self.metrics.latency.new_tally()
+        tally[0] += elapsed
+        tally[1 + bisect_left(self.metrics.latency.bounds, elapsed / calls)] += calls
+        self._batch_messages[base] = self._batch_messages.get(base, 0) + calls
 
     def store(self, consumer: Consumer, done: dict[TP, int]) -> None:
         self.flush_tallies()
@@ -141,51 +147,77 @@ class Dispatcher:
 
     # -- message handlers ------------------------------------------------------------------
     def handle(self, consumer: Consumer, batch: list[KafkaMessage], done: dict[TP, int]) -> None:
-        """Handle a consumed batch, noting in `done` the next offset to store per partition."""
+        """Handle a consumed batch, noting in `done` the next offset to store per partition.
+
+        The value is decoded when the handler first reads it (an undecodable one is dead-lettered
+        then). Consecutive successes on one partition make a run: the run is timed as a whole (the
+        histogram gets its mean for each of its calls) and its offset noted once, at its end.
+        """
         held, retry_topics, handler = self.held, self.retry_topics, self.handler
-        clock, bounds, tallies = time.perf_counter, self.metrics.latency.bounds, self._tallies
-        checkpoint = self.checkpoint
-        fastest = bounds[0]
+        clock, checkpoint = time.perf_counter, self.checkpoint
         report = self.writes.store_client is not None
+        run_topic: str | None = None  # the run: its partition, start, size and last message
+        run_partition, run_started, run, last = -1, 0.0, 0, None
+        due = checkpoint.progress_due
         for msg in batch:
             if self.interrupted:
                 self.cut_at = msg  # not handled, not stored: fetched again, or the next owner gets it
                 break
-            topic = msg.topic()
-            tp = (topic, msg.partition())
-            if msg.error() is not None or (held and tp in held) or topic in retry_topics:
+            topic, partition = msg.topic(), msg.partition()
+            if msg.error() is not None or (held and (topic, partition) in held) or topic in retry_topics:
+                if run:
+                    self._run_done(run_topic, run_partition, last, clock() - run_started, run, done)  # type: ignore[arg-type]
+                    run = 0
                 self._store_progress(consumer, done)
                 if self.process(consumer, msg):
-                    done[tp] = msg.offset() + 1
+                    done[(topic, partition)] = msg.offset() + 1
+                run_topic, due = None, checkpoint.progress_due
                 continue
-            try:
-                message = Message(msg, from_json(msg.value()))
-            except (ValueError, TypeError):  # not JSON: process() dead-letters it, saying why
-                if self.process(consumer, msg):
-                    done[tp] = msg.offset() + 1
-                continue
+            message = Message(msg)
             if report and not trusted_job_index(message.headers):  # never reaches the handler
+                if run:
+                    self._run_done(run_topic, run_partition, last, clock() - run_started, run, done)  # type: ignore[arg-type]
+                    run = 0
                 if self.process(consumer, msg):
-                    done[tp] = msg.offset() + 1
+                    done[(topic, partition)] = msg.offset() + 1
+                run_topic, due = None, checkpoint.progress_due
                 continue
             started = clock()
-            if started >= checkpoint.progress_due:
-                self._store_progress(consumer, done)
+            if partition != run_partition or topic != run_topic or started >= due:  # a new run
+                if run:
+                    self._run_done(run_topic, run_partition, last, started - run_started, run, done)  # type: ignore[arg-type]
+                    run = 0
+                if started >= due:  # a long batch stores its progress as it goes
+                    self._store_progress(consumer, done)
+                    started, due = clock(), checkpoint.progress_due
+                run_topic, run_partition, run_started = topic, partition, started
             try:
                 handler(message)
             except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
-                if self.on_failure(consumer, msg, message.headers, None, exc):
-                    done[tp] = msg.offset() + 1
+                if run:  # the run before the failed call; the failed call is not observed (it did not return)
+                    self._run_done(topic, partition, last, started - run_started, run, done)  # type: ignore[arg-type]
+                    run = 0
+                run_topic = None
+                if isinstance(exc, MessageDecodeError) and exc.record is msg:  # decoding again cannot help
+                    log.error("%s; dead-lettering it", exc)
+                    self.dead_letter(msg, message.headers, None, exc)
+                    done[(topic, partition)] = msg.offset() + 1
+                elif self.on_failure(consumer, msg, message.headers, None, exc):
+                    done[(topic, partition)] = msg.offset() + 1
+                due = checkpoint.progress_due
                 continue
-            elapsed = clock() - started
-            tally = tallies.get(topic)  # `_tally`, inlined: a method call a message is measurable here
-            if tally is None:
-                tally = tallies[topic] = self.metrics.latency.new_tally()
-            tally[0] += elapsed
-            tally[1 if elapsed <= fastest else 1 + bisect_left(bounds, elapsed)] += 1
-            if report and self.writes.report(message.headers, None) is not None:
-                self._untrusted(msg, message.headers, None)  # handled, but its job index cannot be counted
-            done[tp] = msg.offset() + 1
+            run += 1
+            if report:
+                self.writes.report(message.headers, None)
+            last = msg
+        if run:
+            self._run_done(run_topic, run_partition, last, clock() - run_started, run, done)  # type: ignore[arg-type]
+
+    def _run_done(self, topic: str, partition: int, last: KafkaMessage, elapsed: float, calls: int,
+                  done: dict[TP, int]) -> None:
+        """A run of `calls` successes on one partition, ending at `last`, took `elapsed` seconds."""
+        self._tally_run(topic, elapsed, calls)
+        done[(topic, partition)] = last.offset() + 1
 
     # -- batch handlers --------------------------------------------------------------------
     def handle_batches(self, consumer: Consumer, batch: list[KafkaMessage], done: dict[TP, int]) -> None:

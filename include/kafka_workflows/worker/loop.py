@@ -38,10 +38,12 @@ from kafka_workflows.retry.policy import RetryPolicy
 from kafka_workflows.retry.topics import dead_letter_topic, retry_topic
 from kafka_workflows.store.topics import ensure_store_topics
 from kafka_workflows.worker.checkpoint import OffsetCheckpoint
+from kafka_workflows.worker.concurrent import DEFAULT_MAX_BYTES, ConcurrentDispatcher, default_max_in_flight
 from kafka_workflows.worker.dispatch import Dispatcher, Handler, WorkerStats
 from kafka_workflows.worker.holds import HoldTable
 from kafka_workflows.worker.metrics import WorkerMetrics
 from kafka_workflows.worker.pacing import BatchPacing
+from kafka_workflows.worker.runners import blocking_call, is_async
 from kafka_workflows.worker.writes import Writes
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,10 @@ class Worker:
     :param store: report each job's completion or failure to this atomic store.
     :param consumer_overrides: librdkafka consumer settings that win over the worker's.
     :param metrics: the metrics of a worker this one replaces (a restart keeps counting there).
+    :param concurrency: message handler calls at once, across keys, each key in order (1: one at a
+        time per worker, today's path; see worker/concurrent.py).
+    :param max_in_flight: with concurrency, messages admitted and not done before fetching pauses.
+    :param max_in_flight_bytes: the same cap in bytes of keys and values.
     """
 
     def __init__(self, config: Mapping[str, Any], topics: Sequence[str], group: str,
@@ -73,7 +79,8 @@ class Worker:
                  topic_partitions: int = 3, poll_timeout: float = 0.2, batch_size: int = 500,
                  metrics_port: int | None = None, status_interval: float = 2.0, store: str | None = None,
                  consumer_overrides: Mapping[str, Any] | None = None,
-                 metrics: WorkerMetrics | None = None) -> None:
+                 metrics: WorkerMetrics | None = None, concurrency: int = 1,
+                 max_in_flight: int | None = None, max_in_flight_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if not topics:
             raise ConfigError("worker needs at least one topic")
         if not group:
@@ -86,6 +93,12 @@ class Worker:
         self.handler: Handler = resolve_callable(handler) if isinstance(handler, str) else handler
         self.batch = is_batch_handler(self.handler)
         self.handler_name = handler if isinstance(handler, str) else getattr(handler, "__qualname__", repr(handler))
+        if not 1 <= concurrency <= 10_000:
+            raise ConfigError(f"concurrency must be between 1 and 10000, got {concurrency}")
+        if concurrency > 1 and self.batch:
+            raise ConfigError(f"handler {self.handler_name}: concurrency is for message handlers; a @batch_handler "
+                              "gets runs of one partition (leave concurrency at 1)")
+        self.concurrency = concurrency
         self.policy = policy or RetryPolicy.default()
         self.retry_topics: dict[str, tuple[str, int]] = {
             retry_topic(t, group, n): (t, n) for t in self.topics for n in range(1, self.policy.retry_topic_count + 1)}
@@ -104,11 +117,23 @@ class Worker:
         self.checkpoint = OffsetCheckpoint(self.writes)
         self.status = StatusPublisher(self.config, group, self.member, status_interval,
                                       on_failure=self.metrics.status_failures.labels(group).inc)
-        self.dispatch = Dispatcher(group, self.handler, self.batch, self.policy, self.retry_topics, self.held,
+        one_at_a_time = blocking_call(self.handler) if is_async(self.handler) else self.handler  # type: ignore[arg-type]
+        self.dispatch = Dispatcher(group, one_at_a_time, self.batch, self.policy, self.retry_topics, self.held,
                                    self.writes, self.checkpoint, self.metrics, self.stats, self.status.soon)
         self.operations = Operations(group, self.member, self.dispatch, self._assignment, self.status.send,
                                      self.status.soon, self._ignored)
         self._stopping = False  # set from a signal handler or another thread; read once a batch
+        # -- concurrency (issue 13): the key-ordered engine, when on ------------------------
+        self.keyed: ConcurrentDispatcher | None = None
+        if concurrency > 1:
+            self.keyed = ConcurrentDispatcher(
+                self.dispatch, self.handler, concurrency, max_in_flight or default_max_in_flight(concurrency),
+                max_in_flight_bytes, self._assignment, lambda: self.operations.paused)
+            self.operations.keyed = self.keyed
+            # librdkafka's prefetch queue is capped like the work in flight (its defaults: 100k, 64 MiB).
+            self.consumer_overrides = {"queued.max.messages.kbytes": max(1024, max_in_flight_bytes // 1024),
+                                       "queued.min.messages": max_in_flight or default_max_in_flight(concurrency),
+                                       **self.consumer_overrides}
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -181,7 +206,8 @@ class Worker:
                  self.handler_name)
         if ready is not None:
             ready.set()
-        handle = self.dispatch.handle_batches if self.batch else self.dispatch.handle
+        handle = (self.dispatch.handle_batches if self.batch else
+                  self.keyed.handle if self.keyed is not None else self.dispatch.handle)
         try:
             while not self._stopping:
                 for record in control.poll(0):
@@ -201,6 +227,8 @@ class Worker:
                     self.dispatch.store(consumer, done)
                 self._publish_status()
         finally:
+            if self.keyed is not None:
+                self.keyed.close(consumer)  # running calls finish (or are abandoned); done is stored
             self._publish_status(final=True)
             consumer.close()  # commits stored offsets and leaves the group
             control.close()
@@ -211,13 +239,15 @@ class Worker:
 
     def _timeout(self) -> float:
         """Wait for messages no longer than until the next held partition is due."""
-        return max(0.0, min(self.poll_timeout, self.held.next_due() - time.monotonic()))
+        keyed = self.keyed.timeout() if self.keyed is not None else self.poll_timeout
+        return max(0.0, min(self.poll_timeout, keyed, self.held.next_due() - time.monotonic()))
 
     def _publish_status(self, final: bool = False) -> None:
         self.status.publish(lambda: {
             "worker": self.member, "group": self.group, "topics": self.topics, "at": time.time(),
             "paused": self.operations.paused, "assigned": sorted(f"{t}[{p}]" for t, p in self._assignment),
-            "held": self.held.describe(), **self.stats.__dict__}, final=final)
+            "held": [*self.held.describe(), *(self.keyed.describe_holds() if self.keyed is not None else ())],
+            **self.stats.__dict__}, final=final)
 
     # -- rebalance -------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -232,6 +262,8 @@ class Worker:
         self.status.soon()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self.keyed is not None:  # in-flight work: finished and stored, or abandoned (not stored)
+            self.keyed.revoke(consumer, {(p.topic, p.partition) for p in partitions})
         for p in partitions:
             self.held.pop((p.topic, p.partition), None)
             self._assignment.discard((p.topic, p.partition))

@@ -1,0 +1,327 @@
+"""Key-ordered concurrency: many keys of one partition at once, each key strictly in order.
+
+What `Worker.run` calls with each consumed batch when the worker has `concurrency` > 1 (a
+message handler; batch handlers keep their own path). From the loop thread it
+
+1. carries out the outcomes of finished calls (runners.py puts them on a queue): a success is
+   counted and reported; a failure goes through `retry.decision.decide` like everywhere else, and
+   a `hold` becomes a *key hold*: only that key waits for its backoff, its later messages behind
+   it in order, while other keys flow. Retries and dead letters are the same `Writes`;
+2. admits the batch's messages into lanes (worker/lanes.py) and starts lane heads, up to
+   `concurrency` calls at a time;
+3. notes in `done` the offset to store per partition: the lowest offset not done yet, so a crash
+   repeats at most what was in flight (the checkpoint stores it after the writes are durable);
+4. applies backpressure: when admitted-and-not-done messages or bytes reach their caps it stops
+   consuming (librdkafka's prefetch queue is capped to the same size: it stops fetching), and
+   after PAUSE_AFTER seconds still at the caps pauses the assigned partitions, so that the loop
+   can poll again; they are resumed once drained to half.
+
+A message read from a retry topic whose kw-retry-at is not due pauses its partition and rewinds to
+it (the partition `waiting` hold of worker/holds.py), as without concurrency. On revoke the
+waiting work of the revoked partitions is dropped (not stored), the running calls get
+REVOKE_GRACE seconds to finish (their outcomes stored), and what is still running after that is
+abandoned: the next owner repeats it. On stop the same happens for every partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from queue import Empty, SimpleQueue
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+from prometheus_client import Gauge
+
+from kafka_workflows import headers as h
+from kafka_workflows.errors import MessageDecodeError
+from kafka_workflows.messages import Message
+from kafka_workflows.retry.decision import HOLD, RETRY, decide
+from kafka_workflows.worker.dispatch import Dispatcher, Handler
+from kafka_workflows.worker.holds import FOREVER
+from kafka_workflows.worker.lanes import Entry, KeyHold, KeyScheduler
+from kafka_workflows.worker.runners import AsyncRunner, Outcome, ThreadRunner, is_async
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+REVOKE_GRACE = 10.0  # seconds running calls of revoked (or, on stop, all) partitions get to finish
+PAUSE_AFTER = 1.0  # seconds at the caps without consuming before the partitions are paused
+BUSY_POLL = 0.005  # longest consume wait while calls run: their outcomes are read between polls
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+def default_max_in_flight(concurrency: int) -> int:
+    return max(1000, 10 * concurrency)
+
+
+class ConcurrentDispatcher:
+    def __init__(self, dispatch: Dispatcher, handler: Handler, concurrency: int, max_in_flight: int,
+                 max_in_flight_bytes: int, assignment: set[TP], ops_paused: Callable[[], bool]) -> None:
+        self.d = dispatch
+        self.scheduler = KeyScheduler(concurrency, max_in_flight, max_in_flight_bytes)
+        self.outcomes: SimpleQueue[Outcome] = SimpleQueue()
+        self.runner: AsyncRunner | ThreadRunner = (
+            AsyncRunner(handler, self.outcomes) if is_async(handler)
+            else ThreadRunner(handler, concurrency, self.outcomes))
+        self.assignment = assignment  # the worker's live set
+        self._ops_paused = ops_paused
+        self.pressed: set[TP] = set()  # partitions paused because the caps were reached
+        self.revoking: set[TP] = set()
+        registry = dispatch.metrics.registry
+        self.in_flight = Gauge("kw_worker_in_flight_messages", "Messages taken and not done yet (concurrency)",
+                               ["group"], registry=registry).labels(dispatch.group)
+        self.blocked_keys = Gauge("kw_worker_blocked_keys", "Keys held by a blocking retry (concurrency)",
+                                  ["group"], registry=registry).labels(dispatch.group)
+
+    # -- the loop's calls ------------------------------------------------------------------
+    def timeout(self) -> float:
+        """How long the loop may wait for messages without leaving outcomes or holds waiting."""
+        s = self.scheduler
+        if not self.outcomes.empty():
+            return 0.0
+        if s.running:
+            return BUSY_POLL
+        return max(0.0, s.next_due() - time.monotonic())
+
+    def handle(self, consumer: Consumer, batch: list[KafkaMessage], done: dict[TP, int]) -> None:
+        self.drain(consumer, done)
+        held, retry_topics, s = self.d.held, self.d.retry_topics, self.scheduler
+        for msg in batch:
+            if self.d.stopping:
+                break  # not admitted, not stored: the next owner gets it
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    if err.fatal():
+                        raise KafkaException(err)
+                    log.warning("consumer error: %s", err.str())
+                continue
+            topic = msg.topic()
+            tp = (topic, msg.partition())
+            forced = False
+            if held and tp in held:
+                hold = held[tp]
+                if hold.due != FOREVER or msg.offset() != hold.offset:
+                    continue  # fetched before the pause and rewind took effect
+                forced = hold.forced
+                del held[tp]
+            track = s.tracks.get(tp)
+            if track is None:
+                if tp not in self.assignment:
+                    continue  # revoked meanwhile
+                track = s.track(tp)
+            elif msg.offset() < track.next_admit:
+                continue  # admitted already
+            origin = retry_topics.get(topic)
+            headers = None
+            if origin is not None:
+                headers = h.decode(msg.headers())
+                wait = int(headers.get(h.RETRY_AT, "0")) / 1000 - time.time()
+                if wait > 0 and not forced:
+                    held.hold(consumer, msg, "waiting", wait)
+                    self.d._on_change()
+                    continue
+            s.admit(Entry(msg, tp, origin, headers), track)
+        self._start()
+        self._pressure(consumer, done)
+        self.in_flight.set(s.messages)
+
+    def _start(self) -> None:
+        s = self.scheduler
+        if s.holds:
+            s.release_due(time.monotonic())
+        started = s.start()
+        if started:
+            self.runner.submit([(entry, self._message(entry)) for entry in started])
+
+    def _message(self, entry: Entry) -> Message:
+        """The handler's view; the value is decoded when the handler first reads it."""
+        return Message(entry.msg, headers=self._headers(entry) if entry.failures else entry.headers)
+
+    def _pressure(self, consumer: Consumer, done: dict[TP, int]) -> None:
+        """At the caps, stop taking messages: first by not consuming (librdkafka's prefetch queue is
+        capped too), for up to PAUSE_AFTER seconds; then by pausing the assigned partitions, so the
+        loop can go on polling (rebalances, liveness) while the calls drain. Resume once drained to
+        half. (Pausing first would cost a fetch stall on every resume: librdkafka refetches up to
+        a second later.)"""
+        s = self.scheduler
+        if s.full() and not self.pressed:
+            deadline = time.monotonic() + PAUSE_AFTER
+            while s.running and not s.drained() and not self.d.stopping and time.monotonic() < deadline:
+                self.drain(consumer, done, wait=0.05)
+            if s.full():
+                more = [tp for tp in self.assignment if tp not in self.pressed]
+                if more:
+                    consumer.pause([TopicPartition(*tp) for tp in more])
+                    self.pressed.update(more)
+        if self.pressed:
+            if s.running and not self.d.stopping:
+                self.drain(consumer, done, wait=0.1)
+            # Not before: with every admitted message behind held keys nothing runs, and resuming
+            # then would admit past the caps.
+            if s.drained():
+                held = self.d.held
+                back = [tp for tp in self.pressed if tp in self.assignment
+                        and (tp not in held or held[tp].due == FOREVER)]
+                if back and not self._ops_paused():
+                    consumer.resume([TopicPartition(*tp) for tp in back])
+                self.pressed.clear()
+
+    # -- outcomes --------------------------------------------------------------------------
+    def drain(self, consumer: Consumer, done: dict[TP, int], wait: float = 0.0) -> None:
+        """Carry out every outcome waiting (the first one waited for up to `wait` seconds)."""
+        outcomes = self.outcomes
+        try:
+            outcome = outcomes.get(timeout=wait) if wait > 0 else outcomes.get_nowait()
+        except Empty:
+            return
+        while True:
+            self._outcome(consumer, *outcome, done)
+            try:
+                outcome = outcomes.get_nowait()
+            except Empty:
+                break
+        self._start()
+
+    def _outcome(self, consumer: Consumer, entry: Entry, exc: Exception | None, elapsed: float,
+                 done: dict[TP, int]) -> None:
+        s, d = self.scheduler, self.d
+        s.returned(entry)
+        if entry.abandoned:
+            return
+        msg = entry.msg
+        base = entry.origin[0] if entry.origin else entry.tp[0]
+        if exc is None:
+            d._tally(base, elapsed)
+            if d.writes.store_client is not None:
+                d.writes.report(self._headers(entry), None)
+            if entry.failures:
+                d._on_change()
+                log.info("%s[%d]@%d succeeded after %d failed attempt(s); key unblocked", *entry.tp, entry.offset,
+                         entry.failures)
+            self._finished(entry, done)
+            return
+        if entry.tp in self.revoking:
+            return  # not done, not stored: the partition's next owner handles it
+        headers = self._headers(entry)
+        if isinstance(exc, MessageDecodeError) and exc.record is msg:  # decoding again cannot help
+            log.error("%s; dead-lettering it", exc)
+            d.dead_letter(msg, headers, entry.origin, exc)
+            self._finished(entry, done)
+            return
+        d.stats.failed += 1
+        d.metrics.failed.labels(d.group, base, type(exc).__name__).inc()
+        failures = entry.failures + 1
+        decision = decide(d.policy, exc, failures=failures, retry_round=entry.origin[1] if entry.origin else None)
+        if decision.kind == HOLD:
+            entry.failures = failures
+            s.hold(entry, decision.delay, f"{type(exc).__name__}: {exc}")
+            self.blocked_keys.set(len(s.holds))
+            d._on_change()
+            log.warning("handler failed on %s[%d]@%d key %r (attempt %d): %s: %s; key held for %.2fs", *entry.tp,
+                        entry.offset, msg.key(), failures, type(exc).__name__, exc, decision.delay)
+            return
+        if decision.kind == RETRY:
+            d.writes.retry(msg, headers, base, exc, decision.round, decision.delay)
+            d.stats.retried += 1
+            d.metrics.child(d.metrics.retried, base).inc()
+            log.info("%s[%d]@%d failed (%s); retry %d in %.1fs", *entry.tp, entry.offset, type(exc).__name__,
+                     decision.round, decision.delay)
+        else:
+            log.warning("%s[%d]@%d: %s; dead-lettering", *entry.tp, entry.offset, decision.reason)
+            d.dead_letter(msg, headers, entry.origin, exc)
+        self._finished(entry, done)
+
+    @staticmethod
+    def _headers(entry: Entry) -> dict[str, str]:
+        """The message's headers; after failures in place, kw-attempt says which attempt this is."""
+        if entry.headers is None:
+            entry.headers = h.decode(entry.msg.headers())
+        if not entry.failures:
+            return entry.headers
+        return {**entry.headers, h.ATTEMPT: str(int(entry.headers.get(h.ATTEMPT, "1")) + entry.failures)}
+
+    def _finished(self, entry: Entry, done: dict[TP, int]) -> None:
+        had_hold = entry.lane is not None and entry.lane.hold is not None
+        offset = self.scheduler.finished(entry)
+        if had_hold:
+            self.blocked_keys.set(len(self.scheduler.holds))
+        if offset is not None:
+            done[entry.tp] = offset
+
+    # -- revoke, stop, status, operations --------------------------------------------------
+    def revoke(self, consumer: Consumer, tps: set[TP], grace: float = REVOKE_GRACE) -> None:
+        """Drop the waiting work of `tps`, give their running calls `grace` seconds, store what is done."""
+        s = self.scheduler
+        tps = {tp for tp in tps if tp in s.tracks}
+        if not tps:
+            return
+        self.revoking |= tps
+        s.drop_waiting(tps)
+        done: dict[TP, int] = {}
+        deadline = time.monotonic() + grace
+        try:
+            while s.running_in(tps) and time.monotonic() < deadline:
+                self.drain(consumer, done, wait=min(0.1, max(0.0, deadline - time.monotonic())))
+            abandoned = s.forget(tps)
+            if abandoned:
+                log.warning("%d handler call(s) of revoked partitions still running after %.0fs: abandoned, "
+                            "their offsets not stored", len(abandoned), grace)
+            self.d.store(consumer, done)
+        finally:
+            self.revoking -= tps
+            self.pressed -= tps
+
+    def close(self, consumer: Consumer) -> None:
+        """On stop: finish (or abandon) the running calls of every partition, store what is done."""
+        try:
+            self.revoke(consumer, set(self.scheduler.tracks))
+        finally:
+            self.runner.close()
+
+    def describe_holds(self) -> list[dict[str, Any]]:
+        return [hold.describe() for hold in self.scheduler.holds.values()]
+
+    def operate(self, consumer: Consumer, op: str, tp: TP, record: Mapping[str, Any], paused: bool) -> str:
+        """skip/unblock with concurrency: act on one key's hold (named by key and/or offset)."""
+        key, offset = record.get("key"), record.get("offset")
+        where = f"{tp[0]}[{tp[1]}]"
+        holds = [hold for hold in self.scheduler.holds.values()
+                 if (hold.entry.msg.topic(), hold.entry.msg.partition()) == tp
+                 and (offset is None or hold.entry.offset == offset)
+                 and (key is None or hold.describe()["key"] == key)]
+        partition_hold = self.d.held.get(tp)
+        if not holds and op == "unblock" and partition_hold is not None and key is None and (
+                offset is None or offset == partition_hold.offset):
+            partition_hold.due, partition_hold.forced = 0.0, True
+            return f"retrying {where}@{partition_hold.offset} now"
+        wanted = "".join([f" key {key!r}" if key is not None else "", f"@{offset}" if offset is not None else ""])
+        if not holds:
+            return f"nothing held at {where}{wanted}"
+        if len(holds) > 1:
+            return f"{len(holds)} keys held at {where}{wanted}: name one with --key or --offset"
+        hold = holds[0]
+        if op == "unblock":
+            hold.due = 0.0
+            self._start()
+            return f"retrying {where}@{hold.entry.offset} key {hold.describe()['key']!r} now"
+        self._skip(consumer, hold, record)
+        return f"skipped {where}@{hold.entry.offset} key {hold.describe()['key']!r} to the dead-letter topic"
+
+    def _skip(self, consumer: Consumer, hold: KeyHold, record: Mapping[str, Any]) -> None:
+        from kafka_workflows.ops.apply import Skipped
+        from kafka_workflows.retry.provenance import SKIP_REASON, SKIPPED_AT, SKIPPED_BY
+
+        entry = hold.entry
+        error = hold.error.split(":", 1)
+        exc = Skipped(error[1].strip() if len(error) > 1 else "skipped by an operator", error[0] or "Skipped")
+        self.d.dead_letter(entry.msg, h.decode(entry.msg.headers()), entry.origin, exc, extra={
+            SKIPPED_BY: record.get("by"), SKIP_REASON: record.get("reason") or "",
+            SKIPPED_AT: int(record.get("at", time.time()) * 1000)})
+        done: dict[TP, int] = {}
+        self._finished(entry, done)
+        self.d.store(consumer, done)
+        self._start()

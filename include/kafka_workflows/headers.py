@@ -67,5 +67,14 @@ def int_header(headers: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def valid_int_header(headers: Mapping[str, str], name: str) -> bool:
+    """Whether header `name` is absent or an integer `int_header` accepts."""
+    try:
+        int_header(headers, name, 0)
+    except HeaderError:
+        return False
+    return True
+
+
 def attempt_of(headers: Mapping[str, str]) -> int:
     return int_header(headers, ATTEMPT, 1)

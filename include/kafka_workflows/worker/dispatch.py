@@ -27,6 +27,7 @@ from kafka_workflows.errors import BatchItemFailed, MessageDecodeError
 from kafka_workflows.messages import Message, MessageBatch, decode_value, where
 from kafka_workflows.retry.decision import HOLD, RETRY, decide
 from kafka_workflows.retry.policy import RetryPolicy
+from kafka_workflows.worker.batches import BatchHandling
 from kafka_workflows.worker.checkpoint import OffsetCheckpoint
 from kafka_workflows.worker.holds import FOREVER, HoldTable
 from kafka_workflows.worker.metrics import WorkerMetrics
@@ -48,7 +49,7 @@ class WorkerStats:
     dead_lettered: int = 0
 
 
-class Dispatcher:
+class Dispatcher(BatchHandling):
     """One worker's message handling: what `Worker.run` calls with each consumed batch."""
 
     def __init__(self, group: str, handler: Handler, batch: bool, policy: RetryPolicy,
@@ -174,7 +175,7 @@ class Dispatcher:
                 run_topic, due = None, checkpoint.progress_due
                 continue
             message = Message(msg)
-            if report and not trusted_job_index(message.headers):  # never reaches the handler
+            if report and not h.valid_int_header(message.headers, h.JOB_INDEX):  # never reaches the handler
                 if run:
                     self._run_done(run_topic, run_partition, last, clock() - run_started, run, done)  # type: ignore[arg-type]
                     run = 0
@@ -218,93 +219,6 @@ class Dispatcher:
         """A run of `calls` successes on one partition, ending at `last`, took `elapsed` seconds."""
         self._tally_run(topic, elapsed, calls)
         done[(topic, partition)] = last.offset() + 1
-
-    # -- batch handlers --------------------------------------------------------------------
-    def handle_batches(self, consumer: Consumer, batch: list[KafkaMessage], done: dict[TP, int]) -> None:
-        """`handle` for a batch handler: runs of consecutive messages of one partition go to
-        `_handle_run`; what needs the general way goes to `process`, one message at a time."""
-        held, retry_topics = self.held, self.retry_topics
-        report = self.writes.store_client is not None
-        run: list[KafkaMessage] = []
-        run_tp: TP | None = None
-        for msg in batch:
-            topic = msg.topic()
-            tp = (topic, msg.partition())
-            if (msg.error() is not None or (held and tp in held) or topic in retry_topics
-                    or (report and not trusted_job_index(h.decode(msg.headers())))):
-                if run:
-                    self._handle_run(consumer, run, done)
-                    run, run_tp = [], None
-                if self.interrupted:
-                    self.cut_at = self.cut_at or msg
-                    return
-                self._store_progress(consumer, done)
-                if self.process(consumer, msg):
-                    done[tp] = msg.offset() + 1
-            elif tp == run_tp:
-                run.append(msg)
-            else:
-                if run:
-                    self._handle_run(consumer, run, done)
-                run, run_tp = [msg], tp
-        if run:
-            self._handle_run(consumer, run, done)
-
-    def _handle_run(self, consumer: Consumer, records: list[KafkaMessage], done: dict[TP, int]) -> None:
-        """Hand one partition's consecutive messages to the batch handler; see `batch_handler`."""
-        topic = records[0].topic()
-        tp = (topic, records[0].partition())
-        while records:
-            self._store_progress(consumer, done)
-            if self.interrupted:
-                self.cut_at = self.cut_at or records[0]  # not handled, not stored
-                return
-            started = time.perf_counter()
-            try:
-                self.handler(MessageBatch(records))  # type: ignore[arg-type]
-            except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
-                index, cause = failed_index(records, exc)
-                if index is None:
-                    log.info("batch handler failed on %s (%s: %s) without naming a message; handling its %d "
-                             "message(s) one at a time", where(records[0]), type(exc).__name__, exc, len(records))
-                    for msg in records:
-                        self._store_progress(consumer, done)
-                        if self.interrupted:
-                            self.cut_at = self.cut_at or msg
-                            return
-                        if self.process(consumer, msg):
-                            done[tp] = msg.offset() + 1
-                    return
-                if index:  # done, though the call did not return: counted, not timed
-                    self._batch_done(topic, records[:index], None, done)
-                failing = records[index]
-                headers = h.decode(failing.headers())
-                if isinstance(cause, MessageDecodeError):  # decoding again cannot help
-                    log.error("%s; dead-lettering it", cause)
-                    self.dead_letter(failing, headers, None, cause)
-                    moved_on = True
-                else:
-                    moved_on = self.on_failure(consumer, failing, headers, None, cause)
-                if not moved_on:
-                    return  # the partition is held at the failing message; the rest come again
-                done[tp] = failing.offset() + 1
-                records = records[index + 1:]
-            else:
-                self._batch_done(topic, records, time.perf_counter() - started, done)
-                return
-
-    def _batch_done(self, topic: str, records: list[KafkaMessage], elapsed: float | None,
-                    done: dict[TP, int]) -> None:
-        if elapsed is None:
-            self._batch_messages[topic] = self._batch_messages.get(topic, 0) + len(records)
-        else:
-            self._tally(topic, elapsed, len(records))
-        if self.writes.store_client is not None:
-            for msg in records:
-                headers = h.decode(msg.headers())
-                if self.writes.report(headers, None) is not None:
-                    self._untrusted(msg, headers, None)  # handled, but its job index cannot be counted
-        done[(topic, records[0].partition())] = records[-1].offset() + 1
 
     # -- the general way -------------------------------------------------------------------
     def process(self, consumer: Consumer, msg: KafkaMessage) -> bool:
@@ -420,30 +334,3 @@ class Dispatcher:
         self.writes.dead_letter(msg, headers, base, exc, extra)
         self.stats.dead_lettered += 1
         self.metrics.child(self.metrics.dead_lettered, base).inc()
-
-
-def trusted_job_index(headers: dict[str, str]) -> bool:
-    """Whether kw-job-index, when present, is an integer the store can count."""
-    try:
-        h.int_header(headers, h.JOB_INDEX, -1)
-    except h.HeaderError:
-        return False
-    return True
-
-
-def failed_index(records: list[KafkaMessage], exc: Exception) -> tuple[int | None, Exception]:
-    """Which message of a batch failed, and with what error, when the handler's exception says so."""
-    if isinstance(exc, BatchItemFailed):
-        if not 0 <= exc.index < len(records):
-            log.warning("batch handler named message %d of a batch of %d; handling the batch one message at a time",
-                        exc.index, len(records))
-            return None, exc
-        cause = exc.cause if isinstance(exc.cause, Exception) else exc
-        if isinstance(cause, MessageDecodeError) and cause.record not in (None, records[exc.index]):
-            log.warning("batch handler named message %d for a value that is not its own; handling the batch one "
-                        "message at a time", exc.index)
-            return None, exc
-        return exc.index, cause
-    # Anything else, an undecodable value read in the batch included, says nothing of the messages
-    # before the failing one: a handler that writes a batch at its end has not written them.
-    return None, exc

@@ -49,7 +49,8 @@ def seed(today: date, path: Path | None = None) -> int:
             return 0
         rows = [(f"user-{i:03d}", "yoga-monthly" if i % 2 else "yoga-yearly", 1500 + 100 * i,
                  (today + timedelta(days=(i % 2) * 10 - (i % 5))).isoformat()) for i in range(SEED_USERS)]
-        conn.executemany("INSERT INTO subscriptions VALUES (?, ?, ?, ?)", rows)
+        # OR IGNORE: two runs that select at the same moment (the scheduled and a manual one) both seed.
+        conn.executemany("INSERT OR IGNORE INTO subscriptions VALUES (?, ?, ?, ?)", rows)
         return len(rows)
 
 

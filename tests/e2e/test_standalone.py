@@ -46,8 +46,12 @@ def test_trigger_through_rest_api_and_the_worker_handles_the_requests(
             dags, runs = DAGApi(client), DagRunApi(client)
             wait_for(lambda: _dag_known(dags), 120, "the DAG processor to parse subscription_renewals", 2)
             # Unpausing also schedules today's run; this one renews what is due within 10 days, so
-            # it always finds work whichever of the two selects first.
-            later = (pendulum.now("UTC") + pendulum.duration(days=10)).date().isoformat()
+            # it always finds work whichever of the two selects first. The example seeds its table
+            # relative to the first day a run asks for: seed it for today first, or the manual run,
+            # seeding 10 days ahead, would put half the subscriptions out of both runs' reach.
+            today = pendulum.now("UTC").date()
+            subscriptions.seed(today, db)
+            later = (today + pendulum.duration(days=10)).isoformat()
             run = runs.trigger_dag_run("subscription_renewals", TriggerDAGRunPostBody(
                 logical_date=None, conf={"day": later}, note="end-to-end test"))
             state = wait_for(lambda: _finished(runs, run.dag_run_id), 180, "the DAG run to finish", 2)

@@ -57,6 +57,7 @@ from confluent_kafka import Message as KafkaMessage
 from kafka_workflows import headers as h
 from kafka_workflows.config import client_config
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError
+from kafka_workflows.group_protocol import group_protocol_settings, is_incremental
 
 log = logging.getLogger(__name__)
 
@@ -259,12 +260,12 @@ class TransactionalProcessor:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
-            "partition.assignment.strategy": "cooperative-sticky",
+            **group_protocol_settings({**self.config, **self.consumer_overrides}),  # KIP-848 or classic
             **self.consumer_overrides,
         }
         if settings["isolation.level"] != "read_committed" or settings["enable.auto.commit"]:
             raise ConfigError("exactly-once needs isolation.level=read_committed and enable.auto.commit=false")
-        self._cooperative = settings["partition.assignment.strategy"] == "cooperative-sticky"
+        self._cooperative = is_incremental({**self.config, **settings})
         self._reset_offset = OFFSET_END if str(settings["auto.offset.reset"]) in ("latest", "largest", "end") \
             else OFFSET_BEGINNING
         try:

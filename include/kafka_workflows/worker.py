@@ -33,6 +33,7 @@ from kafka_workflows import headers as h
 from kafka_workflows.config import check_reachable, client_config
 from kafka_workflows.control import CONTROL_TOPIC, STATUS_TOPIC, ControlFollower, ensure_control_topics
 from kafka_workflows.errors import BatchItemFailed, ConfigError, MessageDecodeError
+from kafka_workflows.group_protocol import group_protocol_settings
 from kafka_workflows.handlers import is_batch_handler, resolve_callable
 from kafka_workflows.messages import Message, MessageBatch, decode_value, where
 from kafka_workflows.metrics import WorkerMetrics
@@ -166,7 +167,7 @@ class Worker:
             "enable.auto.offset.store": False,  # stored by us once a message is done
             "auto.commit.interval.ms": 1000,
             "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
+            **group_protocol_settings({**self.config, **self.consumer_overrides}),  # KIP-848 or classic
             "isolation.level": "read_committed",
             "statistics.interval.ms": 5000,
             # A resumed partition waits for the fetch long-poll in flight; keep it short so a

@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from kafka_workflows.config import client_config
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.producer import RequestProducer
-from kafka_workflows.topics import TopicSpec, ensure_topics
+from kafka_workflows.topics import REPLICATED, TopicSpec, ensure_topics
 
 CONTROL_TOPIC = "kafka-workflows.control"
 STATUS_TOPIC = "kafka-workflows.status"
@@ -33,8 +33,10 @@ OPS: tuple[str, ...] = ("skip", "unblock", "pause", "resume")
 
 def ensure_control_topics(config: Mapping[str, Any]) -> None:
     ensure_topics(config, [
-        TopicSpec(CONTROL_TOPIC, partitions=1, config={"retention.ms": str(30 * 24 * 3600 * 1000)}),
-        TopicSpec(STATUS_TOPIC, partitions=1, config={"cleanup.policy": "compact", "segment.ms": "600000"}),
+        TopicSpec(CONTROL_TOPIC, partitions=1, replication_factor=REPLICATED,
+                  config={"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(STATUS_TOPIC, partitions=1, replication_factor=REPLICATED,
+                  config={"cleanup.policy": "compact", "segment.ms": "600000"}),
     ])
 
 

@@ -54,7 +54,7 @@ from kafka_workflows.config import check_reachable, client_config
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError, MessageDecodeError
 from kafka_workflows.messages import decode_value, encode_value
 from kafka_workflows.producer import Delivered, RequestProducer
-from kafka_workflows.topics import TopicSpec, ensure_topics
+from kafka_workflows.topics import REPLICATED, TopicSpec, ensure_topics, wait_for_topics
 from kafka_workflows.transactions import (
     TP,
     CommittedBatch,
@@ -126,12 +126,12 @@ def ensure_store_topics(config: Mapping[str, Any], name: str, partitions: int = 
     """Create S.commands, S.store (compacted) and S.events if missing; check existing ones fit together."""
     _check_name(name)
     created = ensure_topics(config, [
-        TopicSpec(commands_topic(name), partitions),
-        TopicSpec(store_topic(name), partitions, config={"cleanup.policy": "compact"}),
-        TopicSpec(events_topic(name), partitions),
+        TopicSpec(commands_topic(name), partitions, REPLICATED),
+        TopicSpec(store_topic(name), partitions, REPLICATED, config={"cleanup.policy": "compact"}),
+        TopicSpec(events_topic(name), partitions, REPLICATED),
     ], timeout=timeout)
     admin = AdminClient(client_config(config))
-    topics = admin.list_topics(timeout=timeout).topics
+    topics = wait_for_topics(config, [commands_topic(name), store_topic(name)], timeout)  # reach every broker late
     n_commands = len(topics[commands_topic(name)].partitions)
     n_store = len(topics[store_topic(name)].partitions)
     if n_commands != n_store:

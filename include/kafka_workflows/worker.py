@@ -26,7 +26,6 @@ from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
-from confluent_kafka.admin import AdminClient
 from pydantic_core import from_json
 
 from kafka_workflows import headers as h
@@ -40,7 +39,7 @@ from kafka_workflows.metrics import WorkerMetrics
 from kafka_workflows.policy import RetryPolicy
 from kafka_workflows.producer import RequestProducer
 from kafka_workflows.store import StoreClient, ensure_store_topics
-from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics, retry_topic
+from kafka_workflows.topics import TopicSpec, dead_letter_topic, ensure_topics, retry_topic, wait_for_topics
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +144,7 @@ class Worker:
         """Everything that can fail before consuming: broker reachable, topics present."""
         check_reachable(self.config)
         ensure_topics(self.config, [TopicSpec(t, self.topic_partitions) for t in self.topics])
-        metadata = AdminClient(client_config(self.config)).list_topics(timeout=10).topics
+        metadata = wait_for_topics(self.config, self.topics)  # a new topic reaches every broker late
         derived = []
         for topic in self.topics:
             partitions = len(metadata[topic].partitions)

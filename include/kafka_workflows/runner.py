@@ -12,6 +12,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +22,7 @@ from kafka_workflows.errors import ConfigError
 from kafka_workflows.handlers import resolve_callable
 from kafka_workflows.messages import Message, encode_value
 from kafka_workflows.spec import ProcessorSpec, SpecError, WorkflowSpec, load_specs
+from kafka_workflows.supervise import Supervised
 from kafka_workflows.topics import TopicSpec, ensure_topics
 from kafka_workflows.transactions import Output, TransactionalProcessor
 from kafka_workflows.worker import Worker
@@ -88,18 +90,18 @@ def build_units(config: Mapping[str, Any], specs: list[WorkflowSpec], only: Iter
     for spec in specs:
         for w in spec.workers:
             if not only or w.name in only:
-                units.append(Unit(spec.name, w.name, Worker(config, w.topics, w.group, w.handler, policy=w.retry,
-                                                            topic_partitions=w.partitions, store=w.store,
-                                                            batch_size=w.batch_size)))
+                units.append(Unit(spec.name, w.name, Supervised(f"{spec.name}/{w.name}", partial(
+                    Worker, config, w.topics, w.group, w.handler, policy=w.retry, topic_partitions=w.partitions,
+                    store=w.store, batch_size=w.batch_size))))
         for p in spec.processors:
             if not only or p.name in only:
-                units.append(Unit(spec.name, p.name, TransactionalProcessor(
-                    config, p.topics, p.group, _transform(p), commit_interval=p.commit_interval,
-                    transactional_id_prefix=f"kw-{spec.name}")))
+                units.append(Unit(spec.name, p.name, Supervised(f"{spec.name}/{p.name}", partial(
+                    TransactionalProcessor, config, p.topics, p.group, _transform(p),
+                    commit_interval=p.commit_interval, transactional_id_prefix=f"kw-{spec.name}"))))
         for s in spec.stores:
             if not only or f"store:{s.name}" in only:
-                units.append(Unit(spec.name, f"store:{s.name}", StoreProcessor(
-                    config, s.name, partitions=s.partitions, commit_interval=s.commit_interval)))
+                units.append(Unit(spec.name, f"store:{s.name}", Supervised(f"{spec.name}/store:{s.name}", partial(
+                    StoreProcessor, config, s.name, partitions=s.partitions, commit_interval=s.commit_interval))))
     if only - {u.name for u in units}:
         raise ConfigError(f"--only names nothing declared: {sorted(only - {u.name for u in units})}")
     if not units:
@@ -114,7 +116,8 @@ def prepare_processor_topics(config: Mapping[str, Any], specs: list[WorkflowSpec
 
 
 def run_units(config: Mapping[str, Any], units: list[Unit], specs: list[WorkflowSpec]) -> None:
-    """Run every unit in its own thread until SIGTERM/SIGINT; a unit that dies stops the rest."""
+    """Run every unit in its own thread until SIGTERM/SIGINT. A unit that gives up is rebuilt and
+    restarted by its `Supervised` wrapper; one that raises anyway (while stopping) stops the rest."""
     check_reachable(config)
     prepare_processor_topics(config, specs)
     stop = threading.Event()

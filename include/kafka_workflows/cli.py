@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,16 +123,18 @@ def _run(args: argparse.Namespace) -> int:
         missing = [f"--{n}" for n in ("topic", "group", "handler") if not getattr(args, n)]
         if missing:
             raise ConfigError(f"worker needs a specs folder, or {', '.join(missing)}")
-        worker = Worker(config, args.topic, args.group, args.handler, policy=_policy(args.policy),
-                        topic_partitions=args.partitions, metrics_port=args.metrics_port, store=args.store,
-                        batch_size=args.batch_size)
-        worker.install_signal_handlers()
-        worker.run()
-    elif args.command == "store-processor":
-        from kafka_workflows.store import run_store_processor
+        from kafka_workflows.supervise import run_supervised, shared_metrics  # restarts a worker that gives up
 
-        run_store_processor(config, args.store, args.group, partitions=args.partitions,
-                            commit_interval=args.commit_interval)
+        run_supervised(f"worker {args.group}", shared_metrics(partial(
+            Worker, config, args.topic, args.group, args.handler, policy=_policy(args.policy),
+            topic_partitions=args.partitions, store=args.store, batch_size=args.batch_size), args.metrics_port), config)
+    elif args.command == "store-processor":
+        from kafka_workflows.store import StoreProcessor
+        from kafka_workflows.supervise import run_supervised
+
+        run_supervised(f"store-processor {args.store}", partial(
+            StoreProcessor, config, args.store, args.group, partitions=args.partitions,
+            commit_interval=args.commit_interval), config)
     elif args.command == "create-topic":
         from kafka_workflows.topics import TopicSpec, ensure_topics
 

@@ -10,15 +10,23 @@ nothing of the failed one (its producer, its holds, its open transaction) is reu
 
 `stop()` stops the running instance and ends the loop. The first instance is built at once, so
 a unit that cannot even be built (a bad handler path) fails where it is declared.
+
+`run_supervised` is the CLI's way to run one unit (`worker --topic ...`, `store-processor`): it
+fails fast, naming the address, when no broker answers at start (a misconfiguration), and from
+then on restarts the unit instead of exiting. `shared_metrics` keeps one metrics endpoint across
+the worker instances it builds.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
+
+from kafka_workflows.config import check_reachable
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +80,30 @@ class Supervised:
                     return None
                 self.current = self.factory()
                 self.restarts += 1
+
+
+def run_supervised(name: str, factory: Callable[[], Runnable], config: Mapping[str, Any]) -> Any:
+    """Run one unit in this process until SIGTERM/SIGINT, rebuilding it whenever it gives up."""
+    check_reachable(config)
+    unit = Supervised(name, factory)
+    signal.signal(signal.SIGTERM, unit.stop)
+    signal.signal(signal.SIGINT, unit.stop)
+    return unit.run()
+
+
+def shared_metrics(factory: Callable[[], Any], port: int | None) -> Callable[[], Any]:
+    """Wrap a Worker factory (built with metrics_port=None): every instance counts into the first
+    one's metrics, which are served on `port` once."""
+    first: list[Any] = []
+
+    def build() -> Any:
+        worker = factory()
+        if first:
+            worker.metrics = first[0].metrics
+        else:
+            first.append(worker)
+            if port is not None:
+                worker.metrics.serve(port)
+        return worker
+
+    return build

@@ -74,7 +74,7 @@ class Chaos:
             if candidate.cmdline()[-1:] == [component]:
                 tree = [candidate, *candidate.children(recursive=True)]
                 candidate.terminate()
-                _, alive = psutil.wait_procs(tree, timeout=60)
+                _, alive = psutil.wait_procs(tree, timeout=20)
                 for leftover in alive:
                     leftover.kill()
                 break
@@ -140,9 +140,12 @@ def test_an_import_survives_broker_worker_processor_triggerer_and_scheduler_cras
             chaos.start(f"importer-{n}", *importer)
         wait_for(lambda: contacts.count() > 0, 120, "the importers to start")
 
+        def say(step: str) -> None:
+            print(f"{time.strftime('%X')} {step} ({contacts.count()}/{valid} contacts)", flush=True)
+
         def mid_import(step: str) -> None:
             assert contacts.count() < valid, f"the import finished before: {step}"
-            print(f"{time.strftime('%X')} {step} ({contacts.count()}/{valid} contacts)", flush=True)
+            say(step)
 
         def bounce_leader(topic: str) -> None:
             victim = cluster.leader(topic, 0)
@@ -160,12 +163,14 @@ def test_an_import_survives_broker_worker_processor_triggerer_and_scheduler_cras
         mid_import("restart the triggerer while await is deferred")
         assert await_state() == "deferred"
         chaos.restart_component("triggerer")
+        say("the triggerer restarted")
         for step in ("importer-1", "store-processor", "importer-2", "importer-1", "store-processor"):
             mid_import(f"SIGKILL {step}")
             chaos.sigkill(step)
             time.sleep(2)
         mid_import("restart the scheduler")
         chaos.restart_component("scheduler")
+        say("the scheduler restarted")
 
         def finished() -> str | None:
             for name in chaos.units:

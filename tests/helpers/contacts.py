@@ -28,6 +28,6 @@ def import_or_reject(messages: MessageBatch) -> None:
 
 
 def import_slowly(message: Message) -> None:
-    """kw_examples.contacts.import_jobs one job at a time, 0.1 s a job: the chaos test's kills land mid-import."""
-    time.sleep(0.1)
+    """kw_examples.contacts.import_jobs one job at a time, 0.2 s a job: the chaos test's kills land mid-import."""
+    time.sleep(0.2)
     upsert(job_rows(message))

@@ -56,6 +56,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from kafka_workflows import headers as h
 from kafka_workflows.config import client_config
+from kafka_workflows.deadline import CallHungError, call_with_deadline
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError
 from kafka_workflows.group_protocol import group_protocol_settings, is_incremental
 
@@ -456,12 +457,16 @@ class TransactionalProcessor:
             if self._txn_positions:
                 offsets = [TopicPartition(t, p, o) for (t, p), o in self._txn_positions.items()]
                 metadata = consumer.consumer_group_metadata()
-                self._retry(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30),
+                self._retry(lambda: call_with_deadline(producer.send_offsets_to_transaction, offsets, metadata, 30,
+                                                       deadline=40, what="send_offsets_to_transaction"),
                             "send_offsets_to_transaction")
             self._retry(lambda: producer.commit_transaction(60), "commit_transaction")
         except KafkaException as exc:
             self._on_transaction_error(exc, "committing")
             return False
+        except CallHungError:  # librdkafka#5456: drop the producer untouched; the supervisor rebuilds the unit
+            self._producer, self._txn_open = None, False
+            raise
         self._txn_open = False
         self._commit_seq += 1
         self._consecutive_aborts = 0

@@ -1,9 +1,10 @@
-"""A real single-node Apache Kafka (KRaft, broker+controller) run from Maven-resolved jars.
+"""A real Apache Kafka KRaft node (broker+controller) run from Maven-resolved jars.
 
 `ensure_jars()` asks Maven (stack/kafka/pom.xml) for kafka_2.13 and a log4j2 backend once and
 caches them in `.state/kafka/libs`; `Broker` formats a data folder and runs `kafka.Kafka` with
-`java` on loopback, waits until it answers, and stops it with SIGTERM (controlled shutdown).
-Standard library only, so tests, the stack and CI all share it.
+`java` on loopback, waits until it answers, and stops it with SIGTERM (controlled shutdown) or
+kills it with SIGKILL. Alone it is a single-node cluster; `stack.cluster.Cluster` runs three of
+them as one quorum. Standard library only, so tests, the stack and CI all share it.
 """
 
 from __future__ import annotations
@@ -96,12 +97,19 @@ class Broker:
     """One KRaft node on loopback. Its data lives in `data_dir`; reuse keeps topics across starts."""
 
     def __init__(self, data_dir: Path, port: int = 9092, controller_port: int | None = None,
-                 heap: str = "512m", log_level: str = "WARN") -> None:
+                 heap: str = "512m", log_level: str = "WARN", *, node_id: int = 1,
+                 voters: str | None = None, cluster_size: int = 1, cluster_id: str | None = None,
+                 extra: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.controller_port = controller_port or free_port()
         self.heap = heap
         self.log_level = log_level
+        self.node_id = node_id
+        self.voters = voters  # controller.quorum.voters of a cluster; None: this node alone
+        self.cluster_size = cluster_size
+        self.cluster_id = cluster_id
+        self.extra = dict(extra or {})  # server.properties over ours (e.g. a bench's session timeouts)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -113,10 +121,14 @@ class Broker:
         return self.data_dir / "server.log"
 
     def _properties(self) -> str:
+        # Replicas of every topic: 3 on a cluster of 3 or more, never more than the cluster has;
+        # writes need 2 in sync (acks=all), so one node may be down without stopping anything.
+        replicas = min(3, self.cluster_size)
+        in_sync = min(2, self.cluster_size)
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}",
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -125,30 +137,48 @@ class Broker:
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": "3",
             "auto.create.topics.enable": "false",
-            # One node: every internal topic has one replica and one in-sync replica.
-            "offsets.topic.replication.factor": "1",
+            "offsets.topic.replication.factor": str(replicas),
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(replicas),
+            "transaction.state.log.min.isr": str(in_sync),
             "transaction.state.log.num.partitions": "10",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "min.insync.replicas": "1",
-            "default.replication.factor": "1",
+            "share.coordinator.state.topic.replication.factor": str(replicas),
+            "share.coordinator.state.topic.min.isr": str(in_sync),
+            "min.insync.replicas": str(in_sync),
+            "default.replication.factor": str(replicas),
             "group.initial.rebalance.delay.ms": "0",
+            # KIP-848 groups (group.protocol=consumer): the broker owns the session timeout. A
+            # member that stops heartbeating loses its partitions after 4 s, not Kafka's 45 s
+            # (bench/failover.py: p50 about 4 s from a SIGKILL to a survivor handling them).
+            "group.consumer.min.session.timeout.ms": "3000",
+            "group.consumer.session.timeout.ms": "4000",
+            "group.consumer.min.heartbeat.interval.ms": "500",
+            "group.consumer.heartbeat.interval.ms": "1000",
+            # A restarted node rejoins the ISR soon after it caught up, and a killed one loses its
+            # leaderships after 4 s without a heartbeat (Kafka's default: 9 s).
+            "replica.lag.time.max.ms": "10000",
+            "broker.heartbeat.interval.ms": "1000",
+            "broker.session.timeout.ms": "4000",
             # Compaction visible within seconds in tests.
             "log.cleaner.backoff.ms": "500",
             "log.cleaner.min.compaction.lag.ms": "0",
             "log.retention.check.interval.ms": "5000",
+            **self.extra,
         }
         return "".join(f"{k}={v}\n" for k, v in settings.items())
 
     def start(self, timeout: float = 90.0) -> Broker:
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> None:
+        """Format the data folder (first time) and start the JVM; `wait_ready` waits for it."""
         libs = ensure_jars()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
         formatted = (self.data_dir / "logs" / "meta.properties").exists()
-        if formatted:
+        if formatted and self.voters is None:
             # Keep the controller port the existing quorum was formatted with.
             old = dict(line.split("=", 1) for line in props.read_text().splitlines() if "=" in line)
             self.controller_port = int(old["controller.quorum.voters"].rsplit(":", 1)[1])
@@ -162,7 +192,8 @@ class Broker:
         ]
         if not formatted:
             fmt = subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}", "-c", str(props)],
+                [*java, "kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id or _cluster_id()}",
+                 "-c", str(props)],
                 capture_output=True, text=True,
             )
             if fmt.returncode != 0:
@@ -171,9 +202,11 @@ class Broker:
         self.proc = subprocess.Popen([*java, "kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         out.close()
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        assert self.proc is not None, "launch() first"
         _wait_for_port(self.port, self.proc, timeout, self.log_file)
         self._wait_until_ready(timeout)
-        return self
 
     def _wait_until_ready(self, timeout: float) -> None:
         """The port opens before the broker has registered; ask for metadata until a broker answers."""
@@ -185,11 +218,28 @@ class Broker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if admin.list_topics(timeout=2).brokers:
+                if self.node_id in admin.list_topics(timeout=2).brokers:
                     return
             except Exception:  # noqa: BLE001 - not ready yet
                 time.sleep(0.3)
         raise BrokerError(f"Kafka on {self.bootstrap_servers} never reported a broker; see {self.log_file}")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no controlled shutdown, no flush; the way a machine dies."""
+        if self.running:
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting: a controlled shutdown begins."""
+        if self.running:
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGTERM)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

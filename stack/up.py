@@ -1,6 +1,7 @@
 """README command 1: the whole local stack, and the example workflow once, end to end.
 
-Starts a real Kafka broker, the fake payment provider, `airflow standalone` (this repo's dags/
+Starts a real Kafka broker (`--brokers 3`: a 3-node KRaft cluster on --kafka-port and the next
+two ports), the fake payment provider, `airflow standalone` (this repo's dags/
 and plugins/) and the companion worker; triggers `subscription_renewals` through the REST API;
 shows the renewals the worker processed; then keeps running until Ctrl-C, which stops
 everything in reverse order. State lives in .state/ (git-ignored).
@@ -27,6 +28,7 @@ from kw_examples import subscriptions
 from kw_examples.payment_provider import PaymentProvider
 from stack.airflow import ADMIN, AirflowStandalone
 from stack.broker import Broker
+from stack.cluster import Cluster
 from stack.wait import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,9 +83,12 @@ def main() -> int:
     parser.add_argument("--kafka-port", type=int, default=int(os.environ.get("KW_KAFKA_PORT", 9092)))
     parser.add_argument("--airflow-port", type=int, default=int(os.environ.get("KW_AIRFLOW_PORT", 8080)))
     parser.add_argument("--provider-port", type=int, default=int(os.environ.get("KW_PROVIDER_PORT", 8089)))
+    parser.add_argument("--brokers", type=int, choices=(1, 3), default=1,
+                        help="1: one KRaft node on --kafka-port; 3: a 3-node cluster on --kafka-port, +1, +2")
     parser.add_argument("--once", action="store_true", help="stop after the example run instead of serving")
     args = parser.parse_args()
-    for port in (args.kafka_port, args.airflow_port, args.provider_port):
+    kafka_ports = [args.kafka_port + i for i in range(args.brokers)]
+    for port in (*kafka_ports, args.airflow_port, args.provider_port):
         _port_free(port)
 
     examples_db = STATE / "examples.sqlite"
@@ -94,9 +99,13 @@ def main() -> int:
     stoppers: list = []
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        broker = Broker(STATE / "kafka" / "data", port=args.kafka_port).start()
+        if args.brokers == 1:
+            broker: Broker | Cluster = Broker(STATE / "kafka" / "data", port=args.kafka_port)
+        else:  # its own folder: a single node's data cannot join a cluster
+            broker = Cluster(STATE / "kafka" / "cluster", size=args.brokers, ports=kafka_ports)
         stoppers.append(broker.stop)
-        _say(f"Kafka {broker.bootstrap_servers} (KRaft, logs {broker.log_file})")
+        broker.start()
+        _say(f"Kafka {broker.bootstrap_servers} (KRaft, {args.brokers} node(s), logs {broker.log_file})")
 
         provider = PaymentProvider(port=args.provider_port).start_in_thread()
         stoppers.append(provider.shutdown)

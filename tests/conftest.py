@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Kafka broker per test session, on a free loopback port.
+"""Shared fixtures: one real Kafka broker per test session, on a free loopback port, and a
+3-node KRaft cluster (`cluster`) for the tests that take brokers away.
 
 A missing Java/Maven/broker makes these fixtures fail loudly: there is no skip.
 """
@@ -31,6 +32,7 @@ os.environ.setdefault("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dum
 ]))
 
 from stack.broker import Broker, free_port  # noqa: E402
+from stack.cluster import Cluster  # noqa: E402
 from tests.helpers.webhook import WebhookReceiver  # noqa: E402
 
 # The session's airflow standalone, shared by tests/e2e and tests/security.
@@ -45,6 +47,21 @@ def broker() -> Iterator[Broker]:
     yield instance
     instance.stop()
     shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """Three combined broker+controller nodes on loopback: RF 3, min.insync.replicas 2."""
+    data = Path(tempfile.mkdtemp(prefix="kafka-cluster-", dir=STATE))
+    instance = Cluster(data, size=3).start()
+    yield instance
+    instance.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster_config(cluster: Cluster) -> dict[str, str]:
+    return {"bootstrap.servers": cluster.bootstrap_servers}
 
 
 @pytest.fixture

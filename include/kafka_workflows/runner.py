@@ -4,10 +4,10 @@ exactly-once processors (TransactionalProcessor) and store processors, one threa
 `kafka-workflows worker dags/workflows/` reads the same specs Airflow reads, so the DAG and
 the worker cannot drift. Every spec, handler path and policy is checked before anything starts.
 
-A unit that dies (a broker away for longer than its clients wait, a write that failed, a bug) is
-logged and started again, fresh, after a backoff (1 s doubling to 60 s; back to 1 s after it ran
-for 5 minutes), while the other units go on: one unit never stops the process. Its messages come
-back from the last committed offsets, so nothing is lost. SIGTERM/SIGINT stop every unit.
+Each unit runs under `Supervised` (supervise.py): one that dies (a broker away for longer than its
+clients wait, a write that failed, a bug) is logged and built again, fresh, after a backoff, while
+the other units go on: one unit never stops the process. Its messages come back from the last
+committed offsets, so nothing is lost. SIGTERM/SIGINT stop every unit.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -30,6 +29,7 @@ from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import check_reachable
 from kafka_workflows.messages import Message, encode_value
 from kafka_workflows.spec import ProcessorSpec, SpecError, WorkflowSpec, load_specs
+from kafka_workflows.supervise import Supervised
 from kafka_workflows.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -42,46 +42,11 @@ class Runnable(Protocol):
 
 @dataclass
 class Unit:
-    """One thing the process runs; `factory` builds a fresh one when it has to start again."""
+    """One thing the process runs, under its supervisor."""
 
     workflow: str
     name: str
     runnable: Runnable
-    factory: Callable[[], Runnable] | None = None
-    restarts: int = 0
-    last_error: str | None = None
-
-
-RESTART_INITIAL_S = 1.0
-RESTART_MAX_S = 60.0
-HEALTHY_AFTER_S = 300.0  # a unit that ran this long before it died starts over from the first backoff
-
-
-def supervise(unit: Unit, stop: threading.Event, initial: float = RESTART_INITIAL_S,
-              maximum: float = RESTART_MAX_S, healthy_after: float = HEALTHY_AFTER_S) -> None:
-    """Run `unit` until `stop`; when it raises, log it and run a fresh one after a backoff."""
-    delay = initial
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            unit.runnable.run()
-            if stop.is_set():
-                return
-            raise RuntimeError("returned without being asked to stop")
-        except Exception as exc:
-            if stop.is_set():
-                return
-            unit.restarts += 1
-            unit.last_error = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() - started >= healthy_after:
-                delay = initial
-            log.exception("%s/%s stopped with an error (restart %d in %.0fs)", unit.workflow, unit.name,
-                          unit.restarts, delay)
-        if stop.wait(delay):
-            return
-        delay = min(maximum, delay * 2)
-        if unit.factory is not None:
-            unit.runnable = unit.factory()
 
 
 def select_specs(folder: Path, workflows: Iterable[str] = ()) -> list[WorkflowSpec]:
@@ -130,7 +95,7 @@ def build_units(config: Mapping[str, Any], specs: list[WorkflowSpec], only: Iter
     only = set(only)
     units: list[Unit] = []
     def add(workflow: str, name: str, factory: Callable[[], Runnable]) -> None:
-        units.append(Unit(workflow, name, factory(), factory))  # built once now: bad paths fail here
+        units.append(Unit(workflow, name, Supervised(f"{workflow}/{name}", factory)))  # built now: bad paths fail
 
     for spec in specs:
         for w in spec.workers:
@@ -162,14 +127,23 @@ def prepare_processor_topics(config: Mapping[str, Any], specs: list[WorkflowSpec
 
 def run_units(config: Mapping[str, Any], units: list[Unit], specs: list[WorkflowSpec],
               stop: threading.Event | None = None) -> None:
-    """Run every unit in its own thread, restarting one that dies, until SIGTERM/SIGINT (or `stop`)."""
+    """Run every unit in its own thread until SIGTERM/SIGINT (or `stop`); each restarts on its own."""
     check_reachable(config)
     prepare_processor_topics(config, specs)
     stop = stop or threading.Event()
+    failures: list[str] = []
+
+    def run(unit: Unit) -> None:
+        try:
+            unit.runnable.run()
+        except Exception as exc:  # only while stopping: otherwise its supervisor rebuilds it
+            log.exception("%s/%s stopped with an error", unit.workflow, unit.name)
+            failures.append(f"{unit.workflow}/{unit.name}: {type(exc).__name__}: {exc}")
+
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-    threads = [threading.Thread(target=supervise, args=(u, stop), name=f"{u.workflow}/{u.name}") for u in units]
+    threads = [threading.Thread(target=run, args=(u,), name=f"{u.workflow}/{u.name}") for u in units]
     for thread in threads:
         thread.start()
     log.info("running %s", ", ".join(f"{u.workflow}/{u.name}" for u in units))
@@ -178,3 +152,5 @@ def run_units(config: Mapping[str, Any], units: list[Unit], specs: list[Workflow
         unit.runnable.stop()
     for thread in threads:
         thread.join(60)
+    if failures:
+        raise ConfigError("; ".join(failures))

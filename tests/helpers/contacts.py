@@ -1,12 +1,13 @@
-"""A contacts handler that dead-letters some jobs, for the completed_with_failures tests."""
+"""Contacts handlers for the tests: one that dead-letters some jobs (completed_with_failures), one slow."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kafka_workflows.errors import BatchItemFailed, NonRetryableError
 from kafka_workflows.handlers import batch_handler
-from kafka_workflows.messages import MessageBatch
+from kafka_workflows.messages import Message, MessageBatch
 from kw_examples.contacts import job_rows, upsert
 
 REJECTED_COMPANY = "REJECT ME"
@@ -24,3 +25,9 @@ def import_or_reject(messages: MessageBatch) -> None:
                 f"job {message.headers.get('kw-job-index')}: company {REJECTED_COMPANY!r} is blocked")
         params += job_rows(message)
     upsert(params)
+
+
+def import_slowly(message: Message) -> None:
+    """kw_examples.contacts.import_jobs one job at a time, 0.2 s a job: the chaos test's kills land mid-import."""
+    time.sleep(0.2)
+    upsert(job_rows(message))

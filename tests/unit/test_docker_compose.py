@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_COMPONENTS = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                      "airflow-triggerer"}
+                      "airflow-triggerer", "airflow-worker"}
+KAFKA_NODES = ("kafka-1", "kafka-2", "kafka-3")
 
 
 def _compose() -> dict[str, Any]:
@@ -19,14 +21,41 @@ def _compose() -> dict[str, Any]:
 
 def test_compose_defines_the_whole_stack() -> None:
     services = _compose()["services"]
-    assert {"kafka", "postgres", "worker", *AIRFLOW_COMPONENTS} <= set(services)
-    assert services["kafka"]["image"].startswith("apache/kafka:4.")
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert {*KAFKA_NODES, "postgres", "redis", "worker", *AIRFLOW_COMPONENTS} <= set(services)
     assert services["postgres"]["image"].startswith("postgres:")
     for name in AIRFLOW_COMPONENTS:
         assert "airflow.Dockerfile" in services[name]["build"]["dockerfile"]
     base = (REPO / "docker" / "airflow.Dockerfile").read_text()
     assert base.startswith("# ") and "FROM apache/airflow:3." in base
+
+
+def test_kafka_is_a_three_node_kraft_cluster_that_loses_one_node_safely() -> None:
+    services = _compose()["services"]
+    envs = [services[name]["environment"] for name in KAFKA_NODES]
+    voters = {f"{i}@{name}:9093" for i, name in enumerate(KAFKA_NODES, start=1)}
+    for i, (name, env) in enumerate(zip(KAFKA_NODES, envs, strict=True), start=1):
+        assert services[name]["image"].startswith("apache/kafka:4.")
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert env["KAFKA_NODE_ID"] == i
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters
+        assert (env["KAFKA_DEFAULT_REPLICATION_FACTOR"], env["KAFKA_MIN_INSYNC_REPLICAS"]) == (3, 2)
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 3
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == 3
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == 2
+    assert len({env["CLUSTER_ID"] for env in envs}) == 1, "one cluster id on every node"
+    bootstrap = {f"{name}:9092" for name in KAFKA_NODES}
+    assert set(services["worker"]["environment"]["KAFKA_BOOTSTRAP_SERVERS"].split(",")) == bootstrap
+    airflow_kafka = json.loads(services["airflow-scheduler"]["environment"]["AIRFLOW_CONN_KAFKA_DEFAULT"])
+    assert set(airflow_kafka["extra"]["bootstrap.servers"].split(",")) == bootstrap
+
+
+def test_airflow_runs_tasks_on_celery_workers() -> None:
+    services = _compose()["services"]
+    env = services["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:")
+    assert services["airflow-worker"]["command"] == ["celery", "worker"]
 
 
 def test_every_dependency_is_a_defined_service() -> None:
@@ -66,3 +95,10 @@ def test_worker_image_holds_the_kafka_side_only() -> None:
     importing_airflow = [str(path.relative_to(REPO)) for path in (REPO / "include").rglob("*.py")
                          if re.search(r"^\s*(from|import)\s+airflow", path.read_text(), re.MULTILINE)]
     assert importing_airflow == [], "include/ is the worker image and must not import Airflow"
+
+
+def test_every_long_running_service_restarts_when_it_dies() -> None:
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    policies = {name: service.get("restart") for name, service in services.items()}
+    assert policies.pop("airflow-init") == "no"  # a one-off migration
+    assert set(policies.values()) == {"unless-stopped"}, policies

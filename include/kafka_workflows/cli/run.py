@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from functools import partial
 from pathlib import Path
 
 from kafka_workflows.errors import ConfigError
@@ -39,27 +40,26 @@ def worker(args: argparse.Namespace) -> int:
         specs = runner.select_specs(args.specs, args.workflow)
         runner.run_units(config, runner.build_units(config, specs, args.only), specs)
         return 0
-    from functools import partial
-
-    from kafka_workflows import runner
+    from kafka_workflows.supervise import run_supervised, shared_metrics
     from kafka_workflows.worker import Worker
 
     missing = [f"--{n}" for n in ("topic", "group", "handler") if not getattr(args, n)]
     if missing:
         raise ConfigError(f"worker needs a specs folder, or {', '.join(missing)}")
-    factory = partial(Worker, config, args.topic, args.group, args.handler, policy=parse_policy(args.policy),
-                      topic_partitions=args.partitions, store=args.store, batch_size=args.batch_size,
-                      concurrency=args.concurrency)
-    first = factory(metrics_port=args.metrics_port)  # served once; a restarted worker counts in the same registry
-    runner.run_units(config, [runner.Unit("cli", args.group, first, partial(factory, metrics=first.metrics))], [])
+    run_supervised(f"worker {args.group}", shared_metrics(partial(
+        Worker, config, args.topic, args.group, args.handler, policy=parse_policy(args.policy),
+        topic_partitions=args.partitions, store=args.store, batch_size=args.batch_size,
+        concurrency=args.concurrency), args.metrics_port), config)
     return 0
 
 
 def store_processor(args: argparse.Namespace) -> int:
-    from kafka_workflows.store.processor import run_store_processor
+    from kafka_workflows.store.processor import StoreProcessor
+    from kafka_workflows.supervise import run_supervised
 
-    run_store_processor(kafka_config_from_env(), args.store, args.group, partitions=args.partitions,
-                        commit_interval=args.commit_interval)
+    run_supervised(f"store-processor {args.store}", partial(
+        StoreProcessor, kafka_config_from_env(), args.store, args.group, partitions=args.partitions,
+        commit_interval=args.commit_interval), kafka_config_from_env())
     return 0
 
 

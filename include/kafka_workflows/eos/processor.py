@@ -56,7 +56,9 @@ from kafka_workflows.eos.poison import PoisonGuard
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import client_config
+from kafka_workflows.kafka.deadline import CallHungError
 from kafka_workflows.kafka.errors import is_fatal, kafka_error
+from kafka_workflows.kafka.group_protocol import group_protocol_settings, is_incremental
 from kafka_workflows.kafka.transactional import TransactionalProducer
 from kafka_workflows.retry.topics import dead_letter_topic
 
@@ -157,12 +159,12 @@ class TransactionalProcessor:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
-            "partition.assignment.strategy": "cooperative-sticky",
+            **group_protocol_settings({**self.config, **self.consumer_overrides}),  # KIP-848 or classic
             **self.consumer_overrides,
         }
         if settings["isolation.level"] != "read_committed" or settings["enable.auto.commit"]:
             raise ConfigError("exactly-once needs isolation.level=read_committed and enable.auto.commit=false")
-        self._cooperative = settings["partition.assignment.strategy"] == "cooperative-sticky"
+        self._cooperative = is_incremental({**self.config, **settings})
         self._reset_offset = OFFSET_END if str(settings["auto.offset.reset"]) in ("latest", "largest", "end") \
             else OFFSET_BEGINNING
         try:
@@ -291,6 +293,9 @@ class TransactionalProcessor:
         except KafkaException as exc:
             self._on_transaction_error(exc, "committing")
             return False
+        except CallHungError:  # librdkafka#5456: the producer is abandoned; the runner rebuilds the unit
+            self._txn.discard()
+            raise
         self._consecutive_aborts = 0
         self._restarts_since_commit = 0
         self.stats.commits += 1

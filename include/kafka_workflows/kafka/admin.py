@@ -23,11 +23,15 @@ from kafka_workflows.kafka.errors import describe, error_code
 log = logging.getLogger(__name__)
 
 
+# Our own topics (control, status, store): 3 replicas, or as many as the cluster has brokers.
+REPLICATED = 0
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int = 3
-    replication_factor: int = -1  # the broker's default.replication.factor
+    replication_factor: int = -1  # the broker's default.replication.factor; REPLICATED: min(3, brokers)
     config: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -43,12 +47,13 @@ def ensure_topics(config: Mapping[str, Any], specs: Iterable[TopicSpec], timeout
     if not specs:
         return []
     admin = AdminClient(client_config(config))
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    missing = [s for s in specs if s.name not in existing]
+    metadata = admin.list_topics(timeout=timeout)
+    missing = [s for s in specs if s.name not in metadata.topics]
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication_factor,
+        [NewTopic(s.name, num_partitions=s.partitions,
+                  replication_factor=s.replication_factor or min(3, max(1, len(metadata.brokers))),
                   config={k: str(v) for k, v in s.config.items()}) for s in missing],
         operation_timeout=timeout, request_timeout=timeout,
     )
@@ -85,3 +90,24 @@ def end_offsets(admin: AdminClient, topic: str, partitions: Iterable[int],
     request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}
     futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=timeout)
     return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+
+def wait_for_topics(config: Mapping[str, Any], names: Iterable[str], timeout: float = 30.0) -> dict[str, Any]:
+    """Metadata of `names` once every partition has a leader (TopicMetadata by name).
+
+    On a cluster each broker learns of a new topic on its own: a topic created a moment ago
+    can be missing from the next metadata answer. Asks again until the deadline.
+    """
+    names = list(names)
+    admin = AdminClient(client_config(config))
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        ready = {n: topics[n] for n in names if n in topics and topics[n].error is None and topics[n].partitions
+                 and all(p.leader >= 0 for p in topics[n].partitions.values())}
+        if len(ready) == len(names):
+            return ready
+        if time.monotonic() >= deadline:
+            missing = sorted(set(names) - set(ready))
+            raise KafkaWorkflowsError(f"topics {missing} not in the cluster's metadata after {timeout:.0f}s")
+        time.sleep(0.2)

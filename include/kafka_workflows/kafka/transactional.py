@@ -25,6 +25,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from kafka_workflows import headers as h
 from kafka_workflows.kafka.config import client_config
+from kafka_workflows.kafka.deadline import CallHungError, call_with_deadline
 from kafka_workflows.kafka.errors import describe, is_fatal, retry_retriable
 
 log = logging.getLogger(__name__)
@@ -139,9 +140,17 @@ class TransactionalProducer:
         self._live().poll(timeout)
 
     def send_offsets(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
+        """Raises CallHungError when librdkafka hangs past its own timeout (librdkafka#5456: a group
+        coordinator that went away); the producer is then abandoned, untouched, and the caller's
+        unit must be rebuilt (kafka/deadline.py)."""
         producer = self._live()
-        self._retry(lambda: producer.send_offsets_to_transaction(offsets, group_metadata, 30),
-                    "send_offsets_to_transaction")
+        try:
+            self._retry(lambda: call_with_deadline(producer.send_offsets_to_transaction, offsets, group_metadata, 30,
+                                                   deadline=40, what="send_offsets_to_transaction"),
+                        "send_offsets_to_transaction")
+        except CallHungError:
+            self._producer = None  # neither usable nor safely closable while the call is in flight
+            raise
 
     def commit(self, timeout: float = 60.0) -> None:
         producer = self._live()

@@ -28,7 +28,7 @@ from confluent_kafka import Message as KafkaMessage
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 from kafka_workflows.errors import ConfigError
-from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.admin import REPLICATED, TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import client_config
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.kafka.reader import TopicMissingError, read_topic
@@ -41,8 +41,10 @@ OPS: tuple[str, ...] = ("skip", "unblock", "pause", "resume")
 
 def ensure_control_topics(config: Mapping[str, Any]) -> None:
     ensure_topics(config, [
-        TopicSpec(CONTROL_TOPIC, partitions=1, config={"retention.ms": str(30 * 24 * 3600 * 1000)}),
-        TopicSpec(STATUS_TOPIC, partitions=1, config={"cleanup.policy": "compact", "segment.ms": "600000"}),
+        TopicSpec(CONTROL_TOPIC, partitions=1, replication_factor=REPLICATED,
+                  config={"retention.ms": str(30 * 24 * 3600 * 1000)}),
+        TopicSpec(STATUS_TOPIC, partitions=1, replication_factor=REPLICATED,
+                  config={"cleanup.policy": "compact", "segment.ms": "600000"}),
     ])
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from kafka_workflows.errors import ConfigError
-from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.admin import REPLICATED, TopicSpec, ensure_topics, wait_for_topics
 from kafka_workflows.kafka.config import client_config
 from kafka_workflows.store.errors import StoreError
 
@@ -45,12 +45,12 @@ def ensure_store_topics(config: Mapping[str, Any], name: str, partitions: int = 
     """Create S.commands, S.store (compacted) and S.events if missing; check existing ones fit together."""
     check_name(name)
     created = ensure_topics(config, [
-        TopicSpec(commands_topic(name), partitions),
-        TopicSpec(store_topic(name), partitions, config={"cleanup.policy": "compact"}),
-        TopicSpec(events_topic(name), partitions),
+        TopicSpec(commands_topic(name), partitions, REPLICATED),
+        TopicSpec(store_topic(name), partitions, REPLICATED, config={"cleanup.policy": "compact"}),
+        TopicSpec(events_topic(name), partitions, REPLICATED),
     ], timeout=timeout)
     admin = AdminClient(client_config(config))
-    topics = admin.list_topics(timeout=timeout).topics
+    topics = wait_for_topics(config, [commands_topic(name), store_topic(name)], timeout)  # reach every broker late
     n_commands = len(topics[commands_topic(name)].partitions)
     n_store = len(topics[store_topic(name)].partitions)
     if n_commands != n_store:

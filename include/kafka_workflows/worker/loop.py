@@ -24,13 +24,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.handlers import is_batch_handler, resolve_callable
-from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics, wait_for_topics
 from kafka_workflows.kafka.config import check_reachable, client_config
 from kafka_workflows.kafka.errors import error_code
+from kafka_workflows.kafka.group_protocol import group_protocol_settings
 from kafka_workflows.ops.apply import Operations
 from kafka_workflows.ops.control import ControlFollower, ensure_control_topics
 from kafka_workflows.ops.status import StatusPublisher, group_paused
@@ -150,7 +150,7 @@ class Worker:
         """Everything that can fail before consuming: broker reachable, topics present."""
         check_reachable(self.config)
         ensure_topics(self.config, [TopicSpec(t, self.topic_partitions) for t in self.topics])
-        metadata = AdminClient(client_config(self.config)).list_topics(timeout=10).topics
+        metadata = wait_for_topics(self.config, self.topics)  # a new topic reaches every broker late
         derived = []
         for topic in self.topics:
             partitions = len(metadata[topic].partitions)
@@ -169,7 +169,7 @@ class Worker:
             "enable.auto.offset.store": False,  # stored by us once a message is done
             "auto.commit.interval.ms": 1000,
             "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
+            **group_protocol_settings({**self.config, **self.consumer_overrides}),  # KIP-848 or classic
             "isolation.level": "read_committed",
             "statistics.interval.ms": 5000,
             # A resumed partition waits for the fetch long-poll in flight; keep it short so a

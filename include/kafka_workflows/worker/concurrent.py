@@ -148,11 +148,12 @@ class ConcurrentDispatcher:
         half. (Pausing first would cost a fetch stall on every resume: librdkafka refetches up to
         a second later.)"""
         s = self.scheduler
-        if s.full() and not self.pressed:
-            deadline = time.monotonic() + PAUSE_AFTER
-            while s.running and not s.drained() and not self.d.stopping and time.monotonic() < deadline:
-                self.drain(consumer, done, wait=0.05)
-            if s.full():
+        if s.full():
+            if not self.pressed:
+                deadline = time.monotonic() + PAUSE_AFTER
+                while s.running and not s.drained() and not self.d.stopping and time.monotonic() < deadline:
+                    self.drain(consumer, done, wait=0.05)
+            if s.full():  # (partitions assigned while pressed are paused too)
                 more = [tp for tp in self.assignment if tp not in self.pressed]
                 if more:
                     consumer.pause([TopicPartition(*tp) for tp in more])
@@ -279,6 +280,8 @@ class ConcurrentDispatcher:
         """On stop: finish (or abandon) the running calls of every partition, store what is done."""
         try:
             self.revoke(consumer, set(self.scheduler.tracks))
+        except Exception:  # the worker is stopping anyway: its consumer must still be closed
+            log.exception("storing the offsets of the work done on stop failed; it will be repeated")
         finally:
             self.runner.close()
 

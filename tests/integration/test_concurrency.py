@@ -168,9 +168,10 @@ def test_skip_on_a_key_dead_letters_its_held_message_and_its_later_messages_flow
     thread = start_in_thread(worker)
     try:
         wait_for(lambda: handled == [2], 30, "the other key handled while stuck is held")
-        _, wrong = send_command(kafka_config, "skip", group, topic=topic, partition=0, key="other", wait=15)
-        assert [r["result"] for r in wrong] == [f"nothing held at {topic}[0] key 'other'"]
-        _, applied = send_command(kafka_config, "skip", group, topic=topic, partition=0, key="stuck",
+        # skip names the offset the operator saw held (here with the key): that message and no other.
+        _, wrong = send_command(kafka_config, "skip", group, topic=topic, partition=0, offset=0, key="other", wait=15)
+        assert [r["result"] for r in wrong] == [f"nothing held at {topic}[0] key 'other'@0"]
+        _, applied = send_command(kafka_config, "skip", group, topic=topic, partition=0, offset=0, key="stuck",
                                   reason="bad account", by="ops@test", wait=30)
         assert [r["result"] for r in applied] == [f"skipped {topic}[0]@0 key 'stuck' to the dead-letter topic"]
         wait_for(lambda: handled == [2, 1], 30, "stuck's next message after the skip")

@@ -22,11 +22,10 @@ import pytest
 from confluent_kafka import IsolationLevel
 from confluent_kafka.admin import AdminClient
 
-from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.admin import TopicSpec, end_offsets, ensure_topics
 from kafka_workflows.messages import Message
 from kafka_workflows.split.jobs import produce_jobs
 from kafka_workflows.store import StoreClient, StoreProcessor, ensure_store_topics, events_topic, store_topic
-from kafka_workflows.store import _end_offsets as end_offsets
 from kafka_workflows.supervise import Supervised
 from kafka_workflows.worker import Worker
 from stack.broker import Broker, free_port

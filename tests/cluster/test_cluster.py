@@ -18,13 +18,12 @@ from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from kafka_workflows.eos import Output, TransactionalProcessor
-from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.admin import TopicSpec, end_offsets, ensure_topics
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.messages import Message
 from kafka_workflows.ops.control import CONTROL_TOPIC, STATUS_TOPIC, ensure_control_topics
 from kafka_workflows.split.jobs import produce_jobs
 from kafka_workflows.store import StoreProcessor, commands_topic, ensure_store_topics, events_topic, store_topic
-from kafka_workflows.store import _end_offsets as end_offsets
 from kafka_workflows.worker import Worker
 from kafka_workflows_airflow.triggers.completion import acquire_reader, release_reader
 from stack.cluster import Cluster

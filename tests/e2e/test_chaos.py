@@ -28,7 +28,7 @@ from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRun
 from confluent_kafka import IsolationLevel
 from confluent_kafka.admin import AdminClient
 
-from kafka_workflows.store import _end_offsets as end_offsets
+from kafka_workflows.kafka.admin import end_offsets
 from kafka_workflows.store import commands_topic, events_topic, store_topic
 from kw_examples import contacts
 from stack.airflow import AirflowStandalone

@@ -158,7 +158,10 @@ class ControlFollower:
         self._consumer = Consumer(client_config(config, **{
             "group.id": f"kw-control-{uuid.uuid4().hex}", "enable.auto.commit": False,
             "isolation.level": "read_committed"}))
-        self._consumer.assign([TopicPartition(CONTROL_TOPIC, 0, OFFSET_END)])
+        # The end as an offset, taken now: OFFSET_END would be resolved lazily, at the first fetch, and
+        # a worker's quick `applied` answer produced before then would be missed (seen under load).
+        _, end = self._consumer.get_watermark_offsets(TopicPartition(CONTROL_TOPIC, 0), timeout=30)
+        self._consumer.assign([TopicPartition(CONTROL_TOPIC, 0, end if end >= 0 else OFFSET_END)])
 
     def poll(self, timeout: float = 0.0) -> list[dict[str, Any]]:
         records = []

@@ -52,6 +52,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, OffsetSpec
 from kafka_workflows import headers as h
 from kafka_workflows.config import check_reachable, client_config
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError, MessageDecodeError
+from kafka_workflows.leader_moves import retry_leader_moves
 from kafka_workflows.messages import decode_value, encode_value
 from kafka_workflows.producer import Delivered, RequestProducer
 from kafka_workflows.topics import REPLICATED, TopicSpec, ensure_topics, wait_for_topics
@@ -467,8 +468,12 @@ def _end_offsets(admin: AdminClient, topic: str, partitions: Iterable[int],
                  ) -> dict[int, int]:
     """High watermark (read_uncommitted) or last stable offset (read_committed) per partition."""
     request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}
-    futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=timeout)
-    return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+    def ask() -> dict[int, int]:
+        futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=timeout)
+        return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+    return retry_leader_moves(ask, f"end offsets of {topic}", 2 * timeout)  # FENCED_LEADER_EPOCH: a broker came back
 
 
 def read_partition(consumer: Consumer, admin: AdminClient, topic: str, partition: int,

@@ -32,8 +32,13 @@ def is_leader_move(exc: BaseException) -> bool:
     return isinstance(err, KafkaError) and (err.retriable() or err.code() in LEADER_MOVES) and not err.fatal()
 
 
-def retry_leader_moves(call: Callable[[], T], what: str, timeout: float = 60.0) -> T:
-    """`call()`, again after 0.2..2 s while it fails with a leader-move error, until `timeout` s."""
+def retry_leader_moves(call: Callable[[], T], what: str, timeout: float = 60.0,
+                       refresh: Callable[[], object] | None = None) -> T:
+    """`call()`, again after 0.2..2 s while it fails with a leader-move error, until `timeout` s.
+
+    `refresh` runs before each new attempt, e.g. a metadata request: librdkafka's admin client
+    keeps sending the leader epoch it cached, and is answered FENCED_LEADER_EPOCH until it asks.
+    """
     deadline = time.monotonic() + timeout
     delay = 0.2
     while True:
@@ -45,3 +50,8 @@ def retry_leader_moves(call: Callable[[], T], what: str, timeout: float = 60.0) 
             log.info("%s: %s; asking again in %.1fs", what, exc.args[0].str(), delay)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+            if refresh is not None:
+                try:
+                    refresh()
+                except KafkaException as refresh_error:
+                    log.info("%s: refreshing metadata failed too: %s", what, refresh_error)

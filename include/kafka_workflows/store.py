@@ -473,7 +473,8 @@ def _end_offsets(admin: AdminClient, topic: str, partitions: Iterable[int],
         futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=timeout)
         return {tp.partition: future.result().offset for tp, future in futures.items()}
 
-    return retry_leader_moves(ask, f"end offsets of {topic}", 2 * timeout)  # FENCED_LEADER_EPOCH: a broker came back
+    return retry_leader_moves(ask, f"end offsets of {topic}", 2 * timeout,  # FENCED_LEADER_EPOCH: a broker came back
+                              refresh=lambda: admin.list_topics(topic, timeout=10))
 
 
 def read_partition(consumer: Consumer, admin: AdminClient, topic: str, partition: int,

@@ -11,14 +11,15 @@ and wait until it handles messages before the next kill.
 Variants (the group protocol through `KW_GROUP_PROTOCOL`, exactly as workers choose it):
 
 - `consumer`: KIP-848, the broker's `group.consumer.session.timeout.ms` = `--session-ms`;
-- `classic`: cooperative-sticky with `session.timeout.ms` = `--session-ms` (client side);
-- `classic-default`: cooperative-sticky with librdkafka's default session timeout (45 s): what
+- `classic-session`: cooperative-sticky with `session.timeout.ms` = `--session-ms` (client side);
+- `classic`: `KW_GROUP_PROTOCOL=classic` as shipped (cooperative-sticky, 6 s session);
+- `before`: cooperative-sticky with librdkafka's defaults (45 s session, 3 s heartbeat): what
   workers did before (slow: about a minute per kill).
 
 Last line: one JSON object with p50 and max per variant, and each variant's p50 as a ratio to
 the first variant's.
 
-    .venv/bin/python bench/failover.py [--kills 5] [--session-ms 4000] [--variants consumer,classic]
+    .venv/bin/python bench/failover.py [--kills 5] [--session-ms 4000] [--variants consumer,classic-session]
 """
 
 from __future__ import annotations
@@ -112,13 +113,14 @@ def run_variant(broker: Broker, variant: str, kills: int, session_ms: int, work:
     topic, group = f"failover-{variant}-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
     ensure_topics(config, [TopicSpec(topic, PARTITIONS)])
     env = {"KW_GROUP_PROTOCOL": "consumer" if variant == "consumer" else "classic"}
-    if variant == "classic":
+    if variant == "classic-session":
         env["KAFKA_CONFIG"] = json.dumps({"group.protocol": "classic", "partition.assignment.strategy":
                                           "cooperative-sticky", "session.timeout.ms": session_ms,
                                           "heartbeat.interval.ms": max(500, session_ms // 4)})
-    elif variant == "classic-default":
-        env["KAFKA_CONFIG"] = json.dumps({"group.protocol": "classic",
-                                          "partition.assignment.strategy": "cooperative-sticky"})
+    elif variant == "before":  # librdkafka's own defaults, which workers used before
+        env["KAFKA_CONFIG"] = json.dumps({"group.protocol": "classic", "partition.assignment.strategy":
+                                          "cooperative-sticky", "session.timeout.ms": 45000,
+                                          "heartbeat.interval.ms": 3000})
     record = work / f"{variant}.jsonl"
     records = Records(record)
     stop = threading.Event()
@@ -167,7 +169,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--session-ms", type=int, default=4000,
                         help="session timeout of both protocols (broker side for KIP-848, client side for classic)")
-    parser.add_argument("--variants", default="consumer,classic")
+    parser.add_argument("--variants", default="consumer,classic-session")
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     work = Path(tempfile.mkdtemp(prefix="bench-failover-", dir=REPO / ".state"))

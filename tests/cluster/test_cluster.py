@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from kafka_workflows.messages import Message
 from kafka_workflows.ops.control import CONTROL_TOPIC, STATUS_TOPIC, ensure_control_topics
 from kafka_workflows.split.jobs import produce_jobs
 from kafka_workflows.store import StoreProcessor, commands_topic, ensure_store_topics, events_topic, store_topic
+from kafka_workflows.supervise import Supervised
 from kafka_workflows.worker import Worker
 from kafka_workflows_airflow.triggers.completion import acquire_reader, release_reader
 from stack.cluster import Cluster
@@ -87,11 +89,13 @@ def test_every_client_rides_out_the_leader_broker_killed_and_restarted(
     ensure_topics(cluster_config, [TopicSpec(jobs, 3), TopicSpec(inputs, 3), TopicSpec(outputs, 3)])
     handled: Counter[int] = Counter()
     lock = threading.Lock()
+    # Supervised, as `kafka-workflows worker` runs them: a unit that gives up is rebuilt (and counted).
     runners: list[Any] = [
-        Worker(cluster_config, [jobs], f"w-{suffix}", lambda m: _job(m, handled, lock), store=store),
-        StoreProcessor(cluster_config, store, commit_interval=0.2),
-        TransactionalProcessor(cluster_config, [inputs], f"eos-{suffix}", lambda m: _echo(m, outputs),
-                               commit_interval=0.2),
+        Supervised("worker", partial(Worker, cluster_config, [jobs], f"w-{suffix}", lambda m: _job(m, handled, lock),
+                                     store=store)),
+        Supervised("store", partial(StoreProcessor, cluster_config, store, commit_interval=0.2)),
+        Supervised("eos", partial(TransactionalProcessor, cluster_config, [inputs], f"eos-{suffix}",
+                                  lambda m: _echo(m, outputs), commit_interval=0.2)),
     ]
     threads = [start_in_thread(runner) for runner in runners]
     reader = acquire_reader(cluster_config, store)
@@ -128,7 +132,7 @@ def test_every_client_rides_out_the_leader_broker_killed_and_restarted(
         wait_for(lambda: len(read_all(cluster_config, outputs, timeout=3)) >= inputs_total, 180,
                  "every input processed exactly once", 1)
         for thread, runner in zip(threads, runners, strict=True):
-            assert thread.is_alive(), f"{type(runner).__name__} gave up during the broker loss"
+            assert thread.is_alive(), f"{runner.name} stopped for good during the broker loss"
     finally:
         release_reader(reader)
         for thread, runner in zip(threads, runners, strict=True):
@@ -144,3 +148,4 @@ def test_every_client_rides_out_the_leader_broker_killed_and_restarted(
     admin = AdminClient(cluster_config)
     for topic in (store_topic(store), events_topic(store), outputs):
         wait_for(lambda t=topic: _no_open_transaction(admin, t), 30, f"last stable offset == high watermark on {topic}")
+    print(f"units rebuilt after giving up: {[(r.name, r.restarts) for r in runners]}")

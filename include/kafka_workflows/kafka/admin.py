@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError
 from kafka_workflows.kafka.config import client_config
 from kafka_workflows.kafka.errors import describe, error_code
+from kafka_workflows.kafka.leader_moves import retry_leader_moves
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,13 @@ def end_offsets(admin: AdminClient, topic: str, partitions: Iterable[int],
                 ) -> dict[int, int]:
     """High watermark (read_uncommitted) or last stable offset (read_committed) per partition."""
     request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}
-    futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=timeout)
-    return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+    def ask() -> dict[int, int]:
+        futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=timeout)
+        return {tp.partition: future.result().offset for tp, future in futures.items()}
+
+    return retry_leader_moves(ask, f"end offsets of {topic}", 2 * timeout,  # FENCED_LEADER_EPOCH: a broker came back
+                              refresh=lambda: admin.list_topics(topic, timeout=10))
 
 
 def wait_for_topics(config: Mapping[str, Any], names: Iterable[str], timeout: float = 30.0) -> dict[str, Any]:

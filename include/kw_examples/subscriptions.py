@@ -65,6 +65,13 @@ def due_subscriptions(day: str, path: Path | None = None) -> list[dict[str, Any]
     return [{"user_id": u, "plan": p, "amount_cents": a, "period": d} for u, p, a, d in rows]
 
 
+def all_subscriptions(path: Path | None = None) -> list[dict[str, Any]]:
+    """Every subscription with its current period (renews_on), renewed or not."""
+    with _connect(path) as conn:
+        rows = conn.execute("SELECT user_id, renews_on FROM subscriptions ORDER BY user_id").fetchall()
+    return [{"user_id": u, "period": d} for u, d in rows]
+
+
 def renewals(path: Path | None = None) -> list[dict[str, Any]]:
     with _connect(path) as conn:
         rows = conn.execute("SELECT user_id, period, charge_id, request_id FROM renewals ORDER BY user_id").fetchall()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from kafka_workflows import headers as h
 from kafka_workflows.eos import Output, TransactionalProcessor
@@ -29,15 +29,10 @@ from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import check_reachable
 from kafka_workflows.messages import Message, encode_value
 from kafka_workflows.spec import ProcessorSpec, SpecError, WorkflowSpec, load_specs
-from kafka_workflows.supervise import Supervised
+from kafka_workflows.supervise import Runnable, Supervised
 from kafka_workflows.worker import Worker
 
 log = logging.getLogger(__name__)
-
-
-class Runnable(Protocol):
-    def run(self, ready: threading.Event | None = None) -> Any: ...
-    def stop(self, *_: object) -> None: ...
 
 
 @dataclass

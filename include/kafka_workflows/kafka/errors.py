@@ -46,18 +46,34 @@ def is_fatal(exc: BaseException) -> bool:
     return err is not None and err.fatal()
 
 
-def retry_retriable(call: Callable[[], T], what: str, timeout: float) -> T:
-    """Retry `call` while librdkafka says its error is retriable (and neither abortable nor fatal)."""
+def retry_while(call: Callable[[], T], what: str, timeout: float, again: Callable[[KafkaException], bool], *,
+                initial: float = 0.05, maximum: float = 1.0, refresh: Callable[[], object] | None = None) -> T:
+    """`call()`, again after a doubling backoff (`initial`..`maximum` s) while `again(exc)` says so,
+    until `timeout` seconds; `refresh` runs before each new attempt (e.g. a metadata request)."""
     deadline = time.monotonic() + timeout
-    delay = 0.05
+    delay = initial
     while True:
         try:
             return call()
         except KafkaException as exc:
-            err = kafka_error(exc)
-            if (err is None or not err.retriable() or err.txn_requires_abort() or err.fatal()
-                    or time.monotonic() > deadline):
+            if not again(exc) or time.monotonic() + delay > deadline:
                 raise
-            log.info("%s: retriable error %s; retrying", what, err.str())
+            log.info("%s: %s; trying again in %.2fs", what, describe(exc), delay)
             time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, maximum)
+            if refresh is not None:
+                try:
+                    refresh()
+                except KafkaException as refresh_error:
+                    log.info("%s: refreshing failed too: %s", what, describe(refresh_error))
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """librdkafka says try the same call again: retriable, and neither abortable nor fatal."""
+    err = kafka_error(exc)
+    return err is not None and err.retriable() and not err.txn_requires_abort() and not err.fatal()
+
+
+def retry_retriable(call: Callable[[], T], what: str, timeout: float) -> T:
+    """Retry `call` while librdkafka says its error is retriable (and neither abortable nor fatal)."""
+    return retry_while(call, what, timeout, is_retriable)

@@ -9,16 +9,13 @@ to the caller. Issue 12's store processor died of exactly that after a broker re
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError
 
-from kafka_workflows.kafka.errors import kafka_error
+from kafka_workflows.kafka.errors import kafka_error, retry_while
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 LEADER_MOVES = frozenset({
@@ -41,19 +38,4 @@ def retry_leader_moves(call: Callable[[], T], what: str, timeout: float = 60.0,
     `refresh` runs before each new attempt, e.g. a metadata request: librdkafka's admin client
     keeps sending the leader epoch it cached, and is answered FENCED_LEADER_EPOCH until it asks.
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.2
-    while True:
-        try:
-            return call()
-        except KafkaException as exc:
-            if not is_leader_move(exc) or time.monotonic() + delay > deadline:
-                raise
-            log.info("%s: %s; asking again in %.1fs", what, exc.args[0].str(), delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-            if refresh is not None:
-                try:
-                    refresh()
-                except KafkaException as refresh_error:
-                    log.info("%s: refreshing metadata failed too: %s", what, refresh_error)
+    return retry_while(call, what, timeout, is_leader_move, initial=0.2, maximum=2.0, refresh=refresh)

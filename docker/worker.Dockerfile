@@ -5,7 +5,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY include ./include
 # plugins/ is listed by pyproject's package finder; the worker image ships an empty one.
-RUN mkdir -p plugins && pip install --no-cache-dir . && useradd --uid 50000 worker
+# [examples]: the example handlers' database (SQLAlchemy, psycopg for the shared Postgres).
+RUN mkdir -p plugins && pip install --no-cache-dir ".[examples]" && useradd --uid 50000 worker
 USER worker
 ENTRYPOINT ["kafka-workflows"]
 CMD ["--help"]

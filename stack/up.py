@@ -1,8 +1,9 @@
 """README command 1: the whole local stack, and the example workflow once, end to end.
 
 Starts a real Kafka broker (`--brokers 3`: a 3-node KRaft cluster on --kafka-port and the next
-two ports), the fake payment provider, `airflow standalone` (this repo's dags/
-and plugins/) and the companion worker; triggers `subscription_renewals` through the REST API;
+two ports), the fake payment provider, with `--db postgres` a PostgreSQL server for the examples'
+tables (else they live in SQLite), `airflow standalone` (this repo's dags/ and plugins/) and the
+companion worker; triggers `subscription_renewals` through the REST API;
 shows the renewals the worker processed; then keeps running until Ctrl-C, which stops
 everything in reverse order. State lives in .state/ (git-ignored).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,10 +27,12 @@ from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
 
 from kw_examples import subscriptions
+from kw_examples.db import CONN_VAR
 from kw_examples.payment_provider import PaymentProvider
 from stack.airflow import ADMIN, AirflowStandalone
 from stack.broker import Broker
 from stack.cluster import Cluster
+from stack.postgres import Postgres, scratch_dir
 from stack.wait import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,20 +89,33 @@ def main() -> int:
     parser.add_argument("--provider-port", type=int, default=int(os.environ.get("KW_PROVIDER_PORT", 8089)))
     parser.add_argument("--brokers", type=int, choices=(1, 3), default=1,
                         help="1: one KRaft node on --kafka-port; 3: a 3-node cluster on --kafka-port, +1, +2")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the examples' database: an embedded SQLite file, or a Postgres server on --pg-port "
+                             "that every worker and task share through AIRFLOW_CONN_KW_EXAMPLES_DB")
+    parser.add_argument("--pg-port", type=int, default=int(os.environ.get("KW_PG_PORT", 5433)))
     parser.add_argument("--once", action="store_true", help="stop after the example run instead of serving")
     args = parser.parse_args()
     kafka_ports = [args.kafka_port + i for i in range(args.brokers)]
-    for port in (*kafka_ports, args.airflow_port, args.provider_port):
+    pg_ports = [args.pg_port] if args.db == "postgres" else []
+    for port in (*kafka_ports, args.airflow_port, args.provider_port, *pg_ports):
         _port_free(port)
 
     examples_db = STATE / "examples.sqlite"
     for stale in (examples_db, Path(f"{examples_db}-wal"), Path(f"{examples_db}-shm")):
         stale.unlink(missing_ok=True)  # the demo starts from fresh subscriptions every time
-    os.environ["KW_EXAMPLES_DB"] = str(examples_db)
+    examples_env = {"KW_EXAMPLES_DB": str(examples_db)}
 
     stoppers: list = []
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
+        if args.db == "postgres":  # a fresh throwaway server: the demo starts from fresh subscriptions
+            scratch = scratch_dir("kw-examples-postgres-")
+            postgres = Postgres(scratch / "data", port=args.pg_port, log_file=STATE / "postgres.log")
+            stoppers.append(lambda: (postgres.stop(), shutil.rmtree(scratch, ignore_errors=True)))
+            postgres.start()
+            examples_env = {CONN_VAR: postgres.url()}
+            _say(f"Postgres for the examples: {CONN_VAR}={postgres.url()} (log {postgres.log_file})")
+        os.environ.update(examples_env)
         if args.brokers == 1:
             broker: Broker | Cluster = Broker(STATE / "kafka" / "data", port=args.kafka_port)
         else:  # its own folder: a single node's data cannot join a cluster
@@ -112,8 +129,7 @@ def main() -> int:
         _say(f"fake payment provider {provider.url} (POST /admin/failing {{\"failing\": true}} to break it)")
 
         airflow = AirflowStandalone(STATE / "airflow", args.airflow_port, broker.bootstrap_servers,
-                                    extra_env={"KW_EXAMPLES_DB": str(examples_db),
-                                               "PAYMENT_PROVIDER_URL": provider.url})
+                                    extra_env={**examples_env, "PAYMENT_PROVIDER_URL": provider.url})
         _say("starting airflow standalone (first start migrates its database: about a minute)")
         airflow.start()
         stoppers.append(airflow.stop)

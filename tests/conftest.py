@@ -1,7 +1,8 @@
-"""Shared fixtures: one real Kafka broker per test session, on a free loopback port, and a
-3-node KRaft cluster (`cluster`) for the tests that take brokers away.
+"""Shared fixtures: one real Kafka broker per test session, on a free loopback port, a
+3-node KRaft cluster (`cluster`) for the tests that take brokers away, and a real PostgreSQL
+server (`postgres`; `examples_postgres`: a fresh database as an Airflow connection URI).
 
-A missing Java/Maven/broker makes these fixtures fail loudly: there is no skip.
+A missing Java/Maven/broker/Postgres makes these fixtures fail loudly: there is no skip.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ os.environ.setdefault("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dum
 
 from stack.broker import Broker, free_port  # noqa: E402
 from stack.cluster import Cluster  # noqa: E402
+from stack.postgres import Postgres, scratch_dir  # noqa: E402
 from tests.helpers.webhook import WebhookReceiver  # noqa: E402
 
 # The session's airflow standalone, shared by tests/e2e and tests/security.
@@ -57,6 +59,21 @@ def cluster() -> Iterator[Cluster]:
     yield instance
     instance.stop()
     shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    data = scratch_dir("kw-tests-postgres-")  # as root the server runs as `postgres`, who must reach it
+    instance = Postgres(data / "data").start()
+    yield instance
+    instance.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def examples_postgres(postgres: Postgres) -> str:
+    """A fresh database on the session's server, named as AIRFLOW_CONN_KW_EXAMPLES_DB takes it."""
+    return postgres.create_database(f"kw_{uuid.uuid4().hex[:10]}")
 
 
 @pytest.fixture

@@ -11,8 +11,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from sqlalchemy import text
+
 from kafka_workflows.messages import Message
-from kw_examples.db import connect
+from kw_examples.db import begin
 
 PRODUCTS = ["yoga-mat", "water-bottle", "towel", "block", "strap"]
 
@@ -38,9 +40,10 @@ def checkout_completed(message: Message) -> list[dict[str, Any]]:
 
 
 def _record(table: str, message: Message) -> None:
-    schema = f"CREATE TABLE IF NOT EXISTS {table} (order_id TEXT PRIMARY KEY, detail TEXT);"
-    with connect(schema) as conn:
-        conn.execute(f"INSERT OR IGNORE INTO {table} VALUES (?, ?)", (message.key, str(message.value)[:200]))
+    """What one downstream service did with a checkout: once per order (a redelivery adds nothing)."""
+    with begin([f"CREATE TABLE IF NOT EXISTS {table} (order_id TEXT PRIMARY KEY, detail TEXT)"]) as conn:
+        conn.execute(text(f"INSERT INTO {table} (order_id, detail) VALUES (:order_id, :detail) ON CONFLICT DO NOTHING"),
+                     {"order_id": message.key, "detail": str(message.value)[:200]})
 
 
 def prepare_delivery(message: Message) -> None:

@@ -8,25 +8,27 @@ job to the store:
         --handler kw_examples.contacts.import_jobs --store contacts
     kafka-workflows store-processor --store contacts
 
-Database: SQLite at KW_EXAMPLES_DB (default /tmp/kafka-workflows/examples.sqlite), table
-`contacts`, one row per email: importing a job twice (a redelivery) changes nothing.
+Database (kw_examples.db): Postgres named by the Airflow connection AIRFLOW_CONN_KW_EXAMPLES_DB,
+shared by workers on many machines, or else SQLite at KW_EXAMPLES_DB. Table `contacts`, one row
+per email: importing a job twice (a redelivery) changes nothing.
 """
 
 from __future__ import annotations
 
 import csv
 import random
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from kafka_workflows.errors import BatchItemFailed, NonRetryableError
 from kafka_workflows.handlers import batch_handler
 from kafka_workflows.messages import Message, MessageBatch
 from kafka_workflows.sources.csv_source import Column, Schema
-from kw_examples.db import connect
+from kw_examples.db import begin
 
 JOBS_TOPIC = "contacts-import-jobs"
 WORKER_GROUP = "contacts-importers"
@@ -44,25 +46,19 @@ SCHEMA = Schema.of(
 )
 
 
-_TABLE = """
+_TABLE = ["""
     CREATE TABLE IF NOT EXISTS contacts (
         email TEXT PRIMARY KEY, first_name TEXT NOT NULL, last_name TEXT, company TEXT, phone TEXT,
         lead_score INTEGER, notes TEXT, request_id TEXT, job_index INTEGER,
-        imported_at TEXT DEFAULT CURRENT_TIMESTAMP);"""
+        imported_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"""]
+
+_COLUMNS = (*FIELDS, "request_id", "job_index")
+_UPSERT = text(f"""
+    INSERT INTO contacts ({", ".join(_COLUMNS)}) VALUES ({", ".join(f":{c}" for c in _COLUMNS)})
+    ON CONFLICT (email) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])}""")
 
 
-def _connect(path: Path | None = None) -> sqlite3.Connection:
-    return connect(_TABLE, path)
-
-
-_UPSERT = f"""
-    INSERT INTO contacts ({", ".join(FIELDS)}, request_id, job_index)
-    VALUES ({", ".join("?" for _ in FIELDS)}, ?, ?)
-    ON CONFLICT(email) DO UPDATE SET {", ".join(f"{f} = excluded.{f}" for f in FIELDS[1:])},
-        request_id = excluded.request_id, job_index = excluded.job_index"""
-
-
-def job_rows(message: Message) -> list[tuple[Any, ...]]:
+def job_rows(message: Message) -> list[dict[str, Any]]:
     """The upsert parameters of one job; NonRetryableError when it is not the shape the split produces."""
     value = message.value
     rows = value.get("rows") if isinstance(value, dict) else None
@@ -70,24 +66,31 @@ def job_rows(message: Message) -> list[tuple[Any, ...]]:
         raise NonRetryableError(f"{message.where}: not a contacts job (expected {{'rows': [{{'email': ...}}]}})")
     job = message.headers.get("kw-job-index")
     job_index = int(job) if job is not None else None
-    return [(*(r.get(f) for f in FIELDS), message.request_id, job_index) for r in rows]
+    return [{**{f: r.get(f) for f in FIELDS}, "request_id": message.request_id, "job_index": job_index}
+            for r in rows]
 
 
-def upsert(params: list[tuple[Any, ...]]) -> None:
-    """Upsert contacts by email, in one SQLite transaction: a redelivered job changes nothing."""
-    with _connect() as conn:
-        conn.executemany(_UPSERT, params)
+def upsert(params: list[dict[str, Any]], db: str | Path | None = None) -> None:
+    """Upsert contacts by email in one transaction: a redelivered job changes nothing.
+
+    Rows are written in email order (stable, so a later duplicate still wins): two workers
+    upserting overlapping contacts on Postgres then lock rows in the same order, never in a cycle.
+    """
+    if not params:
+        return
+    with begin(_TABLE, db) as conn:
+        conn.execute(_UPSERT, sorted(params, key=lambda row: row["email"]))
 
 
 @batch_handler
 def import_jobs(messages: MessageBatch) -> None:
-    """Worker handler: upsert the contacts of a batch of jobs in one SQLite transaction.
+    """Worker handler: upsert the contacts of a batch of jobs in one database transaction.
 
     A job that can never succeed (not the shape the split produces) does not block the
     partition: the jobs before it are written, and BatchItemFailed names it, so it goes to the
     dead-letter topic (the store counts it as failed) and the jobs after it come again.
     """
-    params: list[tuple[Any, ...]] = []
+    params: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         try:
             params += job_rows(message)
@@ -97,17 +100,16 @@ def import_jobs(messages: MessageBatch) -> None:
     upsert(params)
 
 
-def contacts(path: Path | None = None) -> list[dict[str, Any]]:
+def contacts(db: str | Path | None = None) -> list[dict[str, Any]]:
     """Every imported contact, ordered by email."""
-    with _connect(path) as conn:
-        conn.row_factory = sqlite3.Row
-        rows = conn.execute(f"SELECT {', '.join(FIELDS)}, request_id, job_index FROM contacts ORDER BY email")
-        return [dict(r) for r in rows]
+    with begin(_TABLE, db) as conn:
+        rows = conn.execute(text(f"SELECT {', '.join(_COLUMNS)} FROM contacts ORDER BY email"))
+        return [dict(r) for r in rows.mappings()]
 
 
-def count(path: Path | None = None) -> int:
-    with _connect(path) as conn:
-        return int(conn.execute("SELECT count(*) FROM contacts").fetchone()[0])
+def count(db: str | Path | None = None) -> int:
+    with begin(_TABLE, db) as conn:
+        return int(conn.execute(text("SELECT count(*) FROM contacts")).scalar_one())
 
 
 # -- test data -----------------------------------------------------------------------------

@@ -3,22 +3,23 @@
 The DAG selects due subscriptions (`due_subscriptions`) and produces one renewal request per
 user, keyed by user id; the worker's handler (`renew`) charges the provider and records the
 renewal. The charge carries an idempotency key, so a redelivered request never charges twice.
-Database: SQLite at KW_EXAMPLES_DB (default /tmp/kafka-workflows/examples.sqlite).
+Database: kw_examples.db (Postgres via AIRFLOW_CONN_KW_EXAMPLES_DB, else SQLite at KW_EXAMPLES_DB).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import urllib.error
 import urllib.request
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 from kafka_workflows.messages import Message
-from kw_examples.db import connect
+from kw_examples.db import begin
 
 DEFAULT_PROVIDER = "http://127.0.0.1:8089"
 SEED_USERS = 12
@@ -28,53 +29,51 @@ class PaymentFailed(RuntimeError):
     """The provider refused or was unreachable; the worker retries the request."""
 
 
-SCHEMA = """
-        CREATE TABLE IF NOT EXISTS subscriptions (
-            user_id TEXT PRIMARY KEY, plan TEXT NOT NULL, amount_cents INTEGER NOT NULL,
-            renews_on TEXT NOT NULL);
-        CREATE TABLE IF NOT EXISTS renewals (
-            user_id TEXT NOT NULL, period TEXT NOT NULL, charge_id TEXT NOT NULL,
-            request_id TEXT, renewed_at TEXT DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (user_id, period));
-"""
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS subscriptions (
+        user_id TEXT PRIMARY KEY, plan TEXT NOT NULL, amount_cents INTEGER NOT NULL, renews_on TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS renewals (
+        user_id TEXT NOT NULL, period TEXT NOT NULL, charge_id TEXT NOT NULL, request_id TEXT,
+        renewed_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (user_id, period))""",
+]
 
 
-def _connect(path: Path | None = None) -> sqlite3.Connection:
-    return connect(SCHEMA, path)
-
-
-def seed(today: date, path: Path | None = None) -> int:
+def seed(today: date, db: str | Path | None = None) -> int:
     """Seed subscriptions once: half due on or before `today`, half later. Returns rows added."""
-    with _connect(path) as conn:
-        if conn.execute("SELECT count(*) FROM subscriptions").fetchone()[0]:
+    with begin(SCHEMA, db) as conn:
+        if conn.execute(text("SELECT count(*) FROM subscriptions")).scalar_one():
             return 0
-        rows = [(f"user-{i:03d}", "yoga-monthly" if i % 2 else "yoga-yearly", 1500 + 100 * i,
-                 (today + timedelta(days=(i % 2) * 10 - (i % 5))).isoformat()) for i in range(SEED_USERS)]
-        # OR IGNORE: two runs that select at the same moment (the scheduled and a manual one) both seed.
-        conn.executemany("INSERT OR IGNORE INTO subscriptions VALUES (?, ?, ?, ?)", rows)
+        rows = [{"user_id": f"user-{i:03d}", "plan": "yoga-monthly" if i % 2 else "yoga-yearly",
+                 "amount_cents": 1500 + 100 * i,
+                 "renews_on": (today + timedelta(days=(i % 2) * 10 - (i % 5))).isoformat()} for i in range(SEED_USERS)]
+        # DO NOTHING: two runs that select at the same moment (the scheduled and a manual one) both seed.
+        conn.execute(text("INSERT INTO subscriptions (user_id, plan, amount_cents, renews_on) "
+                          "VALUES (:user_id, :plan, :amount_cents, :renews_on) ON CONFLICT DO NOTHING"), rows)
         return len(rows)
 
 
-def due_subscriptions(day: str, path: Path | None = None) -> list[dict[str, Any]]:
+def due_subscriptions(day: str, db: str | Path | None = None) -> list[dict[str, Any]]:
     """Subscriptions whose renewal date is `day` (ISO) or earlier and not yet renewed for it."""
-    seed(date.fromisoformat(day), path)
-    with _connect(path) as conn:
-        rows = conn.execute(
+    seed(date.fromisoformat(day), db)
+    with begin(SCHEMA, db) as conn:
+        rows = conn.execute(text(
             "SELECT s.user_id, s.plan, s.amount_cents, s.renews_on FROM subscriptions s "
             "LEFT JOIN renewals r ON r.user_id = s.user_id AND r.period = s.renews_on "
-            "WHERE s.renews_on <= ? AND r.user_id IS NULL ORDER BY s.user_id", (day,)).fetchall()
+            "WHERE s.renews_on <= :day AND r.user_id IS NULL ORDER BY s.user_id"), {"day": day}).all()
     return [{"user_id": u, "plan": p, "amount_cents": a, "period": d} for u, p, a, d in rows]
 
 
-def all_subscriptions(path: Path | None = None) -> list[dict[str, Any]]:
+def all_subscriptions(db: str | Path | None = None) -> list[dict[str, Any]]:
     """Every subscription with its current period (renews_on), renewed or not."""
-    with _connect(path) as conn:
-        rows = conn.execute("SELECT user_id, renews_on FROM subscriptions ORDER BY user_id").fetchall()
+    with begin(SCHEMA, db) as conn:
+        rows = conn.execute(text("SELECT user_id, renews_on FROM subscriptions ORDER BY user_id")).all()
     return [{"user_id": u, "period": d} for u, d in rows]
 
 
-def renewals(path: Path | None = None) -> list[dict[str, Any]]:
-    with _connect(path) as conn:
-        rows = conn.execute("SELECT user_id, period, charge_id, request_id FROM renewals ORDER BY user_id").fetchall()
+def renewals(db: str | Path | None = None) -> list[dict[str, Any]]:
+    with begin(SCHEMA, db) as conn:
+        rows = conn.execute(text(
+            "SELECT user_id, period, charge_id, request_id FROM renewals ORDER BY user_id")).all()
     return [{"user_id": u, "period": p, "charge_id": c, "request_id": r} for u, p, c, r in rows]
 
 
@@ -92,9 +91,11 @@ def renew(message: Message) -> None:
             charge = json.load(response)
     except (urllib.error.URLError, TimeoutError) as exc:
         raise PaymentFailed(f"charging {user_id} for {period} failed: {exc}") from exc
-    with _connect() as conn:
-        conn.execute("INSERT OR IGNORE INTO renewals (user_id, period, charge_id, request_id) VALUES (?, ?, ?, ?)",
-                     (user_id, period, charge["charge_id"], message.request_id))
+    with begin(SCHEMA) as conn:
+        conn.execute(text("INSERT INTO renewals (user_id, period, charge_id, request_id) "
+                          "VALUES (:user_id, :period, :charge_id, :request_id) ON CONFLICT DO NOTHING"),
+                     {"user_id": user_id, "period": period, "charge_id": charge["charge_id"],
+                      "request_id": message.request_id})
 
 
 def select_due_subscriptions(day: str) -> list[dict[str, Any]]:

@@ -6,7 +6,9 @@ topic, then of the store's commands topic; SIGKILL importers 5 times and the sto
 times (each restarted at once); restart the triggerer while `await` is deferred, and the
 scheduler. At the end: the run succeeded, completed == total exactly, one completion event, one
 signed webhook, no transaction left open on the store and events topics, and the contacts table
-equals the CSV's valid rows. Modelled on Kafka's transactions and streams EOS system tests.
+equals the CSV's valid rows. The importers share a real Postgres, named as in docker-compose by the
+Airflow connection URI AIRFLOW_CONN_KW_EXAMPLES_DB. Modelled on Kafka's transactions and streams
+EOS system tests.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from confluent_kafka.admin import AdminClient
 from kafka_workflows.kafka.admin import end_offsets
 from kafka_workflows.store import commands_topic, events_topic, store_topic
 from kw_examples import contacts
+from kw_examples.db import CONN_VAR
 from stack.airflow import AirflowStandalone
 from stack.cluster import Cluster
 from tests.e2e.conftest import WEBHOOK_SECRET
@@ -111,8 +114,9 @@ def _state(value: object) -> str | None:
 
 def test_an_import_survives_broker_worker_processor_triggerer_and_scheduler_crashes(
         cluster: Cluster, cluster_standalone: AirflowStandalone, chaos: Chaos, receiver: WebhookReceiver,
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KW_EXAMPLES_DB", cluster_standalone.extra_env["KW_EXAMPLES_DB"])  # type: ignore[index]
+        examples_postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CONN_VAR, examples_postgres)  # this test reads the table the importers share
+    chaos.env[CONN_VAR] = examples_postgres
     config = {"bootstrap.servers": cluster.bootstrap_servers}
     cluster.wait_in_sync()
     generated = contacts.write_csv(tmp_path / "contacts.csv", 20_100, bad_every=201, missing_every=0)

@@ -16,7 +16,7 @@ REJECTED_COMPANY = "REJECT ME"
 @batch_handler
 def import_or_reject(messages: MessageBatch) -> None:
     """Like kw_examples.contacts.import_jobs, but a job holding a contact of REJECTED_COMPANY can never succeed."""
-    params: list[tuple[Any, ...]] = []
+    params: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         rows = message.value.get("rows", []) if isinstance(message.value, dict) else []
         if any(row.get("company") == REJECTED_COMPANY for row in rows):
@@ -31,3 +31,22 @@ def import_slowly(message: Message) -> None:
     """kw_examples.contacts.import_jobs one job at a time, 0.2 s a job: the chaos test's kills land mid-import."""
     time.sleep(0.2)
     upsert(job_rows(message))
+
+
+def upsert_overlapping(url: str, writer: int, rounds: int, pool: int = 600, size: int = 150) -> int:
+    """One of many processes sharing a database: `rounds` transactions, each upserting `size`
+    contacts drawn from the same `pool` of emails as every other writer, in random order.
+    Every row it writes says who wrote it in first_name and request_id. Returns the rows written."""
+    import os
+    import random
+
+    os.environ["AIRFLOW_CONN_KW_EXAMPLES_DB"] = url
+    rnd = random.Random(writer)
+    written = 0
+    for n in range(rounds):
+        emails = rnd.sample(range(pool), size)
+        upsert([{"email": f"c{e}@example.com", "first_name": f"writer-{writer}", "last_name": None,
+                 "company": None, "phone": None, "lead_score": n, "notes": None,
+                 "request_id": f"writer-{writer}", "job_index": n} for e in emails])
+        written += size
+    return written

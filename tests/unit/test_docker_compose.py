@@ -102,3 +102,19 @@ def test_every_long_running_service_restarts_when_it_dies() -> None:
     policies = {name: service.get("restart") for name, service in services.items()}
     assert policies.pop("airflow-init") == "no"  # a one-off migration
     assert set(policies.values()) == {"unless-stopped"}, policies
+
+
+def test_every_worker_replica_and_airflow_task_share_one_postgres_for_the_examples() -> None:
+    from kw_examples.db import CONN_VAR, database_url
+
+    services = _compose()["services"]
+    users = ["worker", *sorted(AIRFLOW_COMPONENTS)]
+    named = {services[name]["environment"].get(CONN_VAR) for name in users}
+    assert len(named) == 1 and None not in named, f"{CONN_VAR} differs between {users}"
+    assert not any("KW_EXAMPLES_DB" in services[name]["environment"] for name in users), "no SQLite file in compose"
+    url = database_url({CONN_VAR: named.pop()})
+    assert (url.drivername, url.host, url.port) == ("postgresql+psycopg", "postgres", 5432)
+    assert "postgres" in services["worker"]["depends_on"]
+    mounted = [v for v in services["postgres"]["volumes"] if v.endswith(":/docker-entrypoint-initdb.d:ro")]
+    [init] = [REPO / v.split(":", 1)[0] for v in mounted]
+    assert f"CREATE DATABASE {url.database} " in "\n".join(p.read_text() for p in init.glob("*.sql"))

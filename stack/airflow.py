@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -125,11 +126,26 @@ class AirflowStandalone:
             return str(json.load(r)["access_token"])
 
     def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM standalone's process group, then SIGKILL whatever of its tree outlived `timeout`.
+
+        The tree is taken first: a component that left the group, or was orphaned when standalone
+        exited before it, would otherwise run on (a scheduler was seen to).
+        """
         if self.proc is None or self.proc.poll() is not None:
             return
+        import psutil  # Airflow's dependency; the stack never runs without Airflow installed
+
+        try:
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            tree = []
         os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        _, leftovers = psutil.wait_procs(tree, timeout=10)
+        for leftover in leftovers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftover.kill()

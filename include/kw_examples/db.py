@@ -133,13 +133,22 @@ def _create(url: URL, schema: Sequence[str]) -> Engine:
         created = create_engine(url, connect_args={"timeout": 60})
         event.listen(created, "connect", _sqlite_wal)
     else:
-        # pre_ping: a connection the server dropped (a restart) is replaced instead of failing a batch.
-        created = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
-    with created.begin() as conn:
-        if created.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-        for statement in schema:
-            conn.execute(text(statement))
+        # Nothing waits forever: connecting gives up after 10 s, and a row lock held by a worker whose
+        # machine vanished (its session lingers until TCP notices) fails the batch after 30 s, which
+        # the worker retries. pre_ping: a connection the server dropped is replaced, not used.
+        connect_args: dict[str, Any] = {"connect_timeout": 10}
+        if "options" not in url.query:
+            connect_args["options"] = "-c lock_timeout=30s"
+        created = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    try:
+        with created.begin() as conn:
+            if created.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            for statement in schema:
+                conn.execute(text(statement))
+    except BaseException:
+        created.dispose()  # not kept: the next call tries again
+        raise
     return created
 
 

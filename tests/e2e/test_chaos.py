@@ -48,6 +48,15 @@ DAG_ID = "contacts_import"
 GRACEFUL_EXIT = 60.0
 
 
+def _cmdline(process: psutil.Process) -> list[str]:
+    """Its command line; none for one that has exited (a component restarted before is a zombie
+    until standalone reaps it)."""
+    try:
+        return process.cmdline()
+    except psutil.Error:
+        return []
+
+
 def _exited(process: psutil.Process) -> bool:
     try:
         return process.status() == psutil.STATUS_ZOMBIE
@@ -87,7 +96,7 @@ class Chaos:
         assert self.standalone.proc is not None
         mine = [psutil.Process(p.pid) for p in self.components if p.poll() is None]
         for candidate in [*psutil.Process(self.standalone.proc.pid).children(), *mine]:
-            if candidate.cmdline()[-1:] == [component]:
+            if _cmdline(candidate)[-1:] == [component]:
                 tree = [candidate, *candidate.children(recursive=True)]
                 started = time.monotonic()
                 candidate.terminate()

@@ -51,13 +51,25 @@ def client_config(config: Mapping[str, Any], **overrides: Any) -> KafkaConfig:
 
 
 def check_reachable(config: Mapping[str, Any], timeout: float = 10.0) -> None:
-    """Fail fast, naming the address, when no broker answers (librdkafka would retry silently)."""
+    """Fail fast, naming the address, when no broker answers (librdkafka would retry silently).
+
+    The probe client must not outlive the error. The error's traceback keeps this frame and the
+    cause's keeps confluent-kafka's `list_topics` frame, whose `self` is the client. Whoever keeps
+    the error (a task runner, pytest) would keep a client that retries the dead address for the
+    rest of the process, logging every attempt. So the local is dropped and the cause is raised
+    without its traceback.
+    """
     servers = config.get("bootstrap.servers", "<unset>")
+    admin: AdminClient | None = None
     try:
-        metadata = AdminClient(client_config(config)).list_topics(timeout=timeout)
+        admin = AdminClient(client_config(config))
+        metadata = admin.list_topics(timeout=timeout)
     except Exception as exc:  # KafkaException or a config error from librdkafka
+        exc.__traceback__ = None
         raise BrokerUnreachableError(
             f"cannot reach Kafka at bootstrap.servers={servers!r} within {timeout:.0f}s: {exc}"
         ) from exc
+    finally:
+        admin = None
     if not metadata.brokers:
         raise BrokerUnreachableError(f"Kafka at bootstrap.servers={servers!r} answered with no brokers")

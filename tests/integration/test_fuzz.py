@@ -76,6 +76,8 @@ class Fuzzed:
     eos_good: int = 0
     handled: list[Any] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    producer: Producer | None = None
+    store_client: StoreClient | None = None
 
     def __post_init__(self) -> None:
         self.topic, self.group, self.store = f"fuzz-{self.run}", f"fuzz-g-{self.run}", f"fuzz-s-{self.run}"
@@ -90,10 +92,11 @@ class Fuzzed:
         return [Output(self.eos_out, message.key(), json.dumps(2 * json.loads(message.value())["n"]).encode())]
 
     def produce(self, topic: str, records: list[Record], partitions: int) -> None:
-        producer = Producer({**self.config, "enable.idempotence": True, "linger.ms": 5})
+        if self.producer is None:  # one for the whole fuzz: a new idempotent producer per call cost seconds a batch
+            self.producer = Producer({**self.config, "enable.idempotence": True, "linger.ms": 5})
         for i, (key, value, hdrs) in enumerate(records):
-            producer.produce(topic, value, key=key, headers=hdrs, partition=i % partitions)
-        assert producer.flush(60) == 0
+            self.producer.produce(topic, value, key=key, headers=hdrs, partition=i % partitions)
+        assert self.producer.flush(60) == 0
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +140,7 @@ def test_a_batch_of_fuzzed_records_between_good_ones(
     fz.good += len(good)
     fz.bad_worker_keys += [k for k, _, _ in bad_main + jobs + retries]
 
-    client = StoreClient(fz.config, fz.store)
+    client = fz.store_client = fz.store_client or StoreClient(fz.config, fz.store)
     fz.produce(commands_topic(fz.store), bad_commands, 3)
     request = f"req-{fz.requests}"
     client.init(request, 3, flush=False)

@@ -36,6 +36,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = Path(os.environ.get("KW_SCREENSHOTS", Path(__file__).resolve().parents[2] / ".state/tests/screenshots"))
 WAIT_MS = 60_000  # generous: the machine is shared
+expect.set_options(timeout=WAIT_MS)  # assertions too, not only actions: their default is 5 s
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +140,38 @@ def test_a_blocked_partition_is_shown_and_skip_with_a_reason_dead_letters_it_and
     [letter] = [d for d in list_dead_letters(config, TOPIC, GROUP) if d.key == key]
     assert (letter.headers["kw-skipped-by"], letter.headers["kw-skip-reason"]) == (
         "admin", "ticket UI-2: bad card, refunded by hand")
+
+
+def test_unblock_with_a_reason_retries_the_held_message_now_and_it_is_handled(
+        page: Page, standalone: AirflowStandalone, config: dict[str, str], record: Path, tmp_path: Path) -> None:
+    """The next blocking retry is an hour away: only the Unblock click can make the message run again."""
+    key = f"ui-unblock-{uuid.uuid4().hex[:8]}"
+    flag = tmp_path / "dependency-up"
+    with renewals_worker(config, retry_every=3600.0):
+        partition, offset = produce(config, key, {"fail_unless_exists": str(flag)})
+        tp = f"{TOPIC}[{partition}]"
+        page.goto(f"{standalone.url}/dags/{WORKFLOW}/plugin/kafka")
+        frame = plugin_frame(page)
+        frame.get_by_role("link", name=GROUP, exact=True).first.click()
+        row = frame.locator(f"#kw-partitions tr[data-tp='{tp}']")
+        expect(row).to_have_attribute("data-state", "blocked", timeout=90_000)
+        expect(row).to_contain_text(key)
+        flag.touch()  # the dependency is back; the worker would wait an hour to notice
+
+        row.get_by_role("button", name="Unblock…").click()
+        confirm = frame.locator("#kw-confirm")
+        expect(confirm).to_be_disabled()  # a reason is required
+        frame.locator("#kw-reason").fill("ticket UI-3: provider back up")
+        confirm.click()
+        expect(frame.locator("#kw-result")).to_contain_text(f"retrying {tp}@{offset} now")
+        expect(frame.locator("#kw-result")).to_contain_text("unblock by admin")
+        expect(frame.locator(f"#kw-partitions tr[data-tp='{tp}']")).to_have_attribute("data-state", "flowing")
+        shot(page, "group-unblocked")
+        wait_for(lambda: any(r["key"] == key and r["outcome"] == "ok" for r in records(record)), 60,
+                 "the unblocked message to be handled")
+    calls = [r["outcome"] for r in records(record) if r["key"] == key]
+    assert calls[-1] == "ok" and calls.count("ok") == 1 and all(c == "ConnectionError" for c in calls[:-1]), calls
+    assert not [d for d in list_dead_letters(config, TOPIC, GROUP) if d.key == key], "unblock dead-letters nothing"
 
 
 def test_the_dead_letter_explorer_filters_dry_runs_and_replays_and_the_replay_is_handled(

@@ -19,7 +19,16 @@ import pytest
 from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
-from playwright.sync_api import Browser, BrowserContext, FrameLocator, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    FrameLocator,
+    Locator,
+    Page,
+    Playwright,
+    expect,
+    sync_playwright,
+)
 
 from kafka_workflows.retry.deadletters import list_dead_letters
 from kw_examples import contacts
@@ -111,27 +120,38 @@ def test_the_navigation_page_lists_every_workflow_in_the_airflow_ui(page: Page, 
     page.evaluate("localStorage.setItem('theme', 'light')")
 
 
+def blocked_row(page: Page, standalone: AirflowStandalone, tp: str, key: str,
+                offset: int) -> tuple[FrameLocator, Locator]:
+    """Open the group's page from the workflow's tab on its DAG page; wait until `tp` shows `key` held."""
+    page.goto(f"{standalone.url}/dags/{WORKFLOW}/plugin/kafka")
+    frame = plugin_frame(page)
+    frame.get_by_role("link", name=GROUP, exact=True).first.click()
+    row = frame.locator(f"#kw-partitions tr[data-tp='{tp}']")
+    expect(row).to_have_attribute("data-state", "blocked", timeout=90_000)
+    expect(row).to_contain_text(key)
+    expect(row).to_contain_text(f"offset {offset}")
+    return frame, row
+
+
+def act_with_reason(frame: FrameLocator, row: Locator, button: str, reason: str) -> None:
+    """Click the row's `button`; its dialog refuses to confirm until a reason is given."""
+    row.get_by_role("button", name=button).click()
+    confirm = frame.locator("#kw-confirm")
+    expect(confirm).to_be_disabled()
+    frame.locator("#kw-reason").fill(reason)
+    confirm.click()
+
+
 def test_a_blocked_partition_is_shown_and_skip_with_a_reason_dead_letters_it_and_it_flows_again(
         page: Page, standalone: AirflowStandalone, config: dict[str, str], record: Path, tmp_path: Path) -> None:
     key = f"ui-browser-{uuid.uuid4().hex[:8]}"
     with renewals_worker(config):
         partition, offset = produce(config, key, {"fail_unless_exists": str(tmp_path / "never")})
         tp = f"{TOPIC}[{partition}]"
-        page.goto(f"{standalone.url}/dags/{WORKFLOW}/plugin/kafka")  # the workflow's tab on its DAG page
-        frame = plugin_frame(page)
-        frame.get_by_role("link", name=GROUP, exact=True).first.click()
-        row = frame.locator(f"#kw-partitions tr[data-tp='{tp}']")
-        expect(row).to_have_attribute("data-state", "blocked", timeout=90_000)
-        expect(row).to_contain_text(key)
-        expect(row).to_contain_text(f"offset {offset}")
+        frame, row = blocked_row(page, standalone, tp, key, offset)
         expect(frame.locator("#kw-trend")).to_contain_text("Lag trend")
         shot(page, "group-blocked")
-
-        row.get_by_role("button", name="Skip…").click()
-        confirm = frame.locator("#kw-confirm")
-        expect(confirm).to_be_disabled()  # a reason is required
-        frame.locator("#kw-reason").fill("ticket UI-2: bad card, refunded by hand")
-        confirm.click()
+        act_with_reason(frame, row, "Skip…", "ticket UI-2: bad card, refunded by hand")
         expect(frame.locator("#kw-result")).to_contain_text(f"skipped {tp}@{offset} to the dead-letter topic")
         expect(frame.locator("#kw-result")).to_contain_text("skip by admin")
         expect(frame.locator(f"#kw-partitions tr[data-tp='{tp}']")).to_have_attribute("data-state", "flowing")
@@ -150,19 +170,9 @@ def test_unblock_with_a_reason_retries_the_held_message_now_and_it_is_handled(
     with renewals_worker(config, retry_every=3600.0):
         partition, offset = produce(config, key, {"fail_unless_exists": str(flag)})
         tp = f"{TOPIC}[{partition}]"
-        page.goto(f"{standalone.url}/dags/{WORKFLOW}/plugin/kafka")
-        frame = plugin_frame(page)
-        frame.get_by_role("link", name=GROUP, exact=True).first.click()
-        row = frame.locator(f"#kw-partitions tr[data-tp='{tp}']")
-        expect(row).to_have_attribute("data-state", "blocked", timeout=90_000)
-        expect(row).to_contain_text(key)
+        frame, row = blocked_row(page, standalone, tp, key, offset)
         flag.touch()  # the dependency is back; the worker would wait an hour to notice
-
-        row.get_by_role("button", name="Unblock…").click()
-        confirm = frame.locator("#kw-confirm")
-        expect(confirm).to_be_disabled()  # a reason is required
-        frame.locator("#kw-reason").fill("ticket UI-3: provider back up")
-        confirm.click()
+        act_with_reason(frame, row, "Unblock…", "ticket UI-3: provider back up")
         expect(frame.locator("#kw-result")).to_contain_text(f"retrying {tp}@{offset} now")
         expect(frame.locator("#kw-result")).to_contain_text("unblock by admin")
         expect(frame.locator(f"#kw-partitions tr[data-tp='{tp}']")).to_have_attribute("data-state", "flowing")

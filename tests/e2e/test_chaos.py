@@ -3,12 +3,12 @@
 During a 1,000-job import (airflow standalone on the cluster; two importer processes, one store
 processor, `await` deferred in the triggerer): SIGKILL and restart the leader broker of the jobs
 topic, then of the store's commands topic; SIGKILL importers 5 times and the store processor 3
-times (each restarted at once); restart the triggerer while `await` is deferred, and the
-scheduler. At the end: the run succeeded, completed == total exactly, one completion event, one
-signed webhook, no transaction left open on the store and events topics, and the contacts table
-equals the CSV's valid rows. The importers share a real Postgres, named as in docker-compose by the
-Airflow connection URI AIRFLOW_CONN_KW_EXAMPLES_DB. Modelled on Kafka's transactions and streams
-EOS system tests.
+times (each restarted at once); SIGKILL and restart the importers' Postgres; restart the
+triggerer while `await` is deferred, and the scheduler. At the end: the run succeeded,
+completed == total exactly, one completion event, one signed webhook, no transaction left open
+on the store and events topics, and the contacts table equals the CSV's valid rows. The importers
+share a real Postgres, named as in docker-compose by the Airflow connection URI
+AIRFLOW_CONN_KW_EXAMPLES_DB. Modelled on Kafka's transactions and streams EOS system tests.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from kw_examples import contacts
 from kw_examples.db import CONN_VAR
 from stack.airflow import AirflowStandalone
 from stack.cluster import Cluster
+from stack.postgres import Postgres
 from tests.e2e.conftest import WEBHOOK_SECRET
 from tests.helpers.kafka import read_all, wait_for
 from tests.helpers.webhook import WebhookReceiver
@@ -139,7 +140,7 @@ def _state(value: object) -> str | None:
 
 def test_an_import_survives_broker_worker_processor_triggerer_and_scheduler_crashes(
         cluster: Cluster, cluster_standalone: AirflowStandalone, chaos: Chaos, receiver: WebhookReceiver,
-        examples_postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        postgres: Postgres, examples_postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CONN_VAR, examples_postgres)  # this test reads the table the importers share
     chaos.env[CONN_VAR] = examples_postgres
     config = {"bootstrap.servers": cluster.bootstrap_servers}
@@ -188,6 +189,10 @@ def test_an_import_survives_broker_worker_processor_triggerer_and_scheduler_cras
             mid_import(f"SIGKILL {step}")
             chaos.sigkill(step)
             time.sleep(2)
+        mid_import("SIGKILL the importers' Postgres")
+        postgres.kill()  # every connection of both importers' pools dies; their batches fail and are retried
+        time.sleep(2)
+        postgres.start()
         bounce_leader(commands_topic(contacts.STORE))
         mid_import("restart the triggerer while await is deferred")
         assert await_state() == "deferred"

@@ -1,4 +1,10 @@
-"""Run `airflow standalone` with this repo's dags/ and plugins/ (stack and end-to-end tests share it)."""
+"""Run `airflow standalone` with this repo's dags/ and plugins/ (stack and end-to-end tests share it).
+
+Its metadata database is Airflow's default SQLite, busy timeout 5 s. Do not raise that timeout:
+Airflow's API server can deadlock on SQLite's write lock (its audit log commits on the event loop),
+and a longer timeout only stalls the whole server longer before the same HTTP 500 (see
+tests/helpers/airflow_api.py).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN = "admin"
-SQLITE_BUSY_TIMEOUT = 60  # seconds a metadata DB write waits for another writer
 
 
 @dataclass
@@ -54,17 +59,11 @@ class AirflowStandalone:
         roles = {ADMIN: "admin", **(self.users or {})}
         passwords.write_text(json.dumps({user: self.password_of(user) for user in roles}))
         (self.home / "imports").mkdir(exist_ok=True)
-        metadata_db = self.home / "airflow.db"
         env = {
             **os.environ,
             # standalone starts its components as `airflow ...` subprocesses, found on PATH
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "AIRFLOW_HOME": str(self.home),
-            # SQLite's busy timeout is 5 s by default: a write waiting longer behind another component's
-            # (a loaded machine, a big parse) failed as "database is locked", a REST trigger as HTTP 500.
-            # SQLite takes one writer at a time, so the others queue; the URL's `timeout` reaches both the
-            # sync (pysqlite) engine and the API server's async (aiosqlite) one.
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{metadata_db}?timeout={SQLITE_BUSY_TIMEOUT}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -38,6 +38,7 @@ from stack.airflow import AirflowStandalone
 from stack.cluster import Cluster
 from stack.postgres import Postgres
 from tests.e2e.conftest import WEBHOOK_SECRET
+from tests.helpers.airflow_api import trigger
 from tests.helpers.kafka import read_all, wait_for
 from tests.helpers.webhook import WebhookReceiver
 
@@ -152,7 +153,7 @@ def test_an_import_survives_broker_worker_processor_triggerer_and_scheduler_cras
     with af.ApiClient(af.Configuration(host=cluster_standalone.url, access_token=cluster_standalone.token())) as api:
         wait_for(lambda: _dag_known(DAGApi(api)), 180, "the DAG processor to parse contacts_import", 2)
         runs, tis = DagRunApi(api), TaskInstanceApi(api)
-        run_id = runs.trigger_dag_run(DAG_ID, TriggerDAGRunPostBody(logical_date=None, conf={
+        run_id = trigger(runs, DAG_ID, TriggerDAGRunPostBody(logical_date=None, conf={
             "source": source, "rows_per_job": 20, "callback_url": f"{receiver.url}/imported"})).dag_run_id
 
         def await_state() -> str | None:

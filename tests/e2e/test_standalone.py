@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,13 +19,13 @@ import pytest
 from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.api.x_com_api import XComApi
-from airflow_client.client.models.dag_patch_body import DAGPatchBody
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
 
 from kw_examples import subscriptions
 from kw_examples.payment_provider import PaymentProvider
 from stack.airflow import AirflowStandalone
 from stack.broker import Broker
+from tests.helpers.airflow_api import trigger
 from tests.helpers.kafka import wait_for
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
@@ -56,7 +54,7 @@ def test_trigger_through_rest_api_and_the_worker_handles_the_requests(
             today = pendulum.now("UTC").date()
             subscriptions.seed(today, db)
             later = (today + pendulum.duration(days=10)).isoformat()
-            run = runs.trigger_dag_run("subscription_renewals", TriggerDAGRunPostBody(
+            run = trigger(runs, "subscription_renewals", TriggerDAGRunPostBody(
                 logical_date=None, conf={"day": later}, note="end-to-end test"))
             state = wait_for(lambda: _finished(runs, run.dag_run_id), 180, "the DAG run to finish", 2)
             assert state == "success", f"DAG run ended {state}"
@@ -105,30 +103,3 @@ def test_rest_api_rejects_an_unknown_dag(standalone: AirflowStandalone) -> None:
     with af.ApiClient(config) as client, pytest.raises(af.ApiException) as info:
         DagRunApi(client).trigger_dag_run("no_such_dag", TriggerDAGRunPostBody(logical_date=None))
     assert info.value.status == 404 and "no_such_dag" in json.dumps(info.value.body)
-
-
-def test_a_write_waits_out_another_writer_holding_the_metadata_db(standalone: AirflowStandalone) -> None:
-    """A REST write behind another SQLite writer for 8 s (longer than SQLite's default 5 s) is not a 500.
-
-    CI saw `POST .../dagRuns` answer "Database error" after exactly 5 s while a task's heartbeat held the
-    database; the standalone stack now sets a 60 s busy timeout. The write here is an unpause (a no-op on
-    an unpaused DAG) whose audit-log row must be inserted, as the trigger's was.
-    """
-    holder = sqlite3.connect(standalone.home / "airflow.db", timeout=60, isolation_level=None,
-                             check_same_thread=False)  # released by the timer thread
-    config = af.Configuration(host=standalone.url, access_token=standalone.token())
-    with af.ApiClient(config) as client:
-        dags = DAGApi(client)
-        wait_for(lambda: _dag_known(dags), 120, "the DAG processor to parse subscription_renewals", 2)
-        holder.execute("BEGIN IMMEDIATE")  # the write lock: every other writer now waits for it
-        release = threading.Timer(8.0, holder.rollback)
-        release.start()
-        try:
-            started = time.monotonic()
-            patched = dags.patch_dag("subscription_renewals", DAGPatchBody(is_paused=False))
-            waited = time.monotonic() - started
-        finally:
-            release.join()
-            holder.close()
-    assert patched.is_paused is False
-    assert waited >= 7.0, f"the write did not wait for the lock ({waited:.1f} s): the test held nothing"

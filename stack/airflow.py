@@ -1,9 +1,12 @@
 """Run `airflow standalone` with this repo's dags/ and plugins/ (stack and end-to-end tests share it).
 
-Its metadata database is Airflow's default SQLite, busy timeout 5 s. Do not raise that timeout:
-Airflow's API server can deadlock on SQLite's write lock (its audit log commits on the event loop),
-and a longer timeout only stalls the whole server longer before the same HTTP 500 (see
-tests/helpers/airflow_api.py).
+Its metadata database is Airflow's default SQLite unless `metadata_db` names a Postgres database
+(`postgres://…`, as stack/postgres.py gives them); the tests and `./dev up --db postgres` use one.
+On SQLite, Airflow's API server can deadlock under load: its audit log
+(`api_fastapi/logging/decorators.action_logging`) is an `async def` dependency that commits a sync
+session on the event loop, while a sync request holding SQLite's write lock needs that loop for its
+own commit. Neither moves until the busy timeout (5 s) fails the audit insert with HTTP 500, and
+nothing is created. A longer busy timeout only stalls the whole server longer (60 s was tried).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class AirflowStandalone:
     kafka_bootstrap: str
     extra_env: dict[str, str] | None = None
     users: dict[str, str] | None = None  # more simple-auth-manager users: name -> role (viewer, user, op, admin)
+    metadata_db: str | None = None  # postgres://user@host:port/db for Airflow's metadata; None: SQLite in home
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,9 +96,20 @@ class AirflowStandalone:
             # Sources are allow-listed: the local stack imports CSVs from <home>/imports/ (.state/airflow/imports/
             # for ./dev up); its secrets next to it are not readable through a split.
             "AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_SOURCES": f"file://{self.home / 'imports'}/",
+            **self._metadata_env(),
             **(self.extra_env or {}),
         }
         return env
+
+    def _metadata_env(self) -> dict[str, str]:
+        """Airflow's metadata on Postgres through psycopg 3, sync and async (Airflow would pick asyncpg)."""
+        if self.metadata_db is None:
+            return {}
+        scheme, sep, rest = self.metadata_db.partition("://")
+        if scheme not in ("postgres", "postgresql") or not sep:
+            raise ValueError("metadata_db must be a postgres:// URI")
+        return {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg://{rest}",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": f"postgresql+psycopg_async://{rest}"}
 
     def start(self, timeout: float = 240.0) -> AirflowStandalone:
         env = self.env()

@@ -89,7 +89,7 @@ class Postgres:
             self.proc = subprocess.Popen(
                 [str(self._bin / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
                  "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
-                 "-c", "max_connections=200"],
+                 "-c", "max_connections=300"],
                 user=self._user, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def _answers(self) -> bool:

@@ -90,8 +90,8 @@ def main() -> int:
     parser.add_argument("--brokers", type=int, choices=(1, 3), default=1,
                         help="1: one KRaft node on --kafka-port; 3: a 3-node cluster on --kafka-port, +1, +2")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
-                        help="the examples' database: an embedded SQLite file, or a Postgres server on --pg-port "
-                             "that every worker and task share through AIRFLOW_CONN_KW_EXAMPLES_DB")
+                        help="the databases: embedded SQLite files, or a Postgres server on --pg-port holding "
+                             "Airflow's metadata and the examples' tables (AIRFLOW_CONN_KW_EXAMPLES_DB)")
     parser.add_argument("--pg-port", type=int, default=int(os.environ.get("KW_PG_PORT", 5433)))
     parser.add_argument("--once", action="store_true", help="stop after the example run instead of serving")
     args = parser.parse_args()
@@ -105,6 +105,7 @@ def main() -> int:
         stale.unlink(missing_ok=True)  # the demo starts from fresh subscriptions every time
     examples_env = {"KW_EXAMPLES_DB": str(examples_db)}
 
+    metadata_db: str | None = None  # Airflow's own SQLite in its home
     stoppers: list = []
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
@@ -114,7 +115,9 @@ def main() -> int:
             stoppers.append(lambda: (postgres.stop(), shutil.rmtree(scratch, ignore_errors=True)))
             postgres.start()
             examples_env = {CONN_VAR: postgres.url()}
-            _say(f"Postgres for the examples: {CONN_VAR}={postgres.url()} (log {postgres.log_file})")
+            metadata_db = postgres.create_database("airflow")
+            _say(f"Postgres for Airflow's metadata and the examples: {CONN_VAR}={postgres.url()} "
+                 f"(log {postgres.log_file})")
         os.environ.update(examples_env)
         if args.brokers == 1:
             broker: Broker | Cluster = Broker(STATE / "kafka" / "data", port=args.kafka_port)
@@ -129,6 +132,7 @@ def main() -> int:
         _say(f"fake payment provider {provider.url} (POST /admin/failing {{\"failing\": true}} to break it)")
 
         airflow = AirflowStandalone(STATE / "airflow", args.airflow_port, broker.bootstrap_servers,
+                                    metadata_db=metadata_db,
                                     extra_env={**examples_env, "PAYMENT_PROVIDER_URL": provider.url})
         _say("starting airflow standalone (first start migrates its database: about a minute)")
         airflow.start()

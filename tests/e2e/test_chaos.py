@@ -13,6 +13,7 @@ AIRFLOW_CONN_KW_EXAMPLES_DB. Modelled on Kafka's transactions and streams EOS sy
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,9 +37,8 @@ from kw_examples import contacts
 from kw_examples.db import CONN_VAR
 from stack.airflow import AirflowStandalone
 from stack.cluster import Cluster
-from stack.postgres import Postgres
+from stack.postgres import Postgres, scratch_dir
 from tests.e2e.conftest import WEBHOOK_SECRET
-from tests.helpers.airflow_api import trigger
 from tests.helpers.kafka import read_all, wait_for
 from tests.helpers.webhook import WebhookReceiver
 
@@ -129,6 +129,17 @@ class Chaos:
 
 
 @pytest.fixture
+def importers_postgres() -> Iterator[Postgres]:
+    """The importers' own server, which the test SIGKILLs: the session's holds Airflow's metadata, and
+    Airflow's triggerer and scheduler exit when that goes away (theirs to restart, not ours)."""
+    data = scratch_dir("kw-chaos-postgres-")
+    server = Postgres(data / "data").start()
+    yield server
+    server.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
 def chaos(cluster_standalone: AirflowStandalone, tmp_path: Path) -> Iterator[Chaos]:
     running = Chaos(cluster_standalone, tmp_path)
     yield running
@@ -141,7 +152,8 @@ def _state(value: object) -> str | None:
 
 def test_an_import_survives_broker_worker_processor_triggerer_and_scheduler_crashes(
         cluster: Cluster, cluster_standalone: AirflowStandalone, chaos: Chaos, receiver: WebhookReceiver,
-        postgres: Postgres, examples_postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        importers_postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    examples_postgres = importers_postgres.url()
     monkeypatch.setenv(CONN_VAR, examples_postgres)  # this test reads the table the importers share
     chaos.env[CONN_VAR] = examples_postgres
     config = {"bootstrap.servers": cluster.bootstrap_servers}
@@ -153,7 +165,7 @@ def test_an_import_survives_broker_worker_processor_triggerer_and_scheduler_cras
     with af.ApiClient(af.Configuration(host=cluster_standalone.url, access_token=cluster_standalone.token())) as api:
         wait_for(lambda: _dag_known(DAGApi(api)), 180, "the DAG processor to parse contacts_import", 2)
         runs, tis = DagRunApi(api), TaskInstanceApi(api)
-        run_id = trigger(runs, DAG_ID, TriggerDAGRunPostBody(logical_date=None, conf={
+        run_id = runs.trigger_dag_run(DAG_ID, TriggerDAGRunPostBody(logical_date=None, conf={
             "source": source, "rows_per_job": 20, "callback_url": f"{receiver.url}/imported"})).dag_run_id
 
         def await_state() -> str | None:
@@ -191,9 +203,9 @@ def test_an_import_survives_broker_worker_processor_triggerer_and_scheduler_cras
             chaos.sigkill(step)
             time.sleep(2)
         mid_import("SIGKILL the importers' Postgres")
-        postgres.kill()  # every connection of both importers' pools dies; their batches fail and are retried
+        importers_postgres.kill()  # every connection of both importers' pools dies; their batches fail and are retried
         time.sleep(2)
-        postgres.start()
+        importers_postgres.start()
         bounce_leader(commands_topic(contacts.STORE))
         mid_import("restart the triggerer while await is deferred")
         assert await_state() == "deferred"

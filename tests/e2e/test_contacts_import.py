@@ -26,7 +26,6 @@ from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRun
 from kw_examples import contacts
 from stack.airflow import AirflowStandalone
 from tests.e2e.conftest import WEBHOOK_SECRET
-from tests.helpers.airflow_api import trigger
 from tests.helpers.kafka import wait_for
 from tests.helpers.webhook import WebhookReceiver
 
@@ -101,7 +100,7 @@ def test_a_100k_row_csv_is_imported_by_two_workers_while_await_is_deferred_then_
     processes.start("store-processor", "store-processor", "--store", contacts.STORE)
 
     runs, tis = DagRunApi(api), TaskInstanceApi(api)
-    run = trigger(runs, DAG_ID, TriggerDAGRunPostBody(logical_date=None, conf={
+    run = runs.trigger_dag_run(DAG_ID, TriggerDAGRunPostBody(logical_date=None, conf={
         "source": source, "rows_per_job": 500, "callback_url": f"{receiver.url}/contacts-imported"}))
     run_id = run.dag_run_id
 

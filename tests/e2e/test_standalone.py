@@ -25,7 +25,6 @@ from kw_examples import subscriptions
 from kw_examples.payment_provider import PaymentProvider
 from stack.airflow import AirflowStandalone
 from stack.broker import Broker
-from tests.helpers.airflow_api import trigger
 from tests.helpers.kafka import wait_for
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
@@ -54,7 +53,7 @@ def test_trigger_through_rest_api_and_the_worker_handles_the_requests(
             today = pendulum.now("UTC").date()
             subscriptions.seed(today, db)
             later = (today + pendulum.duration(days=10)).isoformat()
-            run = trigger(runs, "subscription_renewals", TriggerDAGRunPostBody(
+            run = runs.trigger_dag_run("subscription_renewals", TriggerDAGRunPostBody(
                 logical_date=None, conf={"day": later}, note="end-to-end test"))
             state = wait_for(lambda: _finished(runs, run.dag_run_id), 180, "the DAG run to finish", 2)
             assert state == "success", f"DAG run ended {state}"

@@ -35,7 +35,6 @@ from kw_examples import contacts
 from stack.airflow import ADMIN, AirflowStandalone
 from stack.broker import Broker
 from tests.e2e.test_contacts_import import Processes
-from tests.helpers.airflow_api import trigger
 from tests.helpers.kafka import records, wait_for
 from tests.helpers.ui import GROUP, TOPIC, WORKFLOW, call, held, produce, renewals_worker
 
@@ -239,7 +238,7 @@ def test_the_run_tab_of_a_contacts_import_shows_progress_reach_100_percent_and_s
         running.start("store-processor", "store-processor", "--store", contacts.STORE)
         with af.ApiClient(af.Configuration(host=standalone.url, access_token=standalone.token())) as client:
             wait_for(lambda: _dag_known(DAGApi(client), "contacts_import"), 180, "contacts_import to be parsed", 2)
-            run = trigger(DagRunApi(client), "contacts_import", TriggerDAGRunPostBody(
+            run = DagRunApi(client).trigger_dag_run("contacts_import", TriggerDAGRunPostBody(
                 logical_date=None, conf={"source": str(generated.path), "rows_per_job": 100}))
         page.goto(f"{standalone.url}/dags/contacts_import/runs/{run.dag_run_id}/plugin/kafka-run")
         status = plugin_frame(page).locator("#kw-status")

@@ -15,12 +15,14 @@ sources and callbacks are allow-listed the way a deployment would configure them
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from stack.airflow import AirflowStandalone
 from stack.broker import Broker, free_port
+from stack.postgres import Postgres
 from tests.helpers.webhook import WebhookReceiver
 
 # The HMAC secret of the contacts import's webhook (the password of connection kw_webhook).
@@ -38,13 +40,14 @@ def stack_receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture(scope="session")
-def standalone(broker: Broker, stack_receiver: WebhookReceiver,
+def standalone(broker: Broker, stack_receiver: WebhookReceiver, postgres: Postgres,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStandalone]:
     home = tmp_path_factory.mktemp("standalone")
     (home / "imports").mkdir()
     allowed = stack_receiver.allow_env({
         "AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_SOURCES": f"file://{home / 'imports'}/, {METADATA_ROOT}"})
-    instance = AirflowStandalone(home, free_port(), broker.bootstrap_servers, users={VIEWER: "viewer"}, extra_env={
+    instance = AirflowStandalone(home, free_port(), broker.bootstrap_servers, users={VIEWER: "viewer"},
+                                 metadata_db=postgres.create_database(f"airflow_{uuid.uuid4().hex[:10]}"), extra_env={
         "KW_EXAMPLES_DB": str(home / "examples.sqlite"),
         "AIRFLOW_CONN_KW_WEBHOOK": json.dumps({"conn_type": "http", "password": WEBHOOK_SECRET}),
         **{k: v for k, v in allowed.items() if k.startswith("AIRFLOW__KAFKA_WORKFLOWS__")},

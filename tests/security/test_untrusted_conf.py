@@ -31,7 +31,6 @@ from kafka_workflows.store import commands_topic
 from kw_examples import contacts
 from stack.airflow import AirflowStandalone
 from stack.broker import Broker
-from tests.helpers.airflow_api import trigger
 from tests.helpers.kafka import read_all, wait_for
 from tests.helpers.standalone import METADATA_ROOT
 from tests.helpers.webhook import WebhookReceiver
@@ -116,7 +115,7 @@ def _attacks(home: Path, outside: Path, stranger: WebhookReceiver, receiver: Web
 
 def _trigger(runs: DagRunApi, attack: Attack) -> str:
     body = TriggerDAGRunPostBody(logical_date=None, conf=attack.conf, note=f"security: {attack.name}")
-    return str(trigger(runs, DAG_ID, body).dag_run_id)
+    return str(runs.trigger_dag_run(DAG_ID, body).dag_run_id)
 
 
 NAMES = ["local file outside the allowed roots", "Airflow's JWT secret file", "the secret through '..'",

@@ -18,6 +18,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from stack.broker import free_port
@@ -49,6 +52,18 @@ def scratch_dir(prefix: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     folder.chmod(0o755)
     return folder
+
+
+@contextmanager
+def scratch_server(prefix: str) -> Iterator[Postgres]:
+    """A throwaway server on a free port, in a scratch folder removed when it stops."""
+    data = scratch_dir(prefix)
+    server = Postgres(data / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 class Postgres:
@@ -113,6 +128,10 @@ class Postgres:
             if not c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
                 c.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def fresh_database(self, prefix: str) -> str:
+        """A new database named `prefix` plus a random suffix; its connection URI."""
+        return self.create_database(f"{prefix}_{uuid.uuid4().hex[:10]}")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

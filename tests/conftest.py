@@ -34,7 +34,7 @@ os.environ.setdefault("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dum
 
 from stack.broker import Broker, free_port  # noqa: E402
 from stack.cluster import Cluster  # noqa: E402
-from stack.postgres import Postgres, scratch_dir  # noqa: E402
+from stack.postgres import Postgres, scratch_server  # noqa: E402
 from tests.helpers.webhook import WebhookReceiver  # noqa: E402
 
 # The session's airflow standalone, shared by tests/e2e and tests/security.
@@ -63,17 +63,14 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
-    data = scratch_dir("kw-tests-postgres-")  # as root the server runs as `postgres`, who must reach it
-    instance = Postgres(data / "data").start()
-    yield instance
-    instance.stop()
-    shutil.rmtree(data, ignore_errors=True)
+    with scratch_server("kw-tests-postgres-") as server:
+        yield server
 
 
 @pytest.fixture
 def examples_postgres(postgres: Postgres) -> str:
     """A fresh database on the session's server, named as AIRFLOW_CONN_KW_EXAMPLES_DB takes it."""
-    return postgres.create_database(f"kw_{uuid.uuid4().hex[:10]}")
+    return postgres.fresh_database("kw")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ The chaos test gets one more standalone, on the 3-node cluster (its module only)
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -32,7 +31,7 @@ def cluster_standalone(cluster: Cluster, stack_receiver: WebhookReceiver, postgr
     (home / "imports").mkdir(exist_ok=True)
     allowed = stack_receiver.allow_env({"AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_SOURCES": f"file://{home / 'imports'}/"})
     instance = AirflowStandalone(home, free_port(), cluster.bootstrap_servers,
-                                 metadata_db=postgres.create_database(f"airflow_{uuid.uuid4().hex[:10]}"), extra_env={
+                                 metadata_db=postgres.fresh_database("airflow"), extra_env={
         "KW_EXAMPLES_DB": str(home / "examples.sqlite"),
         "AIRFLOW_CONN_KW_WEBHOOK": json.dumps({"conn_type": "http", "password": WEBHOOK_SECRET}),
         **{k: v for k, v in allowed.items() if k.startswith("AIRFLOW__KAFKA_WORKFLOWS__")},

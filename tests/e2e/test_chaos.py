@@ -13,7 +13,6 @@ AIRFLOW_CONN_KW_EXAMPLES_DB. Modelled on Kafka's transactions and streams EOS sy
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from kw_examples import contacts
 from kw_examples.db import CONN_VAR
 from stack.airflow import AirflowStandalone
 from stack.cluster import Cluster
-from stack.postgres import Postgres, scratch_dir
+from stack.postgres import Postgres, scratch_server
 from tests.e2e.conftest import WEBHOOK_SECRET
 from tests.helpers.kafka import read_all, wait_for
 from tests.helpers.webhook import WebhookReceiver
@@ -132,11 +131,8 @@ class Chaos:
 def importers_postgres() -> Iterator[Postgres]:
     """The importers' own server, which the test SIGKILLs: the session's holds Airflow's metadata, and
     Airflow's triggerer and scheduler exit when that goes away (theirs to restart, not ours)."""
-    data = scratch_dir("kw-chaos-postgres-")
-    server = Postgres(data / "data").start()
-    yield server
-    server.stop()
-    shutil.rmtree(data, ignore_errors=True)
+    with scratch_server("kw-chaos-postgres-") as server:
+        yield server
 
 
 @pytest.fixture

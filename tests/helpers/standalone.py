@@ -15,7 +15,6 @@ sources and callbacks are allow-listed the way a deployment would configure them
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -47,7 +46,7 @@ def standalone(broker: Broker, stack_receiver: WebhookReceiver, postgres: Postgr
     allowed = stack_receiver.allow_env({
         "AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_SOURCES": f"file://{home / 'imports'}/, {METADATA_ROOT}"})
     instance = AirflowStandalone(home, free_port(), broker.bootstrap_servers, users={VIEWER: "viewer"},
-                                 metadata_db=postgres.create_database(f"airflow_{uuid.uuid4().hex[:10]}"), extra_env={
+                                 metadata_db=postgres.fresh_database("airflow"), extra_env={
         "KW_EXAMPLES_DB": str(home / "examples.sqlite"),
         "AIRFLOW_CONN_KW_WEBHOOK": json.dumps({"conn_type": "http", "password": WEBHOOK_SECRET}),
         **{k: v for k, v in allowed.items() if k.startswith("AIRFLOW__KAFKA_WORKFLOWS__")},

@@ -143,7 +143,8 @@ class AirflowStandalone:
         body = json.dumps({"username": user, "password": self.password_of(user)}).encode()
         req = urllib.request.Request(f"{self.url}/auth/token", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
+        # Generous: a just-started API server on a loaded machine was seen to answer nothing for 11 s.
+        with urllib.request.urlopen(req, timeout=60) as r:
             return str(json.load(r)["access_token"])
 
     def stop(self, timeout: float = 60.0) -> None:

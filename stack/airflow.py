@@ -26,6 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN = "admin"
+COMPONENTS = ("scheduler", "dag-processor", "api-server", "triggerer")
 
 
 @dataclass
@@ -138,6 +139,30 @@ class AirflowStandalone:
             time.sleep(2)
         raise RuntimeError(f"airflow standalone not healthy at {self.url} within {timeout:.0f}s; "
                            f"see {self.home}/standalone.log")
+
+    def components_down(self) -> list[str]:
+        """The components whose process is gone: `airflow standalone` does not restart one that exits
+        (its scheduler exits when its metadata database goes away, for one)."""
+        import psutil  # Airflow's dependency
+
+        if self.proc is None or self.proc.poll() is not None:
+            return ["standalone", *COMPONENTS]
+        running: set[str] = set()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(self.proc.pid).children():
+                with contextlib.suppress(psutil.Error):
+                    if child.status() != psutil.STATUS_ZOMBIE:
+                        # `airflow scheduler`, …; the API server retitles itself `airflow api_server -- host:…`
+                        words = " ".join(child.cmdline()).replace("_", "-").split()
+                        running.update(c for c in COMPONENTS if c in words)
+        return [c for c in COMPONENTS if c not in running]
+
+    def ensure_running(self) -> None:
+        """Raise naming the components that exited, so a test waiting on the stack fails now, not at its timeout."""
+        down = self.components_down()
+        if down:
+            raise RuntimeError(f"airflow standalone at {self.url}: {', '.join(down)} exited; "
+                               f"see {self.home}/standalone.log")
 
     def token(self, user: str = ADMIN) -> str:
         body = json.dumps({"username": user, "password": self.password_of(user)}).encode()

@@ -105,6 +105,8 @@ class Chaos:
                 wait_for(lambda tree=tree: all(_exited(p) for p in tree), GRACEFUL_EXIT,
                          f"airflow {component} to exit after SIGTERM", 0.2)
                 took = time.monotonic() - started
+                replaced = {name for p in mine for name in _cmdline(p)[-1:]}  # ours, not standalone's children
+                assert set(self.standalone.components_down()) == replaced | {component}, "it names the exited one"
                 break
         else:
             raise AssertionError(f"no running airflow {component} to restart")

@@ -114,7 +114,7 @@ def test_a_100k_row_csv_is_imported_by_two_workers_while_await_is_deferred_then_
         assert _state(runs.get_dag_run(DAG_ID, run_id).state) != "failed", "the run failed before await deferred"
         return await_state() == "deferred"
 
-    wait_for(deferred, 300, "the await task to be deferred", 1)
+    wait_for(deferred, 300, "the await task to be deferred", 1, alive=standalone.ensure_running)
     assert contacts.count() == 0 and receiver.accepted() == []
     split = XComApi(api).get_xcom_entry(DAG_ID, "split", run_id, "return_value", deserialize=True).actual_instance.value
     assert (split["total_jobs"], split["rows"], split["valid_rows"], split["bad_rows"]) == (200, 100_500, 100_000, 500)

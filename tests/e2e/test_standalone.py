@@ -55,7 +55,8 @@ def test_trigger_through_rest_api_and_the_worker_handles_the_requests(
             later = (today + pendulum.duration(days=10)).isoformat()
             run = runs.trigger_dag_run("subscription_renewals", TriggerDAGRunPostBody(
                 logical_date=None, conf={"day": later}, note="end-to-end test"))
-            state = wait_for(lambda: _finished(runs, run.dag_run_id), 180, "the DAG run to finish", 2)
+            state = wait_for(lambda: _finished(runs, run.dag_run_id), 180, "the DAG run to finish", 2,
+                           alive=standalone.ensure_running)
             assert state == "success", f"DAG run ended {state}"
             entry = XComApi(client).get_xcom_entry("subscription_renewals", "produce_renewal_requests",
                                                    run.dag_run_id, "return_value", deserialize=True)

@@ -56,6 +56,13 @@ def standalone(broker: Broker, stack_receiver: WebhookReceiver, postgres: Postgr
     instance.stop()
 
 
+@pytest.fixture(autouse=True)
+def _standalone_still_running(request: pytest.FixtureRequest) -> None:
+    """A test of the session's standalone fails at its start, naming the component, if one has exited."""
+    if "standalone" in request.fixturenames:
+        request.getfixturevalue("standalone").ensure_running()
+
+
 def emptied(server: WebhookReceiver) -> WebhookReceiver:
     """The session's receiver with nothing recorded: what each end-to-end test's `receiver` is."""
     with server.lock:

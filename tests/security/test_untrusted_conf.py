@@ -162,7 +162,7 @@ def attacks(standalone: AirflowStandalone, stack_receiver: WebhookReceiver, stra
                     attack.state = state if state in ("success", "failed") else None
             return all(a.state for a in attacks)
 
-        wait_for(all_finished, 240, "every attack's DAG run to finish", 2)
+        wait_for(all_finished, 240, "every attack's DAG run to finish", 2, alive=standalone.ensure_running)
         for attack in attacks:
             ti = tis.get_task_instance(DAG_ID, attack.run_id, attack.task)
             attack.task_state = _state(ti.state)

@@ -38,7 +38,7 @@ from stack.postgres import Postgres, scratch_server  # noqa: E402
 from tests.helpers.webhook import WebhookReceiver  # noqa: E402
 
 # The session's airflow standalone, shared by tests/e2e and tests/security.
-pytest_plugins = ["tests.helpers.standalone"]
+pytest_plugins = ["tests.helpers.standalone", "tests.helpers.early_release"]
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -120,3 +121,12 @@ def scrape_metrics(port: int, topic: str) -> dict[str, float]:
         if line and not line.startswith("#") and f'topic="{topic}"' in line:
             samples[line.split("{", 1)[0]] += float(line.rsplit(" ", 1)[1])
     return samples
+
+
+def librdkafka_threads() -> int:
+    """This process's librdkafka threads (named rdk:main, rdk:broker…): a client not destroyed keeps its own."""
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # the thread ended while we looked
+            count += (task / "comm").read_text().startswith("rdk:")
+    return count

@@ -25,6 +25,7 @@ from kafka_workflows.worker import Worker
 from tests.helpers.kafka import (
     committed,
     group_members,
+    librdkafka_threads,
     read_all,
     records,
     start_in_thread,
@@ -177,6 +178,7 @@ def test_a_dead_letter_write_that_fails_stops_the_worker_and_no_offset_after_it_
         time.sleep(0.1)
         handled.append(message.offset)
 
+    clients_before = librdkafka_threads()
     worker = Worker(kafka_config, [topic], group, handler)
     failures: list[BaseException] = []
     ready = threading.Event()
@@ -195,6 +197,9 @@ def test_a_dead_letter_write_that_fails_stops_the_worker_and_no_offset_after_it_
     assert "too large" in str(failures[0]).lower(), failures[0]
     assert handled, "slow messages were handled after the failed write, before the progress store"
     assert committed(kafka_config, group, topic)[0] < 1, "the message that could not be moved comes back"
+    # Stopped on an error, it closed every client it had (consumers, its writes' and its status's
+    # producers), though the error is still held here with the worker: a runner restarting it leaks none.
+    wait_for(lambda: librdkafka_threads() <= clients_before, 30, "the stopped worker's librdkafka threads to end")
 
 
 def test_non_json_request_is_dead_lettered_and_the_worker_goes_on(

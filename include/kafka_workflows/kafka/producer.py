@@ -43,6 +43,7 @@ class RequestProducer:
         self._remember = remember
         self._delivered: list[Delivered] = []
         self._failed: list[tuple[str | None, KafkaError]] = []
+        self._closed = False
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
@@ -69,6 +70,16 @@ class RequestProducer:
         """A null value: deletes `key` from a compacted topic."""
         self._producer.produce(topic, None, key=key.encode(), on_delivery=self._on_delivery)
         self._producer.poll(0)
+
+    def close(self) -> None:
+        """Destroy the client now (its threads, sockets, reconnect attempts). Flush first what must be
+        delivered: what is still queued is purged, never waited for, so a stop cannot hang on a broker
+        that is gone. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._producer.purge()
+        self._producer.close()
 
     def drain_failures(self, max_kept: int = 100) -> list[str]:
         """Serve delivery reports and hand over the failures so far (advisory producers)."""

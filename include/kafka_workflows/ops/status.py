@@ -80,6 +80,11 @@ class StatusPublisher:
         except Exception as exc:  # noqa: BLE001 - advisory
             log.warning("could not remove %s from the status topic: %s", self.key, exc)
 
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
+
 
 def read_status_topic(config: Mapping[str, Any], timeout: float = 30.0) -> dict[str, dict[str, Any]]:
     """The latest value per key of the status topic (deleted keys and unreadable records left out)."""

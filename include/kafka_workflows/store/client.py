@@ -198,6 +198,10 @@ class StoreClient:
         return pending[0] if pending else None
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush()
-            self._producer = None
+        """Flush what was sent (a failed command raises) and destroy the producer either way."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.flush()
+            finally:
+                producer.close()

@@ -13,6 +13,7 @@ yet (kw-retry-at) is paused the same way. Other partitions keep flowing meanwhil
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -227,12 +228,16 @@ class Worker:
                     self.dispatch.store(consumer, done)
                 self._publish_status()
         finally:
-            if self.keyed is not None:
-                self.keyed.close(consumer)  # running calls finish (or are abandoned); done is stored
-            self._publish_status(final=True)
-            consumer.close()  # commits stored offsets and leaves the group
-            control.close()
-            self.writes.close()
+            # Every step runs, whichever raises (the first error is raised after the rest): a worker
+            # that stops on an error, and is restarted by its runner, must not leave clients behind.
+            with contextlib.ExitStack() as steps:  # an ExitStack runs its callbacks last-registered first
+                steps.callback(self.status.close)
+                steps.callback(self.writes.close)  # flushes: a failed write raises here
+                steps.callback(control.close)
+                steps.callback(consumer.close)  # commits stored offsets and leaves the group
+                steps.callback(self._publish_status, final=True)
+                if self.keyed is not None:
+                    steps.callback(self.keyed.close, consumer)  # running calls finish (or are abandoned)
             log.info("worker %s stopped: %s handled, %s failed attempts, %s retried, %s dead-lettered", self.group,
                      self.stats.handled, self.stats.failed, self.stats.retried, self.stats.dead_lettered)
         return self.stats

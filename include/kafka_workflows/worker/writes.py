@@ -81,8 +81,16 @@ class Writes:
         self.unflushed = False
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush()
+        """Flush (a failed write raises) and destroy the clients, whether or not the flush failed."""
+        try:
+            if self._producer is not None:
+                self._producer.flush()
+        finally:
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None
+            if self.store_client is not None:
+                self.store_client.close()
 
     def _write(self, topic: str, msg: KafkaMessage, headers: Mapping[str, object]) -> None:
         # The key as it is on the wire: a key that is not UTF-8 keeps its partition and its order.

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 HEAVY = ("cluster", "standalone")  # session fixtures whose value has an idempotent stop()
+_LAST = pytest.StashKey[dict[str, str]]()  # fixture name -> node id of its last user
 
 
 def _uses(item: pytest.Item, name: str) -> bool:
@@ -21,17 +22,14 @@ def _uses(item: pytest.Item, name: str) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    last: dict[str, str] = {}
     for name in HEAVY:
         users = [item for item in items if _uses(item, name)]
         if users:
             first = items.index(users[0])
-            rest = [item for item in items[first:] if not _uses(item, name)]
-            items[first:] = [*users, *rest]
-    config.stash[_LAST] = {name: users[-1].nodeid for name in HEAVY
-                           if (users := [item for item in items if _uses(item, name)])}
-
-
-_LAST = pytest.StashKey[dict[str, str]]()
+            items[first:] = [*users, *(item for item in items[first:] if not _uses(item, name))]
+            last[name] = users[-1].nodeid
+    config.stash[_LAST] = last
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,9 +1,9 @@
 """README command 1: the whole local stack, and the example workflow once, end to end.
 
 Starts a real Kafka broker (`--brokers 3`: a 3-node KRaft cluster on --kafka-port and the next
-two ports), the fake payment provider, with `--db postgres` a PostgreSQL server for the examples'
-tables (else they live in SQLite), `airflow standalone` (this repo's dags/ and plugins/) and the
-companion worker; triggers `subscription_renewals` through the REST API;
+two ports), the fake payment provider, a PostgreSQL server for Airflow's metadata (and with
+`--db postgres` for the examples' tables, else they live in SQLite), `airflow standalone` (this
+repo's dags/ and plugins/) and the companion worker; triggers `subscription_renewals` through the REST API;
 shows the renewals the worker processed; then keeps running until Ctrl-C, which stops
 everything in reverse order. State lives in .state/ (git-ignored).
 """
@@ -62,7 +62,11 @@ def run_example(airflow: AirflowStandalone) -> None:
                 return False
 
         wait_for(parsed, 180, "Airflow to parse subscription_renewals", 2)
-        day = (pendulum.now("UTC") + pendulum.duration(days=10)).date().isoformat()
+        # The example seeds its table relative to the first day a run asks for. Seed it for today,
+        # or whichever of the scheduled and the manual run selects first decides how many are due.
+        today = pendulum.now("UTC").date()
+        subscriptions.seed(today)
+        day = (today + pendulum.duration(days=10)).isoformat()
         run = runs.trigger_dag_run("subscription_renewals", TriggerDAGRunPostBody(
             logical_date=None, conf={"day": day}, note="kafka-workflows stack: example run"))
         _say(f"triggered subscription_renewals run {run.dag_run_id} through the REST API (due by {day})")
@@ -90,14 +94,14 @@ def main() -> int:
     parser.add_argument("--brokers", type=int, choices=(1, 3), default=1,
                         help="1: one KRaft node on --kafka-port; 3: a 3-node cluster on --kafka-port, +1, +2")
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
-                        help="the databases: embedded SQLite files, or a Postgres server on --pg-port holding "
-                             "Airflow's metadata and the examples' tables (AIRFLOW_CONN_KW_EXAMPLES_DB)")
-    parser.add_argument("--pg-port", type=int, default=int(os.environ.get("KW_PG_PORT", 5433)))
+                        help="where the examples' tables live: an embedded SQLite file, or the stack's Postgres "
+                             "(AIRFLOW_CONN_KW_EXAMPLES_DB). Airflow's metadata is on that Postgres either way.")
+    parser.add_argument("--pg-port", type=int, default=int(os.environ.get("KW_PG_PORT", 5433)),
+                        help="the stack's Postgres server (Airflow's metadata, and the examples' with --db postgres)")
     parser.add_argument("--once", action="store_true", help="stop after the example run instead of serving")
     args = parser.parse_args()
     kafka_ports = [args.kafka_port + i for i in range(args.brokers)]
-    pg_ports = [args.pg_port] if args.db == "postgres" else []
-    for port in (*kafka_ports, args.airflow_port, args.provider_port, *pg_ports):
+    for port in (*kafka_ports, args.airflow_port, args.provider_port, args.pg_port):
         _port_free(port)
 
     examples_db = STATE / "examples.sqlite"
@@ -105,19 +109,21 @@ def main() -> int:
         stale.unlink(missing_ok=True)  # the demo starts from fresh subscriptions every time
     examples_env = {"KW_EXAMPLES_DB": str(examples_db)}
 
-    metadata_db: str | None = None  # Airflow's own SQLite in its home
     stoppers: list = []
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        if args.db == "postgres":  # a fresh throwaway server: the demo starts from fresh subscriptions
-            scratch = scratch_dir("kw-examples-postgres-")
-            postgres = Postgres(scratch / "data", port=args.pg_port, log_file=STATE / "postgres.log")
-            stoppers.append(lambda: (postgres.stop(), shutil.rmtree(scratch, ignore_errors=True)))
-            postgres.start()
+        # Airflow's metadata on Postgres, never SQLite: on SQLite its API server deadlocks under load and a
+        # REST call answers 500 (stack/airflow.py). A fresh throwaway server: the demo starts afresh.
+        scratch = scratch_dir("kw-stack-postgres-")
+        postgres = Postgres(scratch / "data", port=args.pg_port, log_file=STATE / "postgres.log")
+        stoppers.append(lambda: (postgres.stop(), shutil.rmtree(scratch, ignore_errors=True)))
+        postgres.start()
+        metadata_db = postgres.create_database("airflow")
+        if args.db == "postgres":
             examples_env = {CONN_VAR: postgres.url()}
-            metadata_db = postgres.create_database("airflow")
-            _say(f"Postgres for Airflow's metadata and the examples: {CONN_VAR}={postgres.url()} "
-                 f"(log {postgres.log_file})")
+        _say(f"Postgres on 127.0.0.1:{postgres.port} for Airflow's metadata"
+             + (f" and the examples' tables ({CONN_VAR}={postgres.url()})" if args.db == "postgres" else "")
+             + f" (log {postgres.log_file})")
         os.environ.update(examples_env)
         if args.brokers == 1:
             broker: Broker | Cluster = Broker(STATE / "kafka" / "data", port=args.kafka_port)
@@ -158,9 +164,10 @@ def main() -> int:
         if args.once:
             return 0
         _say("everything is running; Ctrl-C stops it all")
-        while worker.poll() is None and airflow.proc is not None and airflow.proc.poll() is None:
+        down: list[str] = []
+        while worker.poll() is None and not (down := airflow.components_down()):
             time.sleep(1)
-        _say("a component exited; stopping the stack")
+        _say(f"{', '.join(down) if down else 'the worker'} exited; stopping the stack")
         return 1
     except KeyboardInterrupt:
         _say("stopping")

@@ -68,6 +68,14 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture
+def own_postgres() -> Iterator[Postgres]:
+    """A server of the test's own, for a test that stops or kills it: the session's server also holds
+    the standalones' Airflow metadata, and Airflow's scheduler and triggerer exit when that goes away."""
+    with scratch_server("kw-own-postgres-") as server:
+        yield server
+
+
+@pytest.fixture
 def examples_postgres(postgres: Postgres) -> str:
     """A fresh database on the session's server, named as AIRFLOW_CONN_KW_EXAMPLES_DB takes it."""
     return postgres.fresh_database("kw")

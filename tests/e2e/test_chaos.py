@@ -36,7 +36,7 @@ from kw_examples import contacts
 from kw_examples.db import CONN_VAR
 from stack.airflow import AirflowStandalone
 from stack.cluster import Cluster
-from stack.postgres import Postgres, scratch_server
+from stack.postgres import Postgres
 from tests.e2e.conftest import WEBHOOK_SECRET
 from tests.helpers.kafka import read_all, wait_for
 from tests.helpers.webhook import WebhookReceiver
@@ -130,14 +130,6 @@ class Chaos:
 
 
 @pytest.fixture
-def importers_postgres() -> Iterator[Postgres]:
-    """The importers' own server, which the test SIGKILLs: the session's holds Airflow's metadata, and
-    Airflow's triggerer and scheduler exit when that goes away (theirs to restart, not ours)."""
-    with scratch_server("kw-chaos-postgres-") as server:
-        yield server
-
-
-@pytest.fixture
 def chaos(cluster_standalone: AirflowStandalone, tmp_path: Path) -> Iterator[Chaos]:
     running = Chaos(cluster_standalone, tmp_path)
     yield running
@@ -150,7 +142,8 @@ def _state(value: object) -> str | None:
 
 def test_an_import_survives_broker_worker_processor_triggerer_and_scheduler_crashes(
         cluster: Cluster, cluster_standalone: AirflowStandalone, chaos: Chaos, receiver: WebhookReceiver,
-        importers_postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        own_postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    importers_postgres = own_postgres  # SIGKILLed mid-import: a server of the test's own
     examples_postgres = importers_postgres.url()
     monkeypatch.setenv(CONN_VAR, examples_postgres)  # this test reads the table the importers share
     chaos.env[CONN_VAR] = examples_postgres

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date
 
@@ -20,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 
 from kw_examples import contacts, subscriptions
 from kw_examples.db import CONN_VAR, engine
-from stack.postgres import Postgres, scratch_server
+from stack.postgres import Postgres
 from tests.helpers.contacts import upsert_overlapping
 
 WRITERS, ROUNDS, POOL = 6, 12, 600
@@ -69,17 +68,9 @@ def _drawn(writer: int) -> set[int]:
     return {e for _ in range(ROUNDS) for e in rnd.sample(range(POOL), 150)}
 
 
-@pytest.fixture
-def own_postgres() -> Iterator[Postgres]:
-    """A server of this test's own: the session's server also holds the session standalone's Airflow
-    metadata, and Airflow's scheduler exits when its database goes away (a CI run lost it so)."""
-    with scratch_server("kw-restart-postgres-") as server:
-        yield server
-
-
 def test_a_database_restart_fails_one_write_then_the_pool_recovers(
         own_postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> None:
-    postgres = own_postgres
+    postgres = own_postgres  # stopped and started again: a server of its own (see the fixture)
     monkeypatch.setenv(CONN_VAR, postgres.url())
     row = {"email": "a@example.com", "first_name": "Ana", "last_name": None, "company": None, "phone": None,
            "lead_score": 1, "notes": None, "request_id": "before", "job_index": 0}

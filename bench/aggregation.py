@@ -38,6 +38,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.common import add_bench_args, bench_broker  # noqa: E402
+
 QUIX_VERSION = "3.28.1"
 QUIX_VENV = REPO / ".state" / "bench" / "quix-venv"
 
@@ -105,6 +109,7 @@ def main() -> int:
     parser.add_argument("--no-latency", action="store_true",
                         help="skip the completion-to-notify latency in airflow standalone")
     parser.add_argument("--latency-requests", type=int, default=5)
+    add_bench_args(parser)
     parser.add_argument("--quix-app", nargs=5, metavar=("BOOTSTRAP", "TOPIC", "OUTPUT", "GROUP", "STARTED"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -112,14 +117,13 @@ def main() -> int:
         quix_app(*args.quix_app)
         return 0
 
-    sys.path[:0] = [str(REPO), str(REPO / "include")]
-    from stack.broker import Broker, free_port
-
+    sys.path.insert(1, str(REPO / "include"))
+    if args.smoke:  # the Quix venv and the Airflow stack are minutes of set-up: a smoke run checks ours
+        args.requests, args.jobs, args.rounds, args.no_quix, args.no_latency = 4, 20, 1, True, True
     commands = command_stream(args.requests, args.jobs)
-    results: dict[str, Any] = {"requests": args.requests, "jobs_per_request": args.jobs,
+    results: dict[str, Any] = {"smoke": args.smoke, "requests": args.requests, "jobs_per_request": args.jobs,
                                "commands": len(commands), "commit_interval_s": 1.0}
-    with tempfile.TemporaryDirectory(prefix="kw-bench-") as tmp, Broker(Path(tmp), port=free_port()) as broker:
-        config = {"bootstrap.servers": broker.bootstrap_servers}
+    with bench_broker(args) as config:
         rates: dict[str, list[float]] = {"alo": [], "eos": []}
         for round_ in range(args.rounds):
             for mode in (("alo", "eos") if round_ % 2 == 0 else ("eos", "alo")):

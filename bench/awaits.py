@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -39,9 +38,9 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-awaits-airf
 
 import psutil  # noqa: E402
 
+from bench.common import add_bench_args, bench_broker  # noqa: E402
 from kafka_workflows.store import StoreClient, StoreProcessor, ensure_store_topics  # noqa: E402
 from kafka_workflows_airflow.triggers.completion import StoreCompletionTrigger, active_readers  # noqa: E402
-from stack.broker import Broker, free_port  # noqa: E402
 
 
 class Trigger(StoreCompletionTrigger):
@@ -108,30 +107,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--awaits", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=200.0, help="completions a second")
+    add_bench_args(parser)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-awaits-", dir=REPO / ".state"))
-    broker = Broker(work / "kafka", port=free_port()).start()
-    config = {"bootstrap.servers": broker.bootstrap_servers}
-    Trigger.config = config
-    store = f"awaits{uuid.uuid4().hex[:6]}"
-    ensure_store_topics(config, store)
-    processor = StoreProcessor(config, store, commit_interval=1.0)
-    ready = threading.Event()
-    thread = threading.Thread(target=processor.run, kwargs={"ready": ready}, daemon=True)
-    thread.start()
-    try:
-        assert ready.wait(60), "the store processor did not start"
-        baseline = asyncio.run(_round(config, store, 1, args.rate))
-        print(f"baseline: {baseline}", flush=True)
-        time.sleep(6)  # the baseline's reader lingers 5 s, then stops: the big round starts its own
-        many = asyncio.run(_round(config, store, args.awaits, args.rate))
-        print(f"{args.awaits} awaits: {many}", flush=True)
-    finally:
-        processor.stop()
-        thread.join(30)
-        broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    summary = {"bench": "awaits", "baseline": baseline, "many": many,
+    if args.smoke:
+        args.awaits = 20
+    with bench_broker(args) as config:
+        Trigger.config = config
+        store = f"awaits{uuid.uuid4().hex[:6]}"
+        ensure_store_topics(config, store)
+        processor = StoreProcessor(config, store, commit_interval=1.0)
+        ready = threading.Event()
+        thread = threading.Thread(target=processor.run, kwargs={"ready": ready}, daemon=True)
+        thread.start()
+        try:
+            assert ready.wait(60), "the store processor did not start"
+            baseline = asyncio.run(_round(config, store, 1, args.rate))
+            print(f"baseline: {baseline}", flush=True)
+            time.sleep(6)  # the baseline's reader lingers 5 s, then stops: the big round starts its own
+            many = asyncio.run(_round(config, store, args.awaits, args.rate))
+            print(f"{args.awaits} awaits: {many}", flush=True)
+        finally:
+            processor.stop()
+            thread.join(30)
+    summary = {"bench": "awaits", "smoke": args.smoke, "baseline": baseline, "many": many,
                "p95_ratio_to_baseline": round(many["p95_s"] / max(baseline["p95_s"], 1e-3), 2),
                "targets_met": many["store_consumers"] == 1 and many["extra_rss_mb"] < 100 and many["p95_s"] <= 2.0}
     print(json.dumps(summary), flush=True)

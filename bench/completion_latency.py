@@ -21,6 +21,7 @@ matters against older stacks. Last line: one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -42,10 +43,12 @@ from airflow_client.client.api.task_instance_api import TaskInstanceApi  # noqa:
 from airflow_client.client.api.x_com_api import XComApi  # noqa: E402
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody  # noqa: E402
 
+from bench.common import add_bench_args  # noqa: E402
 from kafka_workflows.store import StoreClient  # noqa: E402
 from kw_examples import contacts  # noqa: E402
 from stack.airflow import AirflowStandalone  # noqa: E402
 from stack.broker import Broker, free_port  # noqa: E402
+from stack.postgres import scratch_server  # noqa: E402
 from stack.wait import wait_for  # noqa: E402
 from tests.helpers.webhook import WebhookReceiver  # noqa: E402
 
@@ -117,21 +120,33 @@ def _one(api: af.ApiClient, dag_id: str, source: str, callback: str, store: Stor
 
 
 def measure(requests: int = 5, tuned: bool = False, settle: float = 3.0, rows: int = 40,
-            commit_interval: float = 1.0, variants: tuple[str, ...] = tuple(VARIANTS)) -> dict[str, Any]:
+            commit_interval: float = 1.0, variants: tuple[str, ...] = tuple(VARIANTS),
+            bootstrap: str | None = None) -> dict[str, Any]:
     """Run the stack, time `requests` imports per variant; returns p50/p95 (seconds) per variant and metric."""
     work = Path(tempfile.mkdtemp(prefix="kw-latency-"))
     dags = work / "dags"
     dags.mkdir()
     _bench_dags(dags)
-    broker = Broker(work / "kafka", port=free_port()).start()
-    config = {"bootstrap.servers": broker.bootstrap_servers}
+    stack = contextlib.ExitStack()
+    if bootstrap is None:
+        bootstrap = stack.enter_context(Broker(work / "kafka", port=free_port())).bootstrap_servers
+    config = {"bootstrap.servers": bootstrap}
     receiver = WebhookReceiver().start_in_thread()
-    csv = contacts.write_csv(work / "small.csv", rows)
-    standalone = AirflowStandalone(work / "airflow", free_port(), broker.bootstrap_servers, extra_env={
+    # Airflow's metadata on Postgres, as in the tests and ./dev up (its API server deadlocks on SQLite under load).
+    postgres = stack.enter_context(scratch_server("kw-bench-latency-"))
+    home = work / "airflow"
+    imports = home / "imports"  # the standalone's allowed source root; the receiver is the allowed callback
+    imports.mkdir(parents=True)
+    csv = contacts.write_csv(imports / "small.csv", rows)
+    allowed = receiver.allow_env({"AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_SOURCES": f"file://{imports}/"})
+    standalone = AirflowStandalone(home, free_port(), bootstrap, metadata_db=postgres.fresh_database("airflow"),
+                                   extra_env={
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "KW_EXAMPLES_DB": str(work / "examples.sqlite"),
         "AIRFLOW_CONN_KW_WEBHOOK": json.dumps({"conn_type": "http", "password": "bench"}),
+        **{k: v for k, v in allowed.items() if k.startswith("AIRFLOW__KAFKA_WORKFLOWS__")},
         **(TUNED if tuned else {})})
     processor: subprocess.Popen[bytes] | None = None
+    store: StoreClient | None = None
     results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     failures: dict[str, list[str]] = {v: [] for v in variants}
     try:
@@ -160,15 +175,17 @@ def measure(requests: int = 5, tuned: bool = False, settle: float = 3.0, rows: i
         if processor is not None:
             processor.terminate()
             processor.wait(30)
+        if store is not None:
+            store.close()
         standalone.stop()
         receiver.stop()
-        broker.stop()
+        stack.close()
         if all(len(results[v]) + len(failures[v]) == requests for v in variants):
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"incomplete: logs kept in {work}", file=sys.stderr)
     summary: dict[str, Any] = {"requests": requests, "tuned": tuned, "settings": TUNED if tuned else {},
-                               "store_commit_interval": commit_interval}
+                               "store_commit_interval": commit_interval, "variants": list(variants)}
     for variant, samples in results.items():
         summary[variant] = {"failed_runs": len(failures[variant])}
         for metric in (samples[0] if samples else ()):
@@ -194,9 +211,17 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds between deferral and the completions")
     parser.add_argument("--commit-interval", type=float, default=1.0,
                         help="the store processor's transaction interval (its CLI default is 1 s)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    add_bench_args(parser)
     args = parser.parse_args()
-    print(json.dumps(measure(args.requests, args.tuned, args.settle, commit_interval=args.commit_interval)),
-          flush=True)
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    if args.smoke:  # one import through the whole stack, the variant the DAG ships with
+        args.requests, args.settle, variants = 1, 1.0, ("end_from_trigger",)
+    result = measure(args.requests, args.tuned, args.settle, commit_interval=args.commit_interval,
+                     variants=variants, bootstrap=args.bootstrap)
+    print(json.dumps({"smoke": args.smoke, **result}), flush=True)
 
 
 if __name__ == "__main__":

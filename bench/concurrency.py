@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -28,10 +27,10 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from confluent_kafka import Producer  # noqa: E402
 
+from bench.common import add_bench_args, bench_broker  # noqa: E402
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
 from kafka_workflows.messages import Message  # noqa: E402
 from kafka_workflows.worker import Worker  # noqa: E402
-from stack.broker import Broker, free_port  # noqa: E402
 
 WAIT = 0.020
 
@@ -81,10 +80,12 @@ def main() -> None:
     parser.add_argument("--baseline-messages", type=int, default=1_000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=1)
+    add_bench_args(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, Broker(Path(tmp), port=free_port()) as broker:
-        config = {"bootstrap.servers": broker.bootstrap_servers}
-        topic = "bench-concurrency"
+    if args.smoke:
+        args.messages, args.keys, args.baseline_messages, args.concurrency = 400, 40, 20, 20
+    with bench_broker(args) as config:
+        topic = f"bench-concurrency-{uuid.uuid4().hex[:8]}"
         ensure_topics(config, [TopicSpec(topic, partitions=1)])
         produce(config, topic, args.messages, args.keys)
         runs = {f"{kind}_c{c}": (kind, c, n) for kind in ("async", "threads")
@@ -100,7 +101,8 @@ def main() -> None:
     best = {name: max(r) for name, r in rates.items()}
     c = args.concurrency
     ratio = {kind: round(best[f"{kind}_c{c}"] / best[f"{kind}_c1"], 1) for kind in ("async", "threads")}
-    print(json.dumps({"messages": args.messages, "keys": args.keys, "partitions": 1, "handler_wait_ms": WAIT * 1000,
+    print(json.dumps({"smoke": args.smoke, "messages": args.messages, "keys": args.keys, "partitions": 1,
+                      "handler_wait_ms": WAIT * 1000,
                       "baseline_messages": args.baseline_messages, "rounds": args.rounds, "concurrency": c,
                       "msgs_per_s": {name: round(r, 1) for name, r in best.items()},
                       "ratio": ratio, "target_ratio": 50, "target_met": {k: r >= 50 for k, r in ratio.items()}}))

@@ -170,7 +170,11 @@ def main() -> int:
     parser.add_argument("--session-ms", type=int, default=4000,
                         help="session timeout of both protocols (broker side for KIP-848, client side for classic)")
     parser.add_argument("--variants", default="consumer,classic-session")
+    parser.add_argument("--smoke", action="store_true",
+                        help="one kill of one variant: checks the bench runs, its figures mean nothing")
     args = parser.parse_args()
+    if args.smoke:
+        args.kills, args.variants = 1, "consumer"
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     work = Path(tempfile.mkdtemp(prefix="bench-failover-", dir=REPO / ".state"))
     broker = Broker(work / "kafka", port=free_port(), extra={
@@ -187,7 +191,7 @@ def main() -> int:
     finally:
         broker.stop()
     base = results[variants[0]]["p50_s"]
-    summary = {"bench": "failover", "kills": args.kills, "session_ms": args.session_ms,
+    summary = {"bench": "failover", "smoke": args.smoke, "kills": args.kills, "session_ms": args.session_ms,
                "cpus": os.cpu_count(), "baseline": variants[0], "variants": results,
                "p50_ratio_to_baseline": {v: round(r["p50_s"] / base, 2) for v, r in results.items()}}
     shutil.rmtree(work, ignore_errors=True)

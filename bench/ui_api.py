@@ -12,7 +12,7 @@ warm readers and the JSON, not the auth manager) and times, `--rounds` times eac
 - one request's progress: GET /api/workflows/wf00/stores/bench/requests/<random id>.
 
 Baseline in the same process, the reads a request would need without warm readers: the CLI's
-`control.read_statuses` (status topic) for the overview, `dlq.list_dead_letters` (the whole
+`ops.status.read_statuses` (status topic) for the overview, `dlq.list_dead_letters` (the whole
 dead-letter topic) for the list, and `StoreClient.get` (a read of the request's store partition)
 for a request. Target: p95 <= 300 ms each. Last line: one JSON object.
 
@@ -37,13 +37,15 @@ sys.path[:0] = [str(REPO), str(REPO / "include"), str(REPO / "plugins")]
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from kafka_workflows import control, dlq  # noqa: E402
+from bench.common import add_bench_args, bench_broker  # noqa: E402
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
 from kafka_workflows.kafka.producer import RequestProducer  # noqa: E402
 from kafka_workflows.monitor.service import Monitor  # noqa: E402
+from kafka_workflows.ops import control  # noqa: E402
+from kafka_workflows.ops.status import read_statuses  # noqa: E402
+from kafka_workflows.retry import deadletters as dlq  # noqa: E402
 from kafka_workflows.retry.topics import dead_letter_topic  # noqa: E402
 from kafka_workflows.store import StoreClient, ensure_store_topics, store_topic  # noqa: E402
-from stack.broker import Broker, free_port  # noqa: E402
 
 GROUPS, LETTERS, REQUESTS, STORE = 50, 10_000, 1_000, "bench"
 TARGET_MS = 300.0
@@ -126,56 +128,56 @@ def _time(fn: Callable[[], Any], rounds: int) -> list[float]:
 
 
 def main() -> None:
+    global GROUPS, LETTERS, REQUESTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--cold-rounds", type=int, default=5)
+    add_bench_args(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="kw-bench-ui-") as tmp:
-        broker = Broker(Path(tmp) / "kafka", port=free_port()).start()
-        try:
-            config = {"bootstrap.servers": broker.bootstrap_servers}
-            specs = Path(tmp) / "workflows"
-            specs.mkdir()
-            _specs(specs)
-            t = time.perf_counter()
-            ids = _fill(config)
-            print(f"filled in {time.perf_counter() - t:.1f}s", flush=True)
-            monitor = Monitor(config, specs, lag_interval=5.0).start()
-            t = time.perf_counter()
-            assert monitor.wait_ready(120), monitor.describe()
-            print(f"warm readers caught up in {time.perf_counter() - t:.1f}s: {monitor.describe()}", flush=True)
-            client = _app(monitor)
-            overview = client.get("/api/workflows").json()
-            assert len(overview) == GROUPS, overview
-            page = client.get("/api/workflows/wf00/dead-letters").json()
-            assert page["total"] == LETTERS, page["total"]
-            rng = random.Random(7)
+    if args.smoke:
+        GROUPS, LETTERS, REQUESTS, args.rounds, args.cold_rounds = 3, 40, 20, 5, 1
+    with tempfile.TemporaryDirectory(prefix="kw-bench-ui-") as tmp, bench_broker(args) as config:
+        specs = Path(tmp) / "workflows"
+        specs.mkdir()
+        _specs(specs)
+        t = time.perf_counter()
+        ids = _fill(config)
+        print(f"filled in {time.perf_counter() - t:.1f}s", flush=True)
+        monitor = Monitor(config, specs, lag_interval=5.0).start()
+        t = time.perf_counter()
+        assert monitor.wait_ready(120), monitor.describe()
+        print(f"warm readers caught up in {time.perf_counter() - t:.1f}s: {monitor.describe()}", flush=True)
+        client = _app(monitor)
+        overview = client.get("/api/workflows").json()
+        assert len(overview) == GROUPS, overview
+        page = client.get("/api/workflows/wf00/dead-letters").json()
+        assert page["total"] == LETTERS, page["total"]
+        rng = random.Random(7)
 
-            def get(path: str) -> Any:
-                response = client.get(path)
-                assert response.status_code == 200, (path, response.text[:300])
-                return response
+        def get(path: str) -> Any:
+            response = client.get(path)
+            assert response.status_code == 200, (path, response.text[:300])
+            return response
 
-            warm = {
-                "overview": _time(lambda: get("/api/workflows"), args.rounds),
-                "dead_letters": _time(lambda: get(
-                    f"/api/workflows/wf00/dead-letters?error_type=TimeoutError&offset={rng.randrange(0, 2400)}"
-                    "&limit=50"), args.rounds),
-                "request": _time(lambda: get(f"/api/workflows/wf00/stores/{STORE}/requests/{rng.choice(ids)}"),
-                                 args.rounds),
-            }
-            store = StoreClient(config, STORE)
-            cold = {
-                "overview": _time(lambda: control.read_statuses(config, max_age=1e9), args.cold_rounds),
-                "dead_letters": _time(lambda: dlq.list_dead_letters(
-                    config, "bench-t00", "bench-g00", dlq.Filter(error_type="TimeoutError")), args.cold_rounds),
-                "request": _time(lambda: store.get(rng.choice(ids)), args.cold_rounds),
-            }
-            store.close()
-            monitor.stop()
-        finally:
-            broker.stop()
-    result: dict[str, Any] = {"groups": GROUPS, "dead_letters": LETTERS, "requests": REQUESTS, "rounds": args.rounds,
+        warm = {
+            "overview": _time(lambda: get("/api/workflows"), args.rounds),
+            "dead_letters": _time(lambda: get(
+                f"/api/workflows/wf00/dead-letters?error_type=TimeoutError&offset={rng.randrange(0, 2400)}"
+                "&limit=50"), args.rounds),
+            "request": _time(lambda: get(f"/api/workflows/wf00/stores/{STORE}/requests/{rng.choice(ids)}"),
+                             args.rounds),
+        }
+        store = StoreClient(config, STORE)
+        cold = {
+            "overview": _time(lambda: read_statuses(config, max_age=1e9), args.cold_rounds),
+            "dead_letters": _time(lambda: dlq.list_dead_letters(
+                config, "bench-t00", "bench-g00", dlq.Filter(error_type="TimeoutError")), args.cold_rounds),
+            "request": _time(lambda: store.get(rng.choice(ids)), args.cold_rounds),
+        }
+        store.close()
+        monitor.stop()
+    result: dict[str, Any] = {"smoke": args.smoke, "groups": GROUPS, "dead_letters": LETTERS, "requests": REQUESTS,
+                              "rounds": args.rounds,
                               "target_p95_ms": TARGET_MS}
     for name in warm:
         result[f"{name}_p95_ms"] = _p95(warm[name])

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -27,11 +26,11 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 
+from bench.common import add_bench_args, bench_broker  # noqa: E402
 from kafka_workflows.handlers import batch_handler  # noqa: E402
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
 from kafka_workflows.messages import Message, MessageBatch  # noqa: E402
 from kafka_workflows.worker import Worker  # noqa: E402
-from stack.broker import Broker, free_port  # noqa: E402
 
 
 def produce(config: dict[str, str], topic: str, n: int) -> None:
@@ -101,10 +100,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=5)
+    add_bench_args(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, Broker(Path(tmp), port=free_port()) as broker:
-        config = {"bootstrap.servers": broker.bootstrap_servers}
-        topic = "bench-requests"
+    if args.smoke:
+        args.messages, args.rounds = 2_000, 1
+    with bench_broker(args) as config:
+        topic = f"bench-requests-{uuid.uuid4().hex[:8]}"
         ensure_topics(config, [TopicSpec(topic, partitions=3)])
         produce(config, topic, args.messages)
         # The broker and the page cache warm up over the first reads of the topic: one read that
@@ -123,7 +124,7 @@ def main() -> None:
     raw = rates.pop("raw")
     worker = rates
     ratio = {kind: round(max(runs) / max(raw), 3) for kind, runs in worker.items()}
-    result = {"messages": args.messages, "value_bytes": 1024, "rounds": args.rounds,
+    result = {"smoke": args.smoke, "messages": args.messages, "value_bytes": 1024, "rounds": args.rounds,
               "raw_msgs_per_s": round(max(raw)),
               "worker_msgs_per_s": {kind: round(max(runs)) for kind, runs in worker.items()},
               "ratio": ratio, "target_ratio": 0.8, "target_met": {kind: r >= 0.8 for kind, r in ratio.items()}}

@@ -5,15 +5,36 @@
 - `external_views`: the "Kafka workflows" navigation page, a "Kafka" tab on every DAG, a "Kafka
   progress" tab on every DAG run, and the API docs in the Docs menu. They are server-rendered pages
   shown in iframes (same origin, so the UI's session authenticates them).
-Building the app does no I/O; its warm readers start on the first request.
+
+The app is built only in the API server (`airflow api-server`, as Airflow's edge3 provider decides
+it): the scheduler, the DAG processor, the triggerer and task workers load plugins too, and none of
+them serves it. Even there, building it does no I/O; its warm readers start on the first request.
 """
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
-from kafka_workflows_airflow.api.app import PREFIX, create_app
+from kafka_workflows_airflow.api import PREFIX
+
+
+def running_on_api_server(argv: list[str] | None = None) -> bool:
+    """Whether this process is Airflow's API server (`airflow api-server`, or its module run directly)."""
+    argv = sys.argv if argv is None else argv
+    return (len(argv) > 1 and argv[1] == "api-server") or (
+        len(argv) > 2 and argv[2].endswith("airflow/api_fastapi/main.py"))
+
+
+def _fastapi_apps() -> list[dict[str, Any]]:
+    if not running_on_api_server():
+        return []
+    from kafka_workflows_airflow.api.app import create_app
+
+    return [{"app": create_app(), "url_prefix": PREFIX, "name": "kafka-workflows"}]
 
 
 def _path(path: str) -> str:
@@ -27,7 +48,7 @@ def _path(path: str) -> str:
 
 class KafkaWorkflowsPlugin(AirflowPlugin):
     name = "kafka_workflows"
-    fastapi_apps = [{"app": create_app(), "url_prefix": PREFIX, "name": "kafka-workflows"}]
+    fastapi_apps = _fastapi_apps()
     external_views = [
         {"name": "Kafka workflows", "href": _path(f"{PREFIX}/ui/"), "destination": "nav",
          "url_route": "kafka-workflows", "nav_top_level": True},

@@ -18,8 +18,6 @@ from kafka_workflows.monitor.service import Conflict, Invalid, NoAnswer, NotFoun
 from kafka_workflows_airflow.api import pages, routes
 from kafka_workflows_airflow.api.deps import READ
 
-PREFIX = "/kafka-workflows"
-
 
 def _error(status: int, detail: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"detail": detail})

@@ -24,6 +24,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from stack import reaper
+
 REPO = Path(__file__).resolve().parent.parent
 ADMIN = "admin"
 COMPONENTS = ("scheduler", "dag-processor", "api-server", "triggerer")
@@ -118,6 +120,7 @@ class AirflowStandalone:
         log = open(self.home / "standalone.log", "ab")  # noqa: SIM115 - closed after Popen dup'ed it
         self.proc = subprocess.Popen([airflow, "standalone"], env=env, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
+        reaper.watch(self.proc.pid)  # stopped with whoever started it, however that ends
         log.close()
         self.wait_healthy(timeout)
         return self
@@ -196,3 +199,4 @@ class AirflowStandalone:
         for leftover in leftovers:
             with contextlib.suppress(psutil.NoSuchProcess):
                 leftover.kill()
+        reaper.unwatch(self.proc.pid)

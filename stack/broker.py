@@ -21,6 +21,8 @@ import time
 import uuid
 from pathlib import Path
 
+from stack import reaper
+
 REPO = Path(__file__).resolve().parent.parent
 POM = REPO / "stack" / "kafka" / "pom.xml"
 LIBS = REPO / ".state" / "kafka" / "libs"
@@ -201,6 +203,7 @@ class Broker:
         out = open(self.data_dir / "stdout.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen([*java, "kafka.Kafka", str(props)], stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        reaper.watch(self.proc.pid)  # stopped with whoever started it, however that ends
         out.close()
 
     def wait_ready(self, timeout: float = 90.0) -> None:
@@ -234,6 +237,7 @@ class Broker:
             assert self.proc is not None
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            reaper.unwatch(self.proc.pid)
 
     def terminate(self) -> None:
         """SIGTERM without waiting: a controlled shutdown begins."""
@@ -250,6 +254,7 @@ class Broker:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        reaper.unwatch(self.proc.pid)
 
     def __enter__(self) -> Broker:
         return self.start()

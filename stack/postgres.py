@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from stack import reaper
 from stack.broker import free_port
 from stack.wait import wait_for
 
@@ -106,6 +107,7 @@ class Postgres:
                  "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
                  "-c", "max_connections=300"],
                 user=self._user, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        reaper.watch(self.proc.pid)  # stopped with whoever started it, however that ends
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
@@ -137,6 +139,7 @@ class Postgres:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
+            reaper.unwatch(self.proc.pid)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -146,6 +149,7 @@ class Postgres:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+        reaper.unwatch(self.proc.pid)
 
     def __enter__(self) -> Postgres:
         return self.start()

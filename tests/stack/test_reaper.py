@@ -1,0 +1,58 @@
+"""A test runner that dies (SIGKILL: nothing of its own runs) leaves no broker or Postgres behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stack.reaper import members
+from stack.wait import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A stand-in for pytest: starts a broker, a Postgres server and a process that moved to a process
+# group of its own inside a watched session, prints their session ids, then waits to be killed.
+RUNNER = """
+import json, subprocess, sys, tempfile, time
+from pathlib import Path
+from stack import reaper
+from stack.broker import Broker, free_port
+from stack.postgres import Postgres, scratch_dir
+
+work = Path(tempfile.mkdtemp(prefix="kw-reaper-"))
+broker = Broker(work / "kafka", port=free_port()).start()
+postgres = Postgres(scratch_dir("kw-reaper-pg-") / "data").start()
+wanderer = subprocess.Popen([sys.executable, "-c", "import os, time; os.setpgid(0, 0); time.sleep(600)"],
+                            start_new_session=True)
+reaper.watch(wanderer.pid)
+print(json.dumps({"broker": broker.proc.pid, "postgres": postgres.proc.pid, "wanderer": wanderer.pid}), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.integration
+def test_a_sigkilled_runner_leaves_no_broker_postgres_or_other_process_behind() -> None:
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        line = runner.stdout.readline()  # type: ignore[union-attr]
+        assert line, "the runner did not start its processes"
+        sessions = set(json.loads(line).values())
+        assert len(members(sessions)) >= 3
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(30)
+        started = time.monotonic()
+        wait_for(lambda: not members(sessions), 60, "the broker, Postgres and the wanderer to be gone", 0.5)
+        print(f"everything the killed runner started was gone {time.monotonic() - started:.1f}s after the kill")
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        for pid in members(sessions) if "sessions" in locals() else []:
+            os.kill(pid, signal.SIGKILL)

@@ -6,6 +6,11 @@
   progress" tab on every DAG run, and the API docs in the Docs menu. They are server-rendered pages
   shown in iframes (same origin, so the UI's session authenticates them).
 
+Installed with pip, the plugin registers through the distribution's `airflow.plugins` entry point. In
+the Astro layout Airflow also imports every file of the plugins folder (this one as module `plugin`):
+that copy registers nothing when the entry point is there, so the plugin is never loaded twice (Airflow
+would list the second as an import error).
+
 The app is built only in the API server (`airflow api-server`, as Airflow's edge3 provider decides
 it): the scheduler, the DAG processor, the triggerer and task workers load plugins too, and none of
 them serves it. Even there, building it does no I/O; its warm readers start on the first request.
@@ -29,8 +34,20 @@ def running_on_api_server(argv: list[str] | None = None) -> bool:
         len(argv) > 2 and argv[2].endswith("airflow/api_fastapi/main.py"))
 
 
+def registered_by_entry_point() -> bool:
+    """Whether an installed distribution registers this plugin through `airflow.plugins`."""
+    from importlib.metadata import entry_points
+
+    return any(ep.value.startswith(f"{ENTRY_MODULE}:") for ep in entry_points(group="airflow.plugins"))
+
+
+ENTRY_MODULE = "kafka_workflows_airflow.plugin"
+# This file imported by Airflow's plugins-folder scan although the entry point registers the plugin.
+SHADOWED = __name__ != ENTRY_MODULE and registered_by_entry_point()
+
+
 def _fastapi_apps() -> list[dict[str, Any]]:
-    if not running_on_api_server():
+    if SHADOWED or not running_on_api_server():
         return []
     from kafka_workflows_airflow.api.app import create_app
 
@@ -59,3 +76,7 @@ class KafkaWorkflowsPlugin(AirflowPlugin):
         {"name": "Kafka workflows API", "href": _path(f"{PREFIX}/docs"), "destination": "nav",
          "category": "docs", "url_route": "kafka-workflows-api"},
     ]
+
+
+if SHADOWED:
+    del KafkaWorkflowsPlugin  # the plugins folder's copy: the entry point registers the plugin

@@ -12,7 +12,7 @@ warm readers and the JSON, not the auth manager) and times, `--rounds` times eac
 - one request's progress: GET /api/workflows/wf00/stores/bench/requests/<random id>.
 
 Baseline in the same process, the reads a request would need without warm readers: the CLI's
-`control.read_statuses` (status topic) for the overview, `dlq.list_dead_letters` (the whole
+`ops.status.read_statuses` (status topic) for the overview, `dlq.list_dead_letters` (the whole
 dead-letter topic) for the list, and `StoreClient.get` (a read of the request's store partition)
 for a request. Target: p95 <= 300 ms each. Last line: one JSON object.
 
@@ -37,10 +37,12 @@ sys.path[:0] = [str(REPO), str(REPO / "include"), str(REPO / "plugins")]
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from kafka_workflows import control, dlq  # noqa: E402
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
 from kafka_workflows.kafka.producer import RequestProducer  # noqa: E402
 from kafka_workflows.monitor.service import Monitor  # noqa: E402
+from kafka_workflows.ops import control  # noqa: E402
+from kafka_workflows.ops import deadletters as dlq  # noqa: E402
+from kafka_workflows.ops.status import read_statuses  # noqa: E402
 from kafka_workflows.retry.topics import dead_letter_topic  # noqa: E402
 from kafka_workflows.store import StoreClient, ensure_store_topics, store_topic  # noqa: E402
 from stack.broker import Broker, free_port  # noqa: E402
@@ -166,7 +168,7 @@ def main() -> None:
             }
             store = StoreClient(config, STORE)
             cold = {
-                "overview": _time(lambda: control.read_statuses(config, max_age=1e9), args.cold_rounds),
+                "overview": _time(lambda: read_statuses(config, max_age=1e9), args.cold_rounds),
                 "dead_letters": _time(lambda: dlq.list_dead_letters(
                     config, "bench-t00", "bench-g00", dlq.Filter(error_type="TimeoutError")), args.cold_rounds),
                 "request": _time(lambda: store.get(rng.choice(ids)), args.cold_rounds),

@@ -38,7 +38,7 @@ def operate(args: argparse.Namespace) -> int:
 
 
 def dead_letters(args: argparse.Namespace) -> int:
-    from kafka_workflows.retry import deadletters as dlq
+    from kafka_workflows.ops import deadletters as dlq
 
     config = kafka_config_from_env()
     where = dlq.Filter(key=args.key, error_type=args.error_type,

@@ -26,7 +26,7 @@ from kafka_workflows import headers as h
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.config import client_config
 from kafka_workflows.monitor.follower import TopicFollower
-from kafka_workflows.retry.deadletters import DeadLetter, replay_letters
+from kafka_workflows.ops.deadletters import DeadLetter, replay_letters
 
 PREVIEW_BYTES = 4096
 MAX_SELECTION = 1000

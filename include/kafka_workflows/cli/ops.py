@@ -46,10 +46,11 @@ def dead_letters(args: argparse.Namespace) -> int:
                        until=dlq.parse_time(args.until, "--until") if args.until else None,
                        ids=frozenset(args.id))
     if args.action == "replay":
-        moved = dlq.replay(config, args.topic, args.group, where, dry_run=args.dry_run, again=args.again)
+        moved = dlq.replay(config, args.topic, args.group, where, dry_run=args.dry_run, again=args.again,
+                           reason=args.reason)
         verb = "would replay" if args.dry_run else "replayed"
         for letter in moved:
-            print(f"{verb} {letter.id} key={letter.key} -> {letter.headers.get('kw-original-topic')}")
+            print(f"{verb} {letter.id} key={letter.key} -> {args.topic}")
         print(f"{verb} {len(moved)} dead letter(s)")
         return 0
     letters = dlq.list_dead_letters(config, args.topic, args.group, where)

@@ -207,11 +207,11 @@ def control_history(config: Mapping[str, Any], kinds: tuple[str, ...] = (), time
 
 
 def record_replay(config: Mapping[str, Any], group: str, dead_letter_topic: str, ids: list[str],
-                  by: str | None = None, reason: str = "") -> None:
+                  by: str | None = None, reason: str = "", to: str | None = None) -> None:
     """Audit a dead-letter replay in the control topic; a later replay leaves these ids out."""
     ensure_control_topics(config)
     producer = RequestProducer(config)
     producer.send(CONTROL_TOPIC, {"kind": "replayed", "id": uuid.uuid4().hex, "op": "replay", "group": group,
-                                  "dead_letter_topic": dead_letter_topic, "ids": ids, "count": len(ids),
+                                  "dead_letter_topic": dead_letter_topic, "to": to, "ids": ids, "count": len(ids),
                                   "by": by or operator_name(), "reason": reason, "at": time.time()}, key=group)
     producer.flush()

@@ -1,18 +1,28 @@
-"""Dead letters: list and inspect them with filters, and replay a selection to the original topic.
+"""Dead letters: list and inspect them with filters, and replay a selection to its source topic.
+
+Replay goes only where the operator chose: a dead letter of `<topic>.<group>.dlq` goes back to
+`topic` (`source_topic`), which the caller may check against the topics the group's spec declares.
+Never to a topic a header names: `kw-original-topic` is whatever the producer of the failed
+record wrote, so a record carrying `kw-original-topic: kafka-workflows.control` must not become an
+operator command by being replayed. The control and status topics are refused as targets.
 
 A replayed message starts over (kw-attempt 1, no error headers) and carries kw-replayed-from =
 `<dlq topic>:<partition>:<offset>`, so if it fails again it lands in the dead-letter topic once
 more, visibly a replay, and is never replayed automatically. Its key and the headers other
 producers wrote are sent back byte for byte.
 
-Listing reads up to the end offsets taken when it starts. A replay is recorded in the control
-topic (`kind: replayed`, with who, when and the ids), and a later replay of the same selection
-leaves out what was replayed already unless asked `again`.
+`replay_once` is the one replay the CLI and the UI share. It is idempotent: a replay is recorded
+in the control topic (`kind: replayed`, with who, when, the ids and the target), and a later
+replay leaves out what was replayed already unless asked `again`. Replays of one dead-letter
+topic within one process are serialized, so two simultaneous clicks cannot both send.
+
+Listing reads up to the end offsets taken when it starts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +33,7 @@ from kafka_workflows import headers as h
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.kafka.reader import TopicMissingError, read_topic
-from kafka_workflows.ops.control import control_history, record_replay
+from kafka_workflows.ops.control import CONTROL_TOPIC, STATUS_TOPIC, control_history, record_replay
 from kafka_workflows.retry.provenance import SKIPPED_BY, replay_headers
 from kafka_workflows.retry.topics import dead_letter_topic
 
@@ -47,10 +57,6 @@ class DeadLetter:
     @property
     def error_type(self) -> str:
         return self.headers.get(h.ERROR_TYPE, "")
-
-    @property
-    def original_topic(self) -> str:
-        return self.headers[h.ORIGINAL_TOPIC]
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "key": self.key, "error_type": self.error_type,
@@ -116,6 +122,24 @@ def list_dead_letters(config: Mapping[str, Any], topic: str, group: str,
     return sorted(found, key=lambda d: (d.partition, d.offset))
 
 
+def source_topic(dead_letter_topic_name: str, group: str) -> str:
+    """The topic a dead-letter topic of `group` belongs to: `<topic>.<group>.dlq` -> `topic`."""
+    suffix = f".{group}.dlq"
+    if not group or not dead_letter_topic_name.endswith(suffix) or len(dead_letter_topic_name) == len(suffix):
+        raise ConfigError(f"{dead_letter_topic_name!r} is not a dead-letter topic of group {group!r} "
+                          "(expected <topic>.<group>.dlq)")
+    return dead_letter_topic_name[:-len(suffix)]
+
+
+def check_target(topic: str, group: str, declared: Collection[str] | None = None) -> None:
+    """Refuse a replay target that is not a topic the group reads: never the control or status topic,
+    and, where the caller knows the group's spec, only one of the topics it declares."""
+    if topic in (CONTROL_TOPIC, STATUS_TOPIC):
+        raise ConfigError(f"{topic!r} holds operator commands and state: dead letters are never replayed to it")
+    if declared is not None and topic not in declared:
+        raise ConfigError(f"{topic!r} is not a topic group {group!r} reads in its spec: nowhere to replay to")
+
+
 def replayed_ids(config: Mapping[str, Any], dead_letter_topic_name: str) -> set[str]:
     """Ids of the dead letters of this topic that a replay already sent back (from the control topic)."""
     ids: set[str] = set()
@@ -125,31 +149,69 @@ def replayed_ids(config: Mapping[str, Any], dead_letter_topic_name: str) -> set[
     return ids
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """What a replay sent (or, dry, would send) to `to`, and the ids it left out as replayed already."""
+
+    to: str
+    dead_letter_topic: str
+    letters: list[DeadLetter]
+    already: list[str]
+
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _replay_lock(dead_letter_topic_name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(dead_letter_topic_name, threading.Lock())
+
+
+def replay_once(config: Mapping[str, Any], topic: str, group: str,
+                select: Callable[[set[str]], list[DeadLetter]], *, by: str | None = None, reason: str = "",
+                again: bool = False, dry_run: bool = False, declared: Collection[str] | None = None) -> Replayed:
+    """Replay dead letters of `<topic>.<group>.dlq` back to `topic`, once: the one replay of CLI and UI.
+
+    `select(done)` returns the candidate letters given the ids an earlier replay already sent back
+    (it may leave those out without reading them); they are left out here in any case unless
+    `again`. Every letter must lie in the group's dead-letter topic. Runs under the topic's lock:
+    the next replay of it in this process sees this one's `replayed` record.
+    """
+    check_target(topic, group, declared)
+    dlq = dead_letter_topic(topic, group)
+    with _replay_lock(dlq):
+        done = set() if again else replayed_ids(config, dlq)
+        letters, already = [], []
+        for letter in select(done):
+            if letter.topic != dlq:
+                raise ConfigError(f"dead letter {letter.id} is not in {dlq!r}")
+            (already if letter.id in done else letters).append(letter)
+        result = Replayed(topic, dlq, letters, [letter.id for letter in already])
+        if dry_run or not letters:
+            return result
+        replay_letters(config, letters, topic)
+        record_replay(config, group, dlq, [letter.id for letter in letters], by, reason, to=topic)
+        return result
+
+
 def replay(config: Mapping[str, Any], topic: str, group: str, where: Filter | None = None,
-           dry_run: bool = False, again: bool = False, by: str | None = None) -> list[DeadLetter]:
-    """Send the matching dead letters back to their original topic; returns what moved (or would).
+           dry_run: bool = False, again: bool = False, by: str | None = None, reason: str = "",
+           declared: Collection[str] | None = None) -> list[DeadLetter]:
+    """Send the matching dead letters of `<topic>.<group>.dlq` back to `topic`; returns what moved (or would).
 
     Dead letters a replay already sent back are left out unless `again`; `by` (default: the OS
     user) is recorded with the replay in the control topic.
     """
-    letters = list_dead_letters(config, topic, group, where)
-    if not again and letters:
-        done = replayed_ids(config, dead_letter_topic(topic, group))
-        letters = [letter for letter in letters if letter.id not in done]
-    if dry_run or not letters:
-        return letters
-    replay_letters(config, letters, topic)
-    record_replay(config, group, dead_letter_topic(topic, group), [letter.id for letter in letters], by)
-    return letters
+    check_target(topic, group, declared)
+    return replay_once(config, topic, group, lambda done: list_dead_letters(config, topic, group, where),
+                       by=by, reason=reason, again=again, dry_run=dry_run, declared=declared).letters
 
 
-def replay_letters(config: Mapping[str, Any], letters: list[DeadLetter], topic: str | None = None) -> None:
-    """Send `letters` back to their original topic (`topic` when a letter does not name it), flushed."""
+def replay_letters(config: Mapping[str, Any], letters: list[DeadLetter], topic: str) -> None:
+    """Send `letters` to `topic` (their source topic, chosen by the caller, never by a header), flushed."""
     producer = RequestProducer(config)
     for letter in letters:
-        target = letter.headers.get(h.ORIGINAL_TOPIC, topic)
-        if target is None:
-            raise ConfigError(f"dead letter {letter.id} has no {h.ORIGINAL_TOPIC} header: nowhere to replay it")
-        producer.send(target, letter.value, key=letter.raw_key, headers=replay_headers(letter.wire_headers, letter.id),
+        producer.send(topic, letter.value, key=letter.raw_key, headers=replay_headers(letter.wire_headers, letter.id),
                       raw=True)
     producer.flush()

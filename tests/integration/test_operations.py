@@ -23,8 +23,8 @@ from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.monitor import actions
 from kafka_workflows.monitor.service import Monitor
-from kafka_workflows.ops.control import CONTROL_TOPIC, STATUS_TOPIC, control_history, paused_key
-from kafka_workflows.ops.status import read_status_topic
+from kafka_workflows.ops.control import CONTROL_TOPIC, SECRET_ENV, STATUS_TOPIC, control_history, paused_key
+from kafka_workflows.ops.status import group_paused, read_status_topic
 from kafka_workflows.retry.topics import dead_letter_topic
 from tests.helpers.kafka import REPO, read_all, records, start_worker, wait_for
 
@@ -32,9 +32,10 @@ pytestmark = pytest.mark.integration
 HANDLER = "tests.helpers.handlers.record"
 
 
-def cli(config: dict[str, Any], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(config: dict[str, Any], *args: str, timeout: float = 60,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": config["bootstrap.servers"],
-           "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)]), "USER": "ops-alice"}
+           "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)]), "USER": "ops-alice", **(env or {})}
     return subprocess.run([sys.executable, "-m", "kafka_workflows.cli", "--log-level", "WARNING", *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -343,3 +344,31 @@ def test_the_ui_replay_sends_each_letter_once_to_its_source_topic_and_shares_the
     _nothing_reached_the_control_or_status_topic(kafka_config, group)
     audit = [r for r in control_history(kafka_config, kinds=("replayed",)) if r.get("group") == group]
     assert [(r["by"], r["to"], sorted(r["ids"])) for r in audit] == [("admin", topic, ids)]
+
+
+def test_with_a_control_secret_a_worker_refuses_unsigned_commands_and_obeys_signed_ones(
+        kafka_config: dict[str, Any], topic: str, group: str, tmp_path: Path) -> None:
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=1)])
+    record = tmp_path / "calls.jsonl"
+    worker = start_worker(kafka_config, topic, group, HANDLER, record, env={SECRET_ENV: "the-secret"})
+    try:
+        producer = RequestProducer(kafka_config)
+        producer.send(topic, {}, key="before")
+        producer.flush()
+        wait_for(lambda: records(record), 30, "the first message")
+        forged = cli(kafka_config, "pause", "--group", group, "--reason", "no secret", "--wait", "8")
+        assert forged.returncode == 1 and "paused" not in forged.stdout, forged.stdout
+        wrong = cli(kafka_config, "pause", "--group", group, "--wait", "8", env={SECRET_ENV: "a-guess"})
+        assert wrong.returncode == 1 and "paused" not in wrong.stdout, wrong.stdout
+        assert not group_paused(kafka_config, group, "the-secret"), "an unsigned pause state is no pause"
+        producer.send(topic, {}, key="not-paused")
+        producer.flush()
+        wait_for(lambda: len(records(record)) == 2, 30, "a message handled after the refused pauses")
+        signed = cli(kafka_config, "pause", "--group", group, "--wait", "10", env={SECRET_ENV: "the-secret"})
+        assert signed.returncode == 0 and "paused 1 partition(s)" in signed.stdout, signed.stdout + signed.stderr
+        assert group_paused(kafka_config, group, "the-secret")
+        mine = [r for r in control_history(kafka_config, kinds=("command",)) if r.get("group") == group]
+        assert [bool(r.get("sig")) for r in mine] == [False, True, True]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0

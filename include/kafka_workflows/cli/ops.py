@@ -22,7 +22,7 @@ def blocked(args: argparse.Namespace) -> int:
 
 
 def operate(args: argparse.Namespace) -> int:
-    from kafka_workflows.ops.control import send_command
+    from kafka_workflows.ops.control import is_refusal, send_command
 
     command, applied = send_command(kafka_config_from_env(), args.command, args.group,
                                     topic=getattr(args, "topic", None), partition=getattr(args, "partition", None),
@@ -32,6 +32,10 @@ def operate(args: argparse.Namespace) -> int:
         print(f"{record['worker']}: {record['result']}")
     if not applied:
         print(f"kafka-workflows: no worker of group {args.group!r} answered {command.op} within {args.wait:.0f}s",
+              file=sys.stderr)
+        return 1
+    if all(is_refusal(str(record.get("result"))) for record in applied):
+        print("kafka-workflows: the workers refused the command; is KAFKA_WORKFLOWS_CONTROL_SECRET set to theirs?",
               file=sys.stderr)
         return 1
     return 0

@@ -17,13 +17,18 @@ from typing import Any
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.monitor.deadletters import LetterQuery, Source, replay_selection
 from kafka_workflows.monitor.service import Conflict, Invalid, Monitor, NoAnswer, NotFound, units_of
-from kafka_workflows.ops.control import OPS, send_command
+from kafka_workflows.ops.control import OPS, is_refusal, send_command
 from kafka_workflows.retry.topics import dead_letter_topic
 
 
 def act(monitor: Monitor, name: str, group: str, op: str, *, by: str, reason: str, topic: str | None = None,
-        partition: int | None = None, offset: int | None = None, wait: float = 20.0) -> dict[str, Any]:
-    """Send `op` to the workers of `group` and return the command with the workers' answers."""
+        partition: int | None = None, offset: int | None = None, wait: float = 20.0,
+        secret: str | None = None) -> dict[str, Any]:
+    """Send `op` to the workers of `group` and return the command with the workers' answers.
+
+    `secret`: the control secret (Airflow's `[kafka_workflows] control_secret`), else the env
+    variable's; the command is signed with it. Workers that refuse it make this a Conflict.
+    """
     unit = monitor.unit(name, group)
     if op not in OPS:
         raise NotFound("operation", op, f"(expected one of {', '.join(OPS)})")
@@ -37,11 +42,14 @@ def act(monitor: Monitor, name: str, group: str, op: str, *, by: str, reason: st
         if topic not in unit["topics"] and not topic.startswith(tuple(f"{t}.{group}.retry-" for t in unit["topics"])):
             raise NotFound("topic", topic, f"in group {group!r}")
     command, applied = send_command(monitor.config, op, group, topic=topic, partition=partition, offset=offset,
-                                    reason=reason.strip(), by=by, wait=wait)
+                                    reason=reason.strip(), by=by, wait=wait, secret=secret)
     answers = [{"worker": a.get("worker"), "result": a.get("result")} for a in applied]
     if not answers:
         raise NoAnswer(f"no worker of group {group!r} answered the {op} command {command.id} within {wait:.0f}s "
                        "(is a worker of the group running?)")
+    if all(is_refusal(str(a["result"])) for a in answers):
+        raise Conflict(f"the workers of group {group!r} refused the {op} command ({answers[0]['result']}): "
+                       "is the same control secret set here and on the workers?")
     if op in ("skip", "unblock") and all(str(a["result"]).startswith("nothing held") for a in answers):
         raise Conflict(f"{topic}[{partition}] is no longer held at offset {offset}: nothing was done "
                        f"({answers[0]['result']}); reload to see its current state")
@@ -63,7 +71,7 @@ def replay_sources(monitor: Monitor, name: str) -> dict[str, Source]:
 
 
 def replay(monitor: Monitor, name: str, *, by: str, reason: str, ids: list[str] | None = None,
-           query: LetterQuery | None = None, dry_run: bool = True) -> dict[str, Any]:
+           query: LetterQuery | None = None, dry_run: bool = True, secret: str | None = None) -> dict[str, Any]:
     """Replay the letters `ids` (or every letter matching `query`) of workflow `name`, each to the
     source topic of its dead-letter topic; letters replayed before are left out (`already_replayed`)."""
     groups = _query_groups(monitor, name)
@@ -83,7 +91,7 @@ def replay(monitor: Monitor, name: str, *, by: str, reason: str, ids: list[str] 
     if not dry_run and not reason.strip():
         raise Invalid("reason", "say why (it goes to the audit log)")
     try:
-        result = replay_selection(monitor.config, rows, dry_run, sources, by=by, reason=reason.strip())
+        result = replay_selection(monitor.config, rows, dry_run, sources, by=by, reason=reason.strip(), secret=secret)
     except ConfigError as exc:
         raise Invalid("ids", str(exc)) from exc
     except LookupError as exc:

@@ -213,7 +213,8 @@ class Source:
 
 
 def replay_selection(config: Mapping[str, Any], rows: list[dict[str, Any]], dry_run: bool,
-                     sources: Mapping[str, Source], *, by: str, reason: str = "") -> dict[str, Any]:
+                     sources: Mapping[str, Source], *, by: str, reason: str = "", secret: str | None = None
+                     ) -> dict[str, Any]:
     """Replay the letters of `rows` (index summaries) with ops.deadletters.replay_once, each back to
     the source topic of its dead-letter topic (`sources`, from the spec); with `dry_run`, only say
     what would move where. Letters a replay already sent back are left out (`already_replayed`)."""
@@ -230,7 +231,7 @@ def replay_selection(config: Mapping[str, Any], rows: list[dict[str, Any]], dry_
         source = sources[dlq]
         by_id = {r["id"]: r for r in picked}
         done = replay_once(config, source.topic, source.group, _selector(config, picked, dry_run), by=by,
-                           reason=reason, dry_run=dry_run, declared=source.declared)
+                           reason=reason, dry_run=dry_run, declared=source.declared, secret=secret)
         moves += [{"id": letter.id, "key": by_id[letter.id]["key"], "to": done.to,
                    "error_type": by_id[letter.id]["error_type"]} for letter in done.letters]
         already += done.already

@@ -33,7 +33,14 @@ from kafka_workflows import headers as h
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.kafka.reader import TopicMissingError, read_topic
-from kafka_workflows.ops.control import CONTROL_TOPIC, STATUS_TOPIC, control_history, record_replay
+from kafka_workflows.ops.control import (
+    CONTROL_TOPIC,
+    STATUS_TOPIC,
+    control_history,
+    control_secret,
+    record_replay,
+    signature_problem,
+)
 from kafka_workflows.retry.provenance import SKIPPED_BY, replay_headers
 from kafka_workflows.retry.topics import dead_letter_topic
 
@@ -140,11 +147,17 @@ def check_target(topic: str, group: str, declared: Collection[str] | None = None
         raise ConfigError(f"{topic!r} is not a topic group {group!r} reads in its spec: nowhere to replay to")
 
 
-def replayed_ids(config: Mapping[str, Any], dead_letter_topic_name: str) -> set[str]:
-    """Ids of the dead letters of this topic that a replay already sent back (from the control topic)."""
+def replayed_ids(config: Mapping[str, Any], dead_letter_topic_name: str, secret: str | None = None) -> set[str]:
+    """Ids of the dead letters of this topic that a replay already sent back (from the control topic).
+
+    With a control secret (`secret`, else the env variable) only signed `replayed` records count,
+    so a forged one cannot keep letters from being replayed.
+    """
+    key = control_secret(secret)
     ids: set[str] = set()
     for record in control_history(config, kinds=("replayed",)):
-        if record.get("dead_letter_topic") == dead_letter_topic_name and isinstance(record.get("ids"), list):
+        if (record.get("dead_letter_topic") == dead_letter_topic_name and isinstance(record.get("ids"), list)
+                and (key is None or signature_problem(record, key) is None)):
             ids.update(str(i) for i in record["ids"])
     return ids
 
@@ -170,18 +183,20 @@ def _replay_lock(dead_letter_topic_name: str) -> threading.Lock:
 
 def replay_once(config: Mapping[str, Any], topic: str, group: str,
                 select: Callable[[set[str]], list[DeadLetter]], *, by: str | None = None, reason: str = "",
-                again: bool = False, dry_run: bool = False, declared: Collection[str] | None = None) -> Replayed:
+                again: bool = False, dry_run: bool = False, declared: Collection[str] | None = None,
+                secret: str | None = None) -> Replayed:
     """Replay dead letters of `<topic>.<group>.dlq` back to `topic`, once: the one replay of CLI and UI.
 
     `select(done)` returns the candidate letters given the ids an earlier replay already sent back
     (it may leave those out without reading them); they are left out here in any case unless
     `again`. Every letter must lie in the group's dead-letter topic. Runs under the topic's lock:
-    the next replay of it in this process sees this one's `replayed` record.
+    the next replay of it in this process sees this one's `replayed` record, signed when a control
+    secret is configured (`secret`, else the env variable).
     """
     check_target(topic, group, declared)
     dlq = dead_letter_topic(topic, group)
     with _replay_lock(dlq):
-        done = set() if again else replayed_ids(config, dlq)
+        done = set() if again else replayed_ids(config, dlq, secret)
         letters, already = [], []
         for letter in select(done):
             if letter.topic != dlq:
@@ -191,7 +206,7 @@ def replay_once(config: Mapping[str, Any], topic: str, group: str,
         if dry_run or not letters:
             return result
         replay_letters(config, letters, topic)
-        record_replay(config, group, dlq, [letter.id for letter in letters], by, reason, to=topic)
+        record_replay(config, group, dlq, [letter.id for letter in letters], by, reason, to=topic, secret=secret)
         return result
 
 

@@ -1,7 +1,6 @@
 """The Airflow side's control secret: `[kafka_workflows] control_secret`.
 
-Set (env AIRFLOW__KAFKA_WORKFLOWS__CONTROL_SECRET, or a secrets backend through Airflow's
-`control_secret_cmd` / `control_secret_secret`), the API server signs every command and replay
+Set (or env AIRFLOW__KAFKA_WORKFLOWS__CONTROL_SECRET), the API server signs every command and replay
 record it writes to the control topic with it (kafka_workflows.ops.control.sign). Unset, the
 core's env variable KAFKA_WORKFLOWS_CONTROL_SECRET is used if that is set.
 """

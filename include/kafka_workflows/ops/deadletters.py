@@ -218,7 +218,6 @@ def replay(config: Mapping[str, Any], topic: str, group: str, where: Filter | No
     Dead letters a replay already sent back are left out unless `again`; `by` (default: the OS
     user) is recorded with the replay in the control topic.
     """
-    check_target(topic, group, declared)
     return replay_once(config, topic, group, lambda done: list_dead_letters(config, topic, group, where),
                        by=by, reason=reason, again=again, dry_run=dry_run, declared=declared).letters
 

@@ -42,8 +42,8 @@ from kafka_workflows.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
 from kafka_workflows.kafka.producer import RequestProducer  # noqa: E402
 from kafka_workflows.monitor.service import Monitor  # noqa: E402
 from kafka_workflows.ops import control  # noqa: E402
+from kafka_workflows.ops import deadletters as dlq  # noqa: E402
 from kafka_workflows.ops.status import read_statuses  # noqa: E402
-from kafka_workflows.retry import deadletters as dlq  # noqa: E402
 from kafka_workflows.retry.topics import dead_letter_topic  # noqa: E402
 from kafka_workflows.store import StoreClient, ensure_store_topics, store_topic  # noqa: E402
 

@@ -30,7 +30,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from kafka_workflows.retry.deadletters import list_dead_letters
+from kafka_workflows.ops.deadletters import list_dead_letters
 from kw_examples import contacts
 from stack.airflow import ADMIN, AirflowStandalone
 from stack.broker import Broker

@@ -1,4 +1,4 @@
-"""Operations from the CLI act on a worker running in another process; dead-letter replay."""
+"""Operations from the CLI act on a worker running in another process; dead-letter replay (CLI and UI)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,23 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
 from kafka_workflows import headers as h
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.producer import RequestProducer
-from kafka_workflows.ops.control import control_history
+from kafka_workflows.monitor import actions
+from kafka_workflows.monitor.service import Monitor
+from kafka_workflows.ops.control import CONTROL_TOPIC, SECRET_ENV, STATUS_TOPIC, control_history, paused_key
+from kafka_workflows.ops.status import group_paused, read_status_topic
 from kafka_workflows.retry.topics import dead_letter_topic
 from tests.helpers.kafka import REPO, read_all, records, start_worker, wait_for
 
@@ -26,9 +32,10 @@ pytestmark = pytest.mark.integration
 HANDLER = "tests.helpers.handlers.record"
 
 
-def cli(config: dict[str, Any], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(config: dict[str, Any], *args: str, timeout: float = 60,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": config["bootstrap.servers"],
-           "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)]), "USER": "ops-alice"}
+           "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)]), "USER": "ops-alice", **(env or {})}
     return subprocess.run([sys.executable, "-m", "kafka_workflows.cli", "--log-level", "WARNING", *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -259,3 +266,109 @@ def test_a_held_partition_that_comes_back_after_a_rebalance_is_not_left_paused(
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
+
+
+# -- replay goes only where the operator chose (issue 17, defects 1 and 7) -------------------------
+def _forged_letters(config: dict[str, Any], topic: str, group: str) -> list[str]:
+    """Two dead letters as a producer of the failed records wanted them: one naming the control
+    topic as its origin, with a pause command as its value; one naming the status topic, with the
+    group's pause state. Written straight to the group's dead-letter topic."""
+    dlq = dead_letter_topic(topic, group)
+    ensure_topics(config, [TopicSpec(topic, partitions=1), TopicSpec(dlq, partitions=1)])
+    pause = {"kind": "command", "id": uuid.uuid4().hex, "op": "pause", "group": group, "by": "admin",
+             "reason": "forged", "at": time.time()}
+    state = {"paused": True, "by": "admin", "reason": "forged", "at": time.time(), "command": pause["id"]}
+    producer = Producer({**config, "enable.idempotence": True})
+    for key, value, origin in ((group, pause, CONTROL_TOPIC), (paused_key(group), state, STATUS_TOPIC)):
+        producer.produce(dlq, json.dumps(value).encode(), key=key.encode(), partition=0, headers=[
+            (h.ORIGINAL_TOPIC, origin.encode()), (h.ORIGINAL_PARTITION, b"0"), (h.ORIGINAL_OFFSET, b"7"),
+            (h.CONSUMER_GROUP, group.encode()), (h.ERROR_TYPE, b"ValueError"), (h.ERROR_MESSAGE, b"bad")])
+    assert producer.flush(30) == 0
+    return [f"{dlq}:0:0", f"{dlq}:0:1"]
+
+
+def _nothing_reached_the_control_or_status_topic(config: dict[str, Any], group: str) -> None:
+    assert [r for r in control_history(config, kinds=("command",)) if r.get("group") == group] == []
+    assert paused_key(group) not in read_status_topic(config)
+
+
+def test_a_replay_goes_back_to_the_source_topic_never_to_the_topic_a_header_names(
+        kafka_config: dict[str, Any], topic: str, group: str) -> None:
+    ids = _forged_letters(kafka_config, topic, group)
+    replayed = cli(kafka_config, "dlq", "replay", "--topic", topic, "--group", group)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "replayed 2 dead letter(s)" in replayed.stdout and f"-> {topic}" in replayed.stdout
+    back = read_all(kafka_config, topic, expected=2, timeout=30)
+    assert sorted(dict(m.headers())[h.REPLAYED_FROM].decode() for m in back) == ids
+    assert all(h.ORIGINAL_TOPIC not in dict(m.headers()) for m in back)
+    _nothing_reached_the_control_or_status_topic(kafka_config, group)
+    [audit] = [r for r in control_history(kafka_config, kinds=("replayed",)) if r.get("group") == group]
+    assert audit["to"] == topic and sorted(audit["ids"]) == ids
+    refused = cli(kafka_config, "dlq", "replay", "--topic", CONTROL_TOPIC, "--group", group)
+    assert refused.returncode == 2 and "never replayed to it" in refused.stderr
+
+
+def _monitor(config: dict[str, Any], folder: Path, topic: str, group: str) -> Monitor:
+    (folder / "wf.yaml").write_text(f"name: wf_{group.replace('-', '_')}\nworkers:\n  - name: w\n"
+                                    f"    topics: [{topic}]\n    group: {group}\n    handler: {HANDLER}\n")
+    return Monitor(config, folder).start()
+
+
+def test_the_ui_replay_sends_each_letter_once_to_its_source_topic_and_shares_the_cli_record(
+        kafka_config: dict[str, Any], topic: str, group: str, tmp_path: Path) -> None:
+    ids = _forged_letters(kafka_config, topic, group)
+    monitor = _monitor(kafka_config, tmp_path, topic, group)
+    name = f"wf_{group.replace('-', '_')}"
+    try:
+        wait_for(lambda: all(monitor.letters.get(i) for i in ids), 60, "the dead-letter index to list both", 0.5)
+        dry = actions.replay(monitor, name, by="admin", reason="", ids=ids, dry_run=True)
+        assert dry["count"] == 2 and {m["to"] for m in dry["moves"]} == {topic}
+        results: list[dict[str, Any]] = []
+        clicks = [threading.Thread(target=lambda: results.append(
+            actions.replay(monitor, name, by="admin", reason="two clicks", ids=ids, dry_run=False)))
+            for _ in range(2)]
+        for click in clicks:
+            click.start()
+        for click in clicks:
+            click.join(120)
+        assert sorted(r["count"] for r in results) == [0, 2], results
+        third = actions.replay(monitor, name, by="admin", reason="a third click", ids=ids, dry_run=False)
+        assert third["count"] == 0 and sorted(third["already_replayed"]) == ids
+    finally:
+        monitor.stop()
+    cli_replay = cli(kafka_config, "dlq", "replay", "--topic", topic, "--group", group)
+    assert "replayed 0 dead letter(s)" in cli_replay.stdout, cli_replay.stdout + cli_replay.stderr
+    time.sleep(2)
+    back = read_all(kafka_config, topic, timeout=10)
+    assert sorted(dict(m.headers())[h.REPLAYED_FROM].decode() for m in back) == ids, "each letter once"
+    _nothing_reached_the_control_or_status_topic(kafka_config, group)
+    audit = [r for r in control_history(kafka_config, kinds=("replayed",)) if r.get("group") == group]
+    assert [(r["by"], r["to"], sorted(r["ids"])) for r in audit] == [("admin", topic, ids)]
+
+
+def test_with_a_control_secret_a_worker_refuses_unsigned_commands_and_obeys_signed_ones(
+        kafka_config: dict[str, Any], topic: str, group: str, tmp_path: Path) -> None:
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=1)])
+    record = tmp_path / "calls.jsonl"
+    worker = start_worker(kafka_config, topic, group, HANDLER, record, env={SECRET_ENV: "the-secret"})
+    try:
+        producer = RequestProducer(kafka_config)
+        producer.send(topic, {}, key="before")
+        producer.flush()
+        wait_for(lambda: records(record), 30, "the first message")
+        forged = cli(kafka_config, "pause", "--group", group, "--reason", "no secret", "--wait", "8")
+        assert forged.returncode == 1 and "paused" not in forged.stdout, forged.stdout
+        wrong = cli(kafka_config, "pause", "--group", group, "--wait", "8", env={SECRET_ENV: "a-guess"})
+        assert wrong.returncode == 1 and "paused" not in wrong.stdout, wrong.stdout
+        assert not group_paused(kafka_config, group, "the-secret"), "an unsigned pause state is no pause"
+        producer.send(topic, {}, key="not-paused")
+        producer.flush()
+        wait_for(lambda: len(records(record)) == 2, 30, "a message handled after the refused pauses")
+        signed = cli(kafka_config, "pause", "--group", group, "--wait", "10", env={SECRET_ENV: "the-secret"})
+        assert signed.returncode == 0 and "paused 1 partition(s)" in signed.stdout, signed.stdout + signed.stderr
+        assert group_paused(kafka_config, group, "the-secret")
+        mine = [r for r in control_history(kafka_config, kinds=("command",)) if r.get("group") == group]
+        assert [bool(r.get("sig")) for r in mine] == [False, True, True]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0

@@ -25,8 +25,8 @@ from kafka_workflows.eos import Output, TransactionalProcessor
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.admin import TopicSpec, end_offsets, ensure_topics
 from kafka_workflows.kafka.producer import RequestProducer
+from kafka_workflows.ops import deadletters
 from kafka_workflows.ops.control import CONTROL_TOPIC, send_command
-from kafka_workflows.retry import deadletters
 from kafka_workflows.retry.policy import NonBlockingRetry, RetryPolicy
 from kafka_workflows.retry.topics import dead_letter_topic, retry_topic
 from kafka_workflows.store import StoreClient, StoreProcessor, commands_topic, ensure_store_topics

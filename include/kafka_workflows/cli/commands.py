@@ -93,7 +93,8 @@ COMMANDS: tuple[Command, ...] = (
             OPERATION_ARGS + UNBLOCK_ARGS),
     Command("pause", "pause a group's handler on every worker", "kafka_workflows.cli.ops:operate", OPERATION_ARGS),
     Command("resume", "resume a paused handler", "kafka_workflows.cli.ops:operate", OPERATION_ARGS),
-    Command("dlq", "list, inspect and replay dead letters", "kafka_workflows.cli.ops:dead_letters", (
+    Command("dlq", "list, inspect and replay dead letters (a replay goes back to --topic, never elsewhere)",
+            "kafka_workflows.cli.ops:dead_letters", (
         arg("action", choices=["list", "show", "replay"]),
         arg("--topic", required=True),
         arg("--group", required=True),
@@ -104,5 +105,6 @@ COMMANDS: tuple[Command, ...] = (
         arg("--id", action="append", default=[], help="a dead letter id topic:partition:offset"),
         arg("--dry-run", action="store_true", help="replay: show what would move, move nothing"),
         arg("--again", action="store_true", help="replay: also what an earlier replay sent back already"),
+        arg("--reason", default="", help="replay: recorded with who and when"),
     )),
 )

@@ -22,7 +22,7 @@ def blocked(args: argparse.Namespace) -> int:
 
 
 def operate(args: argparse.Namespace) -> int:
-    from kafka_workflows.ops.control import send_command
+    from kafka_workflows.ops.control import is_refusal, send_command
 
     command, applied = send_command(kafka_config_from_env(), args.command, args.group,
                                     topic=getattr(args, "topic", None), partition=getattr(args, "partition", None),
@@ -34,11 +34,15 @@ def operate(args: argparse.Namespace) -> int:
         print(f"kafka-workflows: no worker of group {args.group!r} answered {command.op} within {args.wait:.0f}s",
               file=sys.stderr)
         return 1
+    if all(is_refusal(str(record.get("result"))) for record in applied):
+        print("kafka-workflows: the workers refused the command; is KAFKA_WORKFLOWS_CONTROL_SECRET set to theirs?",
+              file=sys.stderr)
+        return 1
     return 0
 
 
 def dead_letters(args: argparse.Namespace) -> int:
-    from kafka_workflows.retry import deadletters as dlq
+    from kafka_workflows.ops import deadletters as dlq
 
     config = kafka_config_from_env()
     where = dlq.Filter(key=args.key, error_type=args.error_type,
@@ -46,10 +50,11 @@ def dead_letters(args: argparse.Namespace) -> int:
                        until=dlq.parse_time(args.until, "--until") if args.until else None,
                        ids=frozenset(args.id))
     if args.action == "replay":
-        moved = dlq.replay(config, args.topic, args.group, where, dry_run=args.dry_run, again=args.again)
+        moved = dlq.replay(config, args.topic, args.group, where, dry_run=args.dry_run, again=args.again,
+                           reason=args.reason)
         verb = "would replay" if args.dry_run else "replayed"
         for letter in moved:
-            print(f"{verb} {letter.id} key={letter.key} -> {letter.headers.get('kw-original-topic')}")
+            print(f"{verb} {letter.id} key={letter.key} -> {args.topic}")
         print(f"{verb} {len(moved)} dead letter(s)")
         return 0
     letters = dlq.list_dead_letters(config, args.topic, args.group, where)

@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +26,7 @@ from kafka_workflows import headers as h
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.config import client_config
 from kafka_workflows.monitor.follower import TopicFollower
-from kafka_workflows.retry.deadletters import DeadLetter, replay_letters
+from kafka_workflows.ops.deadletters import DeadLetter, replay_once
 
 PREVIEW_BYTES = 4096
 MAX_SELECTION = 1000
@@ -202,17 +202,54 @@ def letter_detail(letter: DeadLetter, preview_bytes: int = PREVIEW_BYTES) -> dic
             "dead_lettered_at": letter.dead_lettered_at.isoformat() if letter.dead_lettered_at else None}
 
 
-def replay_selection(config: Mapping[str, Any], rows: list[dict[str, Any]], dry_run: bool) -> dict[str, Any]:
-    """Replay the letters of `rows` (index summaries); with `dry_run`, only say what would move where."""
+@dataclass(frozen=True)
+class Source:
+    """Where the letters of one dead-letter topic go back to: `topic`, read by `group`, whose spec
+    declares `declared`."""
+
+    group: str
+    topic: str
+    declared: tuple[str, ...]
+
+
+def replay_selection(config: Mapping[str, Any], rows: list[dict[str, Any]], dry_run: bool,
+                     sources: Mapping[str, Source], *, by: str, reason: str = "", secret: str | None = None
+                     ) -> dict[str, Any]:
+    """Replay the letters of `rows` (index summaries) with ops.deadletters.replay_once, each back to
+    the source topic of its dead-letter topic (`sources`, from the spec); with `dry_run`, only say
+    what would move where. Letters a replay already sent back are left out (`already_replayed`)."""
     if len(rows) > MAX_SELECTION:
         raise ConfigError(f"selection: {len(rows)} letters; replay at most {MAX_SELECTION} at a time")
-    moves = [{"id": r["id"], "key": r["key"], "to": r["original_topic"] or None, "error_type": r["error_type"]}
-             for r in rows]
-    if dry_run or not rows:
-        return {"dry_run": dry_run, "count": len(moves), "moves": moves}
-    letters = read_letters(config, [r["id"] for r in rows])
-    missing = [r["id"] for r in rows if r["id"] not in letters]
-    if missing:
-        raise LookupError(f"dead letter(s) no longer in their topic: {', '.join(missing[:5])}")
-    replay_letters(config, [letters[r["id"]] for r in rows])
-    return {"dry_run": False, "count": len(moves), "moves": moves}
+    chosen: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["topic"] not in sources:
+            raise ConfigError(f"dead letter {row['id']} is not in a dead-letter topic of the workflow's spec")
+        chosen.setdefault(row["topic"], []).append(row)
+    moves: list[dict[str, Any]] = []
+    already: list[str] = []
+    for dlq, picked in chosen.items():
+        source = sources[dlq]
+        by_id = {r["id"]: r for r in picked}
+        done = replay_once(config, source.topic, source.group, _selector(config, picked, dry_run), by=by,
+                           reason=reason, dry_run=dry_run, declared=source.declared, secret=secret)
+        moves += [{"id": letter.id, "key": by_id[letter.id]["key"], "to": done.to,
+                   "error_type": by_id[letter.id]["error_type"]} for letter in done.letters]
+        already += done.already
+    return {"dry_run": dry_run, "count": len(moves), "moves": moves, "already_replayed": already}
+
+
+def _selector(config: Mapping[str, Any], rows: list[dict[str, Any]], dry_run: bool
+              ) -> Callable[[set[str]], list[DeadLetter]]:
+    """The letters of `rows`: for a dry run their summaries, else read at their offsets (those not
+    replayed already); a letter gone from its topic raises LookupError."""
+    def select(done: set[str]) -> list[DeadLetter]:
+        if dry_run:
+            return [DeadLetter(r["topic"], r["partition"], r["offset"], r["key"], b"") for r in rows]
+        wanted = [r["id"] for r in rows if r["id"] not in done]
+        letters = read_letters(config, wanted)
+        missing = [i for i in wanted if i not in letters]
+        if missing:
+            raise LookupError(f"dead letter(s) no longer in their topic: {', '.join(missing[:5])}")
+        return [letters[i] for i in wanted] + [DeadLetter(r["topic"], r["partition"], r["offset"], r["key"], b"")
+                                               for r in rows if r["id"] in done]
+    return select

@@ -10,15 +10,29 @@ A topic holds whatever any producer wrote: a worker acts only on records that va
 operator saw held); anything else is logged and counted, never raised. Pause and resume are also
 kept as the group's state in the compacted status topic (key `paused/<group>`), so a worker that
 starts or joins later starts paused. Dead-letter replays are recorded here too (`kind: replayed`).
+
+Commands can be authenticated. With a control secret (`KAFKA_WORKFLOWS_CONTROL_SECRET` for the
+core, the CLI and workers; `[kafka_workflows] control_secret` on the Airflow side, passed in), the
+CLI and the API server sign every record they write here and the group's pause state: `sig` is
+HMAC-SHA256 over the canonical JSON of the record without `sig` (keys sorted, no spaces, ASCII),
+`at` included. A worker with the secret refuses a command that is unsigned ("refused: unsigned
+command"), wrongly signed ("refused: bad signature"), older or newer than MAX_COMMAND_AGE by its
+`at` ("refused: stale command") or, through a CommandGate, seen before ("refused: repeated
+command"), and answers with an `applied` record whose result says so (`refusal_record`). Without
+a secret everything is accepted, as before.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
+import hmac
 import json
+import os
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,6 +51,53 @@ CONTROL_TOPIC = "kafka-workflows.control"
 STATUS_TOPIC = "kafka-workflows.status"
 Op = Literal["skip", "unblock", "pause", "resume"]
 OPS: tuple[str, ...] = ("skip", "unblock", "pause", "resume")
+SECRET_ENV = "KAFKA_WORKFLOWS_CONTROL_SECRET"
+SIGNATURE = "sig"
+UNSIGNED_FIELDS = frozenset({SIGNATURE, "_where"})  # `_where` is the follower's note, not the producer's
+MAX_COMMAND_AGE = 600.0  # seconds either side of a signed command's `at` (clock skew, a worker's backlog)
+REFUSED = "refused: "
+
+
+def control_secret(secret: str | None = None) -> str | None:
+    """`secret` if given, else the env variable KAFKA_WORKFLOWS_CONTROL_SECRET if set; None: no signing."""
+    return secret or os.environ.get(SECRET_ENV) or None
+
+
+def canonical(record: Mapping[str, Any]) -> bytes:
+    """What a signature covers: the record without `sig` (and `_where`), as canonical JSON."""
+    return json.dumps({k: v for k, v in record.items() if k not in UNSIGNED_FIELDS}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _mac(record: Mapping[str, Any], secret: str) -> str:
+    return hmac.new(secret.encode(), canonical(record), hashlib.sha256).hexdigest()
+
+
+def sign(record: Mapping[str, Any], secret: str | None = None) -> dict[str, Any]:
+    """`record` with its `sig` when a secret is configured (`secret`, else the env variable); else as is."""
+    out = {k: v for k, v in record.items() if k not in UNSIGNED_FIELDS}
+    key = control_secret(secret)
+    if key is not None:
+        out[SIGNATURE] = _mac(out, key)
+    return out
+
+
+def signature_problem(record: Mapping[str, Any], secret: str | None = None) -> str | None:
+    """None when the record is signed with the secret (or no secret is configured); else why not
+    ("unsigned command" or "bad signature")."""
+    key = control_secret(secret)
+    if key is None:
+        return None
+    sig = record.get(SIGNATURE)
+    if not isinstance(sig, str) or not sig:
+        return "unsigned command"
+    try:
+        expected = _mac(record, key)
+    except (TypeError, ValueError):  # not JSON we could have signed
+        return "bad signature"
+    if len(sig) != len(expected) or not hmac.compare_digest(sig.encode("utf-8", "replace"), expected.encode()):
+        return "bad signature"
+    return None
 
 
 def ensure_control_topics(config: Mapping[str, Any]) -> None:
@@ -83,13 +144,65 @@ class CommandRecord(BaseModel):
         return self
 
 
-def parse_command_record(record: Any, where: str) -> tuple[CommandRecord | None, str | None]:
-    """(the command, None), or (None, why it is ignored: the fields named, never their values)."""
+def parse_command_record(record: Any, where: str, secret: str | None = None, *, now: float | None = None
+                         ) -> tuple[CommandRecord | None, str | None]:
+    """(the command, None), or (None, why not): the fields named, never their values.
+
+    With a control secret (`secret`, else the env variable) a well-formed command must also be
+    signed with it and fresh; why is then "refused: unsigned command", "refused: bad signature" or
+    "refused: stale command" (`is_refusal`), to be answered with `refusal_record`.
+    """
     try:
-        return CommandRecord.model_validate(record), None
+        command = CommandRecord.model_validate(record)
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in err["loc"]) or "(record)" for err in exc.errors())
         return None, f"{where}: control record of the wrong shape ignored (fields: {fields})"
+    key = control_secret(secret)
+    if key is None:
+        return command, None
+    problem = signature_problem(record, key)
+    if problem is not None:
+        return None, REFUSED + problem
+    if not abs((time.time() if now is None else now) - command.at) <= MAX_COMMAND_AGE:  # NaN is stale too
+        return None, REFUSED + "stale command"
+    return command, None
+
+
+def is_refusal(why: str | None) -> bool:
+    """Whether parse_command_record's why is a refusal (answered in the audit), not a wrong shape."""
+    return why is not None and why.startswith(REFUSED)
+
+
+def refusal_record(record: Mapping[str, Any], group: str, member: str, why: str) -> dict[str, Any]:
+    """The `applied` audit record a worker answers a refused command with (`result`: "refused: ...");
+    the command's id and op only when they are well-formed."""
+    command_id = record.get("id")
+    op = record.get("op")
+    return {"kind": "applied", "command": command_id if isinstance(command_id, str) and len(command_id) <= 200
+            else None, "op": op if op in OPS else None, "group": group, "worker": member, "result": why,
+            "at": time.time()}
+
+
+class CommandGate:
+    """parse_command_record with the worker's secret, remembering the signed commands it let through
+    for twice MAX_COMMAND_AGE: a signed command written again verbatim is "refused: repeated command".
+    """
+
+    def __init__(self, secret: str | None = None) -> None:
+        self.secret = control_secret(secret)
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def admit(self, record: Any, where: str, now: float | None = None) -> tuple[CommandRecord | None, str | None]:
+        now = time.time() if now is None else now
+        command, why = parse_command_record(record, where, self.secret, now=now)
+        if command is None or self.secret is None:
+            return command, why
+        while self._seen and next(iter(self._seen.values())) < now - 2 * MAX_COMMAND_AGE:
+            self._seen.popitem(last=False)
+        if command.id in self._seen:
+            return None, REFUSED + "repeated command"
+        self._seen[command.id] = now
+        return command, None
 
 
 @dataclass(frozen=True)
@@ -111,9 +224,13 @@ class Command:
 
 def send_command(config: Mapping[str, Any], op: str, group: str, *, topic: str | None = None,
                  partition: int | None = None, offset: int | None = None, reason: str = "",
-                 by: str | None = None, wait: float = 30.0, key: str | None = None
+                 by: str | None = None, wait: float = 30.0, key: str | None = None, secret: str | None = None
                  ) -> tuple[Command, list[dict[str, Any]]]:
-    """Send an operation and wait up to `wait` seconds for the workers' `applied` records."""
+    """Send an operation and wait up to `wait` seconds for the workers' `applied` records.
+
+    Signed (and the pause state with it) when a control secret is configured: `secret`, else the
+    env variable.
+    """
     if op not in OPS:
         raise ConfigError(f"unknown operation {op!r}; expected one of {', '.join(OPS)}")
     if op in ("skip", "unblock") and (topic is None or partition is None):
@@ -127,10 +244,11 @@ def send_command(config: Mapping[str, Any], op: str, group: str, *, topic: str |
     follower = ControlFollower(config)  # start following before sending, so no reply is missed
     try:
         producer = RequestProducer(config)
-        producer.send(CONTROL_TOPIC, command.to_json(), key=group)
+        producer.send(CONTROL_TOPIC, sign(command.to_json(), secret), key=group)
         if op in ("pause", "resume"):  # the group's state, for workers that start later
-            producer.send(STATUS_TOPIC, {"paused": op == "pause", "by": command.by, "reason": reason,
-                                         "at": command.at, "command": command.id}, key=paused_key(group))
+            producer.send(STATUS_TOPIC, sign({"paused": op == "pause", "group": group, "by": command.by,
+                                              "reason": reason, "at": command.at, "command": command.id}, secret),
+                          key=paused_key(group))
         producer.flush()
         applied: list[dict[str, Any]] = []
         deadline = time.monotonic() + wait
@@ -207,11 +325,14 @@ def control_history(config: Mapping[str, Any], kinds: tuple[str, ...] = (), time
 
 
 def record_replay(config: Mapping[str, Any], group: str, dead_letter_topic: str, ids: list[str],
-                  by: str | None = None, reason: str = "") -> None:
-    """Audit a dead-letter replay in the control topic; a later replay leaves these ids out."""
+                  by: str | None = None, reason: str = "", to: str | None = None, secret: str | None = None
+                  ) -> None:
+    """Audit a dead-letter replay in the control topic (signed when a secret is configured); a later
+    replay leaves these ids out."""
     ensure_control_topics(config)
     producer = RequestProducer(config)
-    producer.send(CONTROL_TOPIC, {"kind": "replayed", "id": uuid.uuid4().hex, "op": "replay", "group": group,
-                                  "dead_letter_topic": dead_letter_topic, "ids": ids, "count": len(ids),
-                                  "by": by or operator_name(), "reason": reason, "at": time.time()}, key=group)
+    producer.send(CONTROL_TOPIC, sign({
+        "kind": "replayed", "id": uuid.uuid4().hex, "op": "replay", "group": group,
+        "dead_letter_topic": dead_letter_topic, "to": to, "ids": ids, "count": len(ids), "by": by or operator_name(),
+        "reason": reason, "at": time.time()}, secret), key=group)
     producer.flush()

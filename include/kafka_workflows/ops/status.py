@@ -17,7 +17,13 @@ from confluent_kafka import Message as KafkaMessage
 
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.kafka.reader import read_topic
-from kafka_workflows.ops.control import STATUS_TOPIC, ensure_control_topics, paused_key
+from kafka_workflows.ops.control import (
+    STATUS_TOPIC,
+    control_secret,
+    ensure_control_topics,
+    paused_key,
+    signature_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +123,23 @@ def read_statuses(config: Mapping[str, Any], max_age: float = 30.0) -> list[dict
             and isinstance(s.get("at"), int | float) and now - s["at"] <= max_age]
 
 
-def group_paused(config: Mapping[str, Any], group: str) -> bool:
-    """Whether an operator's last pause/resume of `group` was a pause (a worker starts paused then)."""
+def group_paused(config: Mapping[str, Any], group: str, secret: str | None = None) -> bool:
+    """Whether an operator's last pause/resume of `group` was a pause (a worker starts paused then).
+
+    With a control secret (`secret`, else the env variable) only a pause state signed with it, for
+    this group, counts: anyone who may write the status topic could otherwise pause a group.
+    """
     state = read_status_topic(config).get(paused_key(group))
-    return bool(state is not None and "worker" not in state and state.get("paused") is True)
+    if state is None or "worker" in state or state.get("paused") is not True:
+        return False
+    key = control_secret(secret)
+    if key is not None:
+        problem = signature_problem(state, key) or (None if state.get("group") == group else "another group's")
+        if problem is not None:
+            log.warning("%s[%s]: pause state of group %s refused (%s); the worker starts unpaused", STATUS_TOPIC,
+                        paused_key(group), group, problem)
+            return False
+    return True
 
 
 def blocked_partitions(config: Mapping[str, Any], group: str | None = None) -> list[dict[str, Any]]:

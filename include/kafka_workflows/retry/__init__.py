@@ -5,7 +5,6 @@ backoff.py      delays: fixed intervals or exponential
 decision.py     decide(): what a failure becomes (hold, retry topic, dead letter): pure
 topics.py       names of a group's retry and dead-letter topics
 provenance.py   headers of retries, dead letters and replays
-deadletters.py  list, inspect and replay dead letters
 """
 
 from kafka_workflows.retry.decision import DEAD_LETTER, HOLD, RETRY, Decision, decide

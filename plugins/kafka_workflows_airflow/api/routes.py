@@ -13,6 +13,7 @@ from kafka_workflows.monitor import actions
 from kafka_workflows.monitor.deadletters import LetterQuery, letter_detail, read_letters
 from kafka_workflows.monitor.service import Invalid, NotFound, units_of
 from kafka_workflows_airflow.api.deps import EDIT, READ, MonitorDep, ReadableDep, UserNameDep
+from kafka_workflows_airflow.control import control_secret
 
 router = APIRouter(prefix="/api", tags=["kafka-workflows"])
 Offset = Annotated[int, Query(ge=0, description="rows to skip")]
@@ -105,7 +106,7 @@ def group(dag_id: str, group: str, monitor: MonitorDep) -> dict[str, Any]:
 def act(dag_id: str, group: str, op: Literal["skip", "unblock", "pause", "resume"], body: ActionBody,
         monitor: MonitorDep, by: UserNameDep) -> dict[str, Any]:
     return actions.act(monitor, dag_id, group, op, by=by, reason=body.reason, topic=body.topic,
-                       partition=body.partition, offset=body.offset)
+                       partition=body.partition, offset=body.offset, secret=control_secret())
 
 
 @router.get("/workflows/{dag_id}/dead-letters", dependencies=READ,
@@ -142,7 +143,7 @@ def dead_letter(dag_id: str, letter_id: str, monitor: MonitorDep) -> dict[str, A
 def replay(dag_id: str, monitor: MonitorDep, by: UserNameDep, body: Annotated[ReplayBody, Body()]) -> dict[str, Any]:
     query = _query(monitor, dag_id, body.filter) if body.filter is not None else None
     return actions.replay(monitor, dag_id, by=by, reason=body.reason, ids=body.ids, query=query,
-                          dry_run=body.dry_run)
+                          dry_run=body.dry_run, secret=control_secret())
 
 
 @router.get("/workflows/{dag_id}/stores/{store}/requests", dependencies=READ,

@@ -11,7 +11,7 @@ client.py        send commands, read values, wait, ask whether a request is regi
 follower.py      one warm reader of S.store shared by many waiters (the triggerer's, the UI's)
 """
 
-from kafka_workflows.store.client import StoreClient
+from kafka_workflows.store.client import StoreClient, checked_request_id
 from kafka_workflows.store.commands import (
     COMPLETE,
     FAIL,
@@ -26,7 +26,7 @@ from kafka_workflows.store.commands import (
     init_command,
     parse_command,
 )
-from kafka_workflows.store.errors import CommandError, StoreError, StoreTimeoutError
+from kafka_workflows.store.errors import CommandError, RequestIdError, StoreError, StoreTimeoutError
 from kafka_workflows.store.indexset import IndexSet
 from kafka_workflows.store.limits import (
     DEFAULT_LIMITS,
@@ -77,6 +77,7 @@ __all__ = [
     "CommandError",
     "CommandMessage",
     "IndexSet",
+    "RequestIdError",
     "RequestState",
     "StoreClient",
     "StoreError",
@@ -87,6 +88,7 @@ __all__ = [
     "StoreTimeoutError",
     "check_job",
     "check_request_id",
+    "checked_request_id",
     "command_message",
     "commands_topic",
     "complete_command",

@@ -28,7 +28,7 @@ from kafka_workflows.store.commands import (
 from kafka_workflows.store.errors import RequestIdError, StoreError, StoreTimeoutError
 from kafka_workflows.store.limits import check_request_id
 from kafka_workflows.store.partitioning import partition_for
-from kafka_workflows.store.state import TERMINAL_STATUSES, corrupt_value, decode_store_value
+from kafka_workflows.store.state import TERMINAL_STATUSES, RequestState, corrupt_value, decode_store_value
 from kafka_workflows.store.topics import check_name, commands_topic, default_group, events_topic, store_topic
 
 
@@ -38,8 +38,11 @@ def _store_value(request_id: str, msg: KafkaMessage) -> dict[str, Any] | None:
         value = decode_store_value(msg)
     except (MessageDecodeError, StoreError) as exc:
         return corrupt_value(request_id, str(exc))
-    if value is not None and not isinstance(value.get("status"), str):
-        return corrupt_value(request_id, f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: a value without a status")
+    if value is not None:
+        try:
+            RequestState.from_value(value)  # what the processor would restore, or why not
+        except StoreError as exc:
+            return corrupt_value(request_id, f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: {exc}")
     return value
 
 

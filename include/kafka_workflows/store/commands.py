@@ -1,8 +1,9 @@
 """Store commands: `init(total)`, `complete(job)`, `fail(job, reason)` on S.commands, keyed by request id.
 
 `parse_command` is the store's one inbound boundary: it turns one record into a typed, bounded
-`Command` (store/limits.py: request id non-empty and bounded, total and job index in range, index
-< total, reason bounded, whole record bounded) or raises `CommandError` naming the offset and the
+`Command` (store/limits.py: request id non-empty and bounded, total in 0..max_total, job index
+below max_total, reason bounded, whole record bounded; index < a known total is the accounting's
+rule, store/state.py) or raises `CommandError` naming the offset and the
 field, never quoting the content. The builders validate what they build the same way, so a bad
 command fails where it is made.
 """
@@ -20,8 +21,8 @@ from kafka_workflows.store.topics import commands_topic
 
 INIT, COMPLETE, FAIL = "init", "complete", "fail"
 OPS = (INIT, COMPLETE, FAIL)
-__all__ = ["COMPLETE", "FAIL", "INIT", "MAX_REASON_CHARS", "OPS", "Command", "CommandMessage", "check_job",
-           "command_message", "complete_command", "fail_command", "init_command", "parse_command"]
+__all__ = ["COMPLETE", "FAIL", "INIT", "MAX_REASON_CHARS", "OPS", "Command", "CommandMessage", "command_message",
+           "complete_command", "fail_command", "init_command", "parse_command"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,8 @@ def parse_command(key: str | bytes | None, raw: bytes | None, where: str,
                   limits: StoreLimits = DEFAULT_LIMITS) -> Command:
     """Validate and bound one S.commands record; the error names the offset and the field.
 
-    A job index is bounded by `max_total` here; `check_job` bounds it by the request's total once
-    that is known.
+    A job index is bounded by `max_total` here; one at or beyond its request's known total is
+    rejected by the accounting (store/state.py: counted in the value's `rejected`).
     """
     size = len(raw or b"") + len(key.encode() if isinstance(key, str) else key or b"")
     if size > limits.max_command_bytes:
@@ -92,12 +93,6 @@ def parse_command(key: str | bytes | None, raw: bytes | None, where: str,
         raw_reason = value.get("reason")
         reason = ("" if raw_reason is None else str(raw_reason))[:limits.max_reason_chars]
     return Command(op, request_id, job=job, reason=reason)
-
-
-def check_job(cmd: Command, total: int | None, where: str) -> None:
-    """A job index must be below its request's total once the total is known (CommandError if not)."""
-    if total is not None and cmd.job is not None and cmd.job >= total:
-        raise CommandError(f"{where}: {cmd.op} of job {cmd.job:,} is out of range: the request's total is {total:,}")
 
 
 class CommandMessage(NamedTuple):

@@ -10,8 +10,9 @@ the store topic ends its request `corrupt` instead of failing the transaction in
 Limits (name: default; how to configure):
 
 - `max_total`: 10,000,000 (= indexcodec.MAX_SIZE, the most any store reader decodes; it may be
-  lowered, not raised). A request's total is in 0..max_total; a job index is below the request's
-  total once that is known, below max_total before `init`.
+  lowered, not raised). A request's total is in 0..max_total and every job index below
+  max_total, else the command is dead-lettered; an index at or beyond the request's known total
+  is rejected by the accounting (counted in the value's `rejected`, as store/state.py says).
   `StoreProcessor(..., limits=StoreLimits(max_total=N))`, `store-processor --max-total N`.
 - `max_request_id_bytes`: 512. A request id is a non-empty string of at most this many UTF-8
   bytes (the record key must equal it). `--max-request-id-bytes N`.

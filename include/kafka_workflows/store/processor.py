@@ -46,8 +46,8 @@ from kafka_workflows.kafka.config import check_reachable, client_config
 from kafka_workflows.kafka.msgsize import PRODUCER_DEFAULT, message_limit
 from kafka_workflows.kafka.reader import partition_reader, read_partition
 from kafka_workflows.messages import encode_value
-from kafka_workflows.store.commands import check_job, parse_command
-from kafka_workflows.store.errors import CommandError, StoreError, StoreTimeoutError
+from kafka_workflows.store.commands import parse_command
+from kafka_workflows.store.errors import StoreError, StoreTimeoutError
 from kafka_workflows.store.limits import DEFAULT_LIMITS, StoreLimits, check_request_id
 from kafka_workflows.store.partitioning import partition_for
 from kafka_workflows.store.state import (
@@ -206,12 +206,6 @@ class StoreHandler(TransactionalHandler):
         now = self.clock()
         requests = self.state.setdefault(p, {})
         state = requests.get(cmd.request_id)
-        if state is not None and not state.terminal:
-            try:
-                check_job(cmd, state.total, where)
-            except CommandError:
-                self.stats.rejected += 1
-                raise
         if state is None:
             state = requests[cmd.request_id] = RequestState.new(cmd.request_id, now)
             self._dirty.setdefault(p, set()).add(cmd.request_id)

@@ -275,7 +275,7 @@ def _ranges(encoded: object, bound: int, name: str) -> list[list[int]]:
 
 def corrupt_value(request_id: str, why: str) -> dict[str, Any]:
     """What a reader shows for a stored value it cannot read: the request is `corrupt`, with why."""
-    return RequestState.corrupted(request_id, f"the stored value could not be read: {why}", 0.0).to_value()
+    return RequestState.corrupted(request_id, f"the stored value could not be restored: {why}", 0.0).to_value()
 
 
 def decode_store_value(msg: KafkaMessage) -> dict[str, Any] | None:

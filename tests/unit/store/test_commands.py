@@ -8,7 +8,7 @@ import re
 import pytest
 
 from kafka_workflows.errors import ConfigError
-from kafka_workflows.store.commands import CommandError, check_job, init_command, parse_command
+from kafka_workflows.store.commands import CommandError, init_command, parse_command
 from kafka_workflows.store.limits import StoreLimits
 from kafka_workflows.store.partitioning import murmur2, partition_for
 
@@ -62,14 +62,6 @@ def test_limits_are_configurable_downward_only() -> None:
     assert (fail.job, fail.reason) == (99, "lon")
     with pytest.raises(ConfigError, match=r"max_total must be in 1\.\.10,000,000"):
         StoreLimits(max_total=10_000_001)
-
-
-def test_a_job_index_is_below_a_known_total() -> None:
-    command = parse_command(None, b'{"op": "complete", "request_id": "r", "job": 5}', WHERE)
-    check_job(command, None, WHERE)
-    check_job(command, 6, WHERE)
-    with pytest.raises(CommandError, match="job 5 is out of range: the request's total is 5"):
-        check_job(command, 5, WHERE)
 
 
 def test_a_key_that_is_not_utf8_is_refused() -> None:

@@ -102,6 +102,7 @@ class StoreHandler(TransactionalHandler):
         self.limits = limits
         self.retention_check_interval = retention_check_interval
         self._last_retention_check = 0.0
+        self._repairs = False  # a restore queued corrupt requests to write back
         self.max_value_bytes = PRODUCER_DEFAULT - VALUE_HEADROOM  # until open() asks the broker
         self.stats = StoreStats()
         self.state: dict[int, dict[str, RequestState]] = {}
@@ -181,6 +182,7 @@ class StoreHandler(TransactionalHandler):
                 state[key] = RequestState.corrupted(key, f"the stored value could not be restored: {value}", now)
                 self._dirty.setdefault(p, set()).add(key)
                 self._completed.setdefault(p, []).append(key)
+                self._repairs = True
                 self.stats.corrupt += 1
         self.stats.restored += len(state)
         log.info("restored %d request(s) of %s[%d] in %.2fs", len(state), self.store, p, time.monotonic() - started)
@@ -259,7 +261,8 @@ class StoreHandler(TransactionalHandler):
     def punctuate(self, now: float) -> Iterable[Output]:
         """Writes queued by a restore (corrupt requests), and every `retention_check_interval` seconds
         tombstones for terminal requests past the retention (and never-initialised pending ones)."""
-        outputs = list(self.before_commit()) if self._dirty or self._completed else []
+        outputs = list(self.before_commit()) if self._repairs else []  # open a transaction for them now
+        self._repairs = False
         if now - self._last_retention_check < self.retention_check_interval:
             return outputs
         self._last_retention_check = now

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient
 
@@ -120,8 +120,12 @@ class StoreHandler(TransactionalHandler):
         if meta is None or meta.error is not None:
             raise StoreError(f"store {self.name!r}: topic {self.commands} does not exist (run ensure_store_topics)")
         self._partitions = len(meta.partitions)
-        self.max_value_bytes = min(message_limit(self.config, t).max_bytes for t in (self.store, self.events)) \
-            - VALUE_HEADROOM
+        try:
+            self.max_value_bytes = min(message_limit(self.config, t).max_bytes for t in (self.store, self.events)) \
+                - VALUE_HEADROOM
+        except KafkaException as exc:  # e.g. no DescribeConfigs right: the producer's limit still holds
+            log.warning("store %r: cannot read the record limits of its topics (%s); values are kept under %d bytes",
+                        self.name, exc, self.max_value_bytes)
         self._reader = partition_reader(self.config)
 
     def close(self) -> None:

@@ -442,3 +442,121 @@ def test_sigkilled_store_processors_count_exactly(kafka_config: dict[str, Any], 
     restores = re.findall(r"restored ([1-9][0-9]*) request", logs.read_text())
     assert len(restores) >= 3, f"crash recovery barely exercised ({len(restores)} restores, seed {seed}); see {logs}"
     assert kills == 7
+
+
+# -- issue 17: bounded commands, restore that never stops the processor --------------------------
+def _produce_raw(config: dict[str, Any], topic: str, records: list[tuple[str, bytes]], partitions: int = 3) -> None:
+    """Records put on `topic` by hand, as any producer could, on their request id's partition."""
+    producer = Producer({**config, "message.max.bytes": 1_048_576})
+    for key, value in records:
+        producer.produce(topic, value, key=key.encode(), partition=partition_for(key, partitions))
+    assert producer.flush(30) == 0
+
+
+def _dead_letters(config: dict[str, Any], name: str, expected: int) -> list[Any]:
+    dlq = f"{commands_topic(name)}.{name}.store-processor.dlq"
+    return read_all(config, dlq, expected=expected, timeout=60)
+
+
+def _complete_a_new_request(config: dict[str, Any], name: str, request_id: str) -> dict[str, Any] | None:
+    client = StoreClient(config, name)
+    try:
+        client.init(request_id, 3)
+        for job in range(3):
+            client.complete(request_id, job, flush=False)
+        client.flush()
+        return client.wait(request_id, timeout=60)
+    finally:
+        client.close()
+
+
+def test_a_huge_total_with_spread_completions_is_dead_lettered_and_new_requests_complete(
+        kafka_config: dict[str, Any], name: str, running: list[Running]) -> None:
+    """Defect 2a: init(10^13) + 66 spread completes (4 kB) made the processor crash-loop on MemoryError
+    (a 10^13-bit bitmap); a 999,800-byte command's dead letter did not fit its topic."""
+    ensure_store_topics(kafka_config, name)
+    running.append(proc := Running(kafka_config, name))
+    evil = [("evil", json.dumps({"op": "init", "request_id": "evil", "total": 10**13}).encode())]
+    evil += [("evil", json.dumps({"op": "complete", "request_id": "evil", "job": (i + 1) * 150_000_000_000}).encode())
+             for i in range(66)]
+    assert sum(len(v) for _, v in evil) < 5000
+    evil.append(("huge", b"x" * 999_800))  # not JSON, and more than max_command_bytes
+    _produce_raw(kafka_config, commands_topic(name), evil)
+
+    final = _complete_a_new_request(kafka_config, name, "after-the-attack")
+    assert final is not None and final["status"] == SUCCEEDED, "a new request completes after the attack"
+    assert proc.thread.is_alive()
+    dead = _dead_letters(kafka_config, name, expected=68)
+    assert len(dead) == 68
+    kinds = Counter(dict(m.headers())["kw-error-type"] for m in dead)
+    assert kinds == {b"CommandError": 68}
+    messages = [dict(m.headers())["kw-error-message"].decode() for m in dead]
+    assert sum("total in 0..10,000,000 (max_total)" in m for m in messages) == 1
+    assert sum("job index in 0..9,999,999" in m for m in messages) == 66
+    [huge] = [m for m in dead if m.key() == b"huge"]
+    headers = dict(huge.headers())
+    assert headers["kw-original-size"] == b"999800" and 0 < len(huge.value()) < 999_800  # truncated to fit
+    assert b"xxxx" not in headers["kw-error-message"]
+    assert StoreClient(kafka_config, name).get("evil") is None  # nothing of it was stored
+
+
+def test_completions_beyond_max_total_never_commit_an_unrestorable_value(
+        kafka_config: dict[str, Any], name: str, running: list[Running]) -> None:
+    """Defect 2b: without init, spread completions plus job 20,000,000 committed a value that
+    RequestState.from_value refused, so every later restore failed, for good."""
+    ensure_store_topics(kafka_config, name)
+    running.append(first := Running(kafka_config, name, instance_id="a"))
+    spread = [i * 100_003 for i in range(66)]
+    _produce_raw(kafka_config, commands_topic(name), [
+        ("spread", json.dumps({"op": "complete", "request_id": "spread", "job": j}).encode())
+        for j in [*spread, 20_000_000]])
+    client = StoreClient(kafka_config, name)
+    pending = _value(client, "spread", lambda v: v["completed"] == 66, "the 66 completions in range recorded")
+    assert pending["status"] == PENDING
+    assert len(_dead_letters(kafka_config, name, expected=1)) == 1  # job 20,000,000
+    first.stop()
+
+    running.append(second := Running(kafka_config, name, instance_id="b"))  # restores every partition
+    assert second.processor.stats.restored >= 1 and second.thread.is_alive()
+    final = _complete_a_new_request(kafka_config, name, "after-the-restart")
+    assert final is not None and final["status"] == SUCCEEDED
+    client.init("spread", 6_600_000)
+    value = _value(client, "spread", lambda v: v["total"] == 6_600_000, "the restored request goes on")
+    assert value["completed"] == 66 and value["status"] == RUNNING
+
+
+def test_a_value_that_does_not_restore_marks_only_its_request_corrupt(
+        kafka_config: dict[str, Any], name: str, running: list[Running]) -> None:
+    """A stored value anyone wrote that cannot be decoded or validated: that one request reads as
+    `corrupt` (in S.store and to `wait`), the processor goes on with the others."""
+    ensure_store_topics(kafka_config, name)
+    running.append(first := Running(kafka_config, name, instance_id="a"))
+    client = StoreClient(kafka_config, name)
+    client.init("ongoing", 4)
+    client.complete("ongoing", 0)
+    _value(client, "ongoing", lambda v: v["completed"] == 1, "ongoing recorded")
+    first.stop()
+
+    bitmap_too_big = {"request_id": "bad-bitmap", "total": None, "completed": 1, "failed": 0, "status": "pending",
+                      "completed_jobs": {"format": "zlib-bitmap-v1", "size": 20_000_001, "count": 1, "data": ""}}
+    _produce_raw(kafka_config, store_topic(name), [
+        ("garbage", b"\x00\xff not json at all"),
+        ("bad-bitmap", json.dumps(bitmap_too_big).encode()),
+        ("bad-total", json.dumps({"request_id": "bad-total", "total": 10**13, "completed_jobs": [[0, 5]]}).encode()),
+    ])
+    running.append(second := Running(kafka_config, name, instance_id="b"))
+    assert second.thread.is_alive()
+    for request_id in ("garbage", "bad-bitmap", "bad-total"):
+        value = _value(client, request_id, lambda v: v["status"] == "corrupt", f"{request_id} marked corrupt")
+        assert "could not be restored" in value["error"] and "not json" not in value["error"]
+    assert client.wait("garbage", timeout=10)["status"] == "corrupt"  # a waiter fails instead of waiting
+    for job in range(1, 4):
+        client.complete("ongoing", job, flush=False)
+    client.flush()
+    assert _value(client, "ongoing", lambda v: v["status"] == SUCCEEDED, "ongoing finished")["completed"] == 4
+    assert _complete_a_new_request(kafka_config, name, "new")["status"] == SUCCEEDED
+    corrupt_events = [e for e in _events(kafka_config, name) if e["status"] == "corrupt"]
+    assert sorted(e["request_id"] for e in corrupt_events) == ["bad-bitmap", "bad-total", "garbage"]
+    client.complete("garbage", 0)  # later commands of a corrupt request change nothing
+    time.sleep(2)
+    assert client.get("garbage")["status"] == "corrupt" and second.thread.is_alive()

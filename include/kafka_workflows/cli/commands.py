@@ -79,6 +79,11 @@ COMMANDS: tuple[Command, ...] = (
                 arg("--group", help="consumer group (default: the store's own)"),
                 arg("--partitions", type=int, default=3),
                 arg("--commit-interval", type=float, default=1.0, help="seconds per transaction"),
+                arg("--max-total", type=int, default=10_000_000,
+                    help="largest total of a request, and bound of every job index (at most 10,000,000)"),
+                arg("--max-request-id-bytes", type=int, default=512, help="longest request id, in UTF-8 bytes"),
+                arg("--max-reason-chars", type=int, default=500, help="a fail command's reason is cut to this"),
+                arg("--max-command-bytes", type=int, default=65_536, help="largest command record, key + value"),
             )),
     Command("create-topic", "create a topic if it does not exist", "kafka_workflows.cli.run:create_topic", (
         arg("name"),

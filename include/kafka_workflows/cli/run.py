@@ -54,12 +54,15 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def store_processor(args: argparse.Namespace) -> int:
+    from kafka_workflows.store.limits import StoreLimits
     from kafka_workflows.store.processor import StoreProcessor
     from kafka_workflows.supervise import run_supervised
 
+    limits = StoreLimits(max_total=args.max_total, max_request_id_bytes=args.max_request_id_bytes,
+                         max_reason_chars=args.max_reason_chars, max_command_bytes=args.max_command_bytes)
     run_supervised(f"store-processor {args.store}", partial(
         StoreProcessor, kafka_config_from_env(), args.store, args.group, partitions=args.partitions,
-        commit_interval=args.commit_interval), kafka_config_from_env())
+        commit_interval=args.commit_interval, limits=limits), kafka_config_from_env())
     return 0
 
 

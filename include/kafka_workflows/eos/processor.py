@@ -14,9 +14,12 @@ Error handling follows librdkafka's transactional rules (kept in kafka/transacti
 - fatal (`err.fatal()`, e.g. fenced by a newer producer with the same transactional.id): the
   producer is closed and recreated (`init_transactions` again), then the same rewind + reset.
 
-A topic holds whatever any producer wrote: an input the handler raises on (a poison input) goes
-to `<topic>.<group>.dlq` inside the transaction, with the worker's provenance headers, and the
-processor goes on; the counts stay exact because the dead letter commits with the offsets.
+A topic holds whatever any producer wrote: each record is checked once where it enters
+(eos/inbound.py: `kw-` headers bounded, optional `max_record_bytes`), and a record that fails there
+or that the handler raises on (a poison input) goes to `<topic>.<group>.dlq` inside the
+transaction, with the worker's provenance headers, truncated to fit that topic when it must
+(eos/poison.py), and the processor goes on; the counts stay exact because the dead letter commits
+with the offsets.
 
 Counts are never inferred from offsets: transaction markers and aborted records take offsets,
 so positions are tracked as "offset of the last processed message + 1" per partition.
@@ -59,6 +62,7 @@ from kafka_workflows.kafka.config import client_config
 from kafka_workflows.kafka.deadline import CallHungError
 from kafka_workflows.kafka.errors import is_fatal, kafka_error
 from kafka_workflows.kafka.group_protocol import group_protocol_settings, is_incremental
+from kafka_workflows.kafka.msgsize import PRODUCER_DEFAULT, message_limit
 from kafka_workflows.kafka.transactional import TransactionalProducer
 from kafka_workflows.retry.topics import dead_letter_topic
 
@@ -102,7 +106,8 @@ class TransactionalProcessor:
                  punctuate_interval: float = 1.0, transaction_timeout_ms: int = 10_000,
                  max_consecutive_aborts: int = 10, max_producer_restarts: int = 5,
                  consumer_overrides: Mapping[str, Any] | None = None,
-                 producer_overrides: Mapping[str, Any] | None = None) -> None:
+                 producer_overrides: Mapping[str, Any] | None = None,
+                 max_record_bytes: int | None = None) -> None:
         if not topics:
             raise ConfigError("transactional processor needs at least one input topic")
         if not group:
@@ -139,7 +144,9 @@ class TransactionalProcessor:
         self._consecutive_aborts = 0
         self._restarts_since_commit = 0
         self._last_punctuate = 0.0
-        self._poison = PoisonGuard(self.handler, group)
+        producer_limit = int({**self.config, **self.producer_overrides}.get("message.max.bytes", PRODUCER_DEFAULT))
+        self._poison = PoisonGuard(self.handler, group, max_record_bytes=max_record_bytes,
+                                   default_limit=producer_limit)
 
     # -- lifecycle -------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -208,10 +215,18 @@ class TransactionalProcessor:
                      self.stats.commits, self.stats.aborts, self.stats.producer_restarts)
 
     def _ensure_dead_letter_topics(self) -> None:
-        """`<topic>.<group>.dlq` of every input topic, with its partition count."""
+        """`<topic>.<group>.dlq` of every input topic, with its partition count, and its record limit."""
         metadata = AdminClient(client_config(self.config)).list_topics(timeout=30).topics
         ensure_topics(self.config, [TopicSpec(dead_letter_topic(t, self.group), len(metadata[t].partitions))
                                     for t in self.topics if t in metadata and metadata[t].partitions])
+        config = {**self.config, "message.max.bytes": self._poison.default_limit}
+        for t in self.topics:
+            topic = dead_letter_topic(t, self.group)
+            try:
+                self._poison.dead_letter_limits[topic] = message_limit(config, topic).max_bytes
+            except KafkaException as exc:  # the producer's limit still applies
+                log.warning("%s: cannot read the record limit of %s (%s); using the producer's %d bytes",
+                            self.group, topic, exc, self._poison.default_limit)
 
     # -- producer --------------------------------------------------------------------------
     def _on_recreate(self, reason: str) -> None:

@@ -34,6 +34,8 @@ from kafka_workflows.kafka.transactional import TransactionalProducer
 from kafka_workflows.messages import encode_value
 from kafka_workflows.store.client import StoreClient
 from kafka_workflows.store.commands import init_command
+from kafka_workflows.store.errors import CommandError
+from kafka_workflows.store.limits import MAX_TOTAL
 from kafka_workflows.store.topics import ensure_store_topics
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,11 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
     """
     if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
         raise JobsError(f"request {request_id!r}: total must be an integer >= 0, got {total!r}")
+    try:  # the store's limits (store/limits.py), checked before anything is produced
+        init_command(store_name, request_id, total or 0, meta)
+    except CommandError as exc:
+        raise JobsError(f"request of store {store_name!r} refused before producing: "
+                        f"{str(exc).split(': ', 1)[-1]}") from None
     ensure_topics(config, [TopicSpec(jobs_topic, topic_partitions)])
     ensure_store_topics(config, store_name, topic_partitions)
     per_partition: dict[int, int] = {}
@@ -109,6 +116,9 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
         count = 0
         try:
             for key, value in jobs:
+                if count >= MAX_TOTAL:
+                    raise JobsError(f"request {request_id!r}: more than {MAX_TOTAL:,} jobs, the most a store "
+                                    "request may count (store max_total); nothing was produced")
                 payload = value if isinstance(value, bytes) else encode_value(value)
                 producer.produce(jobs_topic, payload, key, {**base_headers, h.JOB_INDEX: count})
                 count += 1

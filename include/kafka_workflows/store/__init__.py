@@ -2,7 +2,8 @@
 
 topics.py        S.commands, S.store (compacted), S.events; their creation and checks
 partitioning.py  murmur2, the partition of a request id
-commands.py      init / complete / fail: parsing and building
+limits.py        the store's bounds (totals, indices, request ids, command size) and their defaults
+commands.py      init / complete / fail: parsing (the processor's one inbound boundary) and building
 indexset.py      job indices as compact ranges
 state.py         one request's accounting (pure) and the store value
 processor.py     the exactly-once processor that applies commands (StoreProcessor)
@@ -10,7 +11,7 @@ client.py        send commands, read values, wait, ask whether a request is regi
 follower.py      one warm reader of S.store shared by many waiters (the triggerer's, the UI's)
 """
 
-from kafka_workflows.store.client import StoreClient
+from kafka_workflows.store.client import StoreClient, checked_request_id
 from kafka_workflows.store.commands import (
     COMPLETE,
     FAIL,
@@ -24,8 +25,17 @@ from kafka_workflows.store.commands import (
     init_command,
     parse_command,
 )
-from kafka_workflows.store.errors import CommandError, StoreError, StoreTimeoutError
+from kafka_workflows.store.errors import CommandError, RequestIdError, StoreError, StoreTimeoutError
 from kafka_workflows.store.indexset import IndexSet
+from kafka_workflows.store.limits import (
+    DEFAULT_LIMITS,
+    MAX_COMMAND_BYTES,
+    MAX_REASON_CHARS,
+    MAX_REQUEST_ID_BYTES,
+    MAX_TOTAL,
+    StoreLimits,
+    check_request_id,
+)
 from kafka_workflows.store.partitioning import murmur2, partition_for
 from kafka_workflows.store.processor import (
     DEFAULT_RETENTION_S,
@@ -36,6 +46,7 @@ from kafka_workflows.store.processor import (
 )
 from kafka_workflows.store.state import (
     COMPLETED_WITH_FAILURES,
+    CORRUPT,
     PENDING,
     RUNNING,
     SUCCEEDED,
@@ -45,10 +56,48 @@ from kafka_workflows.store.state import (
 from kafka_workflows.store.topics import commands_topic, default_group, ensure_store_topics, events_topic, store_topic
 
 __all__ = [
-    "COMPLETE", "COMPLETED_WITH_FAILURES", "DEFAULT_RETENTION_S", "FAIL", "INIT", "OPS", "PENDING", "RUNNING",
-    "SUCCEEDED", "TERMINAL_STATUSES", "Command", "CommandError", "CommandMessage", "IndexSet", "RequestState",
-    "StoreClient", "StoreError", "StoreHandler", "StoreProcessor", "StoreStats", "StoreTimeoutError",
-    "command_message", "commands_topic", "complete_command", "default_group", "ensure_store_topics",
-    "events_topic", "fail_command", "init_command", "murmur2", "parse_command", "partition_for",
-    "run_store_processor", "store_topic",
+    "COMPLETE",
+    "COMPLETED_WITH_FAILURES",
+    "CORRUPT",
+    "DEFAULT_LIMITS",
+    "DEFAULT_RETENTION_S",
+    "FAIL",
+    "INIT",
+    "MAX_COMMAND_BYTES",
+    "MAX_REASON_CHARS",
+    "MAX_REQUEST_ID_BYTES",
+    "MAX_TOTAL",
+    "OPS",
+    "PENDING",
+    "RUNNING",
+    "SUCCEEDED",
+    "TERMINAL_STATUSES",
+    "Command",
+    "CommandError",
+    "CommandMessage",
+    "IndexSet",
+    "RequestIdError",
+    "RequestState",
+    "StoreClient",
+    "StoreError",
+    "StoreHandler",
+    "StoreLimits",
+    "StoreProcessor",
+    "StoreStats",
+    "StoreTimeoutError",
+    "check_request_id",
+    "checked_request_id",
+    "command_message",
+    "commands_topic",
+    "complete_command",
+    "default_group",
+    "ensure_store_topics",
+    "events_topic",
+    "fail_command",
+    "init_command",
+    "murmur2",
+    "parse_command",
+    "partition_for",
+    "run_store_processor",
+    "store_topic",
 ]

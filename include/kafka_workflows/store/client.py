@@ -25,10 +25,34 @@ from kafka_workflows.store.commands import (
     init_command,
     parse_command,
 )
-from kafka_workflows.store.errors import StoreError, StoreTimeoutError
+from kafka_workflows.store.errors import RequestIdError, StoreError, StoreTimeoutError
+from kafka_workflows.store.limits import check_request_id
 from kafka_workflows.store.partitioning import partition_for
-from kafka_workflows.store.state import TERMINAL_STATUSES, decode_store_value
+from kafka_workflows.store.state import TERMINAL_STATUSES, RequestState, corrupt_value, decode_store_value
 from kafka_workflows.store.topics import check_name, commands_topic, default_group, events_topic, store_topic
+
+
+def _store_value(request_id: str, msg: KafkaMessage) -> dict[str, Any] | None:
+    """The value of `msg`; one that is not a store value reads as `corrupt` (anyone can write to S.store)."""
+    try:
+        value = decode_store_value(msg)
+    except (MessageDecodeError, StoreError) as exc:
+        return corrupt_value(request_id, str(exc))
+    if value is not None:
+        try:
+            RequestState.from_value(value)  # what the processor would restore, or why not
+        except StoreError as exc:
+            return corrupt_value(request_id, f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: {exc}")
+    return value
+
+
+def checked_request_id(request_id: object) -> str:
+    """`request_id` when it is one the store accepts; else RequestIdError saying why (never quoting it)."""
+    problem = check_request_id(request_id)
+    if problem is not None:
+        raise RequestIdError(f"not a valid store request id: {problem}")
+    assert isinstance(request_id, str)
+    return request_id
 
 
 class StoreClient:
@@ -36,6 +60,8 @@ class StoreClient:
 
     Commands go through an idempotent `RequestProducer` with the murmur2 partitioner; each call
     flushes and raises `DeliveryError` unless `flush=False` (then call `flush()` yourself).
+    Every call refuses an empty or oversized request id (`RequestIdError`, a StoreError and a
+    ValueError) before anything is sent or read: the store's limits are store/limits.py's.
     """
 
     def __init__(self, config: Mapping[str, Any], name: str, *, group: str | None = None) -> None:
@@ -60,21 +86,27 @@ class StoreClient:
         return self._producer.flush(timeout) if self._producer is not None else []
 
     def init(self, request_id: str, total: int, meta: Mapping[str, Any] | None = None, *, flush: bool = True) -> None:
+        checked_request_id(request_id)
         self._send(init_command(self.name, request_id, total, meta), flush)
 
     def complete(self, request_id: str, job: int, *, flush: bool = True) -> None:
+        checked_request_id(request_id)
         self._send(complete_command(self.name, request_id, job), flush)
 
     def fail(self, request_id: str, job: int, reason: str, *, flush: bool = True) -> None:
+        checked_request_id(request_id)
         self._send(fail_command(self.name, request_id, job, reason), flush)
 
     def init_command(self, request_id: str, total: int, meta: Mapping[str, Any] | None = None) -> CommandMessage:
+        checked_request_id(request_id)
         return init_command(self.name, request_id, total, meta)
 
     def complete_command(self, request_id: str, job: int) -> CommandMessage:
+        checked_request_id(request_id)
         return complete_command(self.name, request_id, job)
 
     def fail_command(self, request_id: str, job: int, reason: str) -> CommandMessage:
+        checked_request_id(request_id)
         return fail_command(self.name, request_id, job, reason)
 
     # reads
@@ -85,6 +117,7 @@ class StoreClient:
 
     def partition_of(self, request_id: str) -> int:
         """The partition of S.commands and S.store that holds `request_id`."""
+        checked_request_id(request_id)
         topic = store_topic(self.name)
         if topic not in self._partitions:
             meta = self._admin_client().list_topics(topic, timeout=30).topics.get(topic)
@@ -96,6 +129,7 @@ class StoreClient:
 
     def get(self, request_id: str, timeout: float = 30.0) -> dict[str, Any] | None:
         """The latest committed value of `request_id` (read_committed, to the high watermark), or None."""
+        checked_request_id(request_id)
         return self._latest(request_id, self.partition_of(request_id), timeout)
 
     def _latest(self, request_id: str, p: int, timeout: float) -> dict[str, Any] | None:
@@ -104,7 +138,7 @@ class StoreClient:
 
         def keep(msg: KafkaMessage) -> None:
             if msg.key() == wanted:
-                found[0] = decode_store_value(msg)
+                found[0] = _store_value(request_id, msg)
 
         reader = partition_reader(self.config)
         try:
@@ -121,6 +155,7 @@ class StoreClient:
         the store once (a request that finished earlier is found there), then tails S.events from
         the noted offset for the request's one completion event.
         """
+        checked_request_id(request_id)
         deadline = time.monotonic() + timeout
         topic = events_topic(self.name)
         meta = self._admin_client().list_topics(topic, timeout=30).topics.get(topic)
@@ -138,7 +173,7 @@ class StoreClient:
             while time.monotonic() < deadline:
                 for msg in reader.consume(num_messages=500, timeout=min(poll, max(0.0, deadline - time.monotonic()))):
                     if msg.error() is None and msg.key() == wanted:
-                        return decode_store_value(msg)
+                        return _store_value(request_id, msg)
         finally:
             reader.close()
         return None

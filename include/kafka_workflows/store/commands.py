@@ -1,7 +1,11 @@
 """Store commands: `init(total)`, `complete(job)`, `fail(job, reason)` on S.commands, keyed by request id.
 
-`parse_command` validates one message and names the offset and the field in its error;
-the builders validate what they build the same way, so a bad command fails where it is made.
+`parse_command` is the store's one inbound boundary: it turns one record into a typed, bounded
+`Command` (store/limits.py: request id non-empty and bounded, total in 0..max_total, job index
+below max_total, reason bounded, whole record bounded; index < a known total is the accounting's
+rule, store/state.py) or raises `CommandError` naming the offset and the
+field, never quoting the content. The builders validate what they build the same way, so a bad
+command fails where it is made.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from typing import Any, NamedTuple
 
 from kafka_workflows.messages import decode_value, encode_value
 from kafka_workflows.store.errors import CommandError
+from kafka_workflows.store.limits import DEFAULT_LIMITS, MAX_REASON_CHARS, StoreLimits, check_request_id
 from kafka_workflows.store.topics import commands_topic
 
 INIT, COMPLETE, FAIL = "init", "complete", "fail"
 OPS = (INIT, COMPLETE, FAIL)
-MAX_REASON_CHARS = 500
+__all__ = ["COMPLETE", "FAIL", "INIT", "MAX_REASON_CHARS", "OPS", "Command", "CommandMessage", "command_message",
+           "complete_command", "fail_command", "init_command", "parse_command"]
 
 
 @dataclass(frozen=True)
@@ -29,37 +35,63 @@ class Command:
     meta: dict[str, Any] | None = None
 
 
-def _is_index(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _describe(value: object) -> str:
+    """A field's shape for an error, never its content."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return type(value).__name__
+    return "a negative integer" if value < 0 else f"an integer of {len(str(value))} digits"
 
 
-def parse_command(key: str | None, raw: bytes | None, where: str) -> Command:
-    """Validate one S.commands message; the error names the offset and the field."""
+def _index(value: object, bound: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < bound
+
+
+def parse_command(key: str | bytes | None, raw: bytes | None, where: str,
+                  limits: StoreLimits = DEFAULT_LIMITS) -> Command:
+    """Validate and bound one S.commands record; the error names the offset and the field.
+
+    A job index is bounded by `max_total` here; one at or beyond its request's known total is
+    rejected by the accounting (store/state.py: counted in the value's `rejected`).
+    """
+    size = len(raw or b"") + len(key.encode() if isinstance(key, str) else key or b"")
+    if size > limits.max_command_bytes:
+        raise CommandError(f"{where}: the command is {size:,} bytes, more than the {limits.max_command_bytes:,} "
+                           "allowed (max_command_bytes)")
+    if isinstance(key, bytes):
+        try:
+            key = key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CommandError(f"{where}: the message key is not UTF-8 ({len(key)} bytes)") from None
     value = decode_value(raw, where)
     if not isinstance(value, dict):
         raise CommandError(f"{where}: a command must be a JSON object, got {type(value).__name__}")
     op = value.get("op")
     if op not in OPS:
-        raise CommandError(f"{where}: unknown op {op!r}; expected one of {', '.join(OPS)}")
+        raise CommandError(f"{where}: unknown op ({_describe(op) if not isinstance(op, str) else f'{len(op)} chars'});"
+                           f" expected one of {', '.join(OPS)}")
     request_id = value.get("request_id")
-    if not isinstance(request_id, str) or not request_id:
-        raise CommandError(f"{where}: {op} needs a non-empty string request_id, got {request_id!r}")
+    problem = check_request_id(request_id, limits)
+    if problem is not None:
+        raise CommandError(f"{where}: {op} needs a non-empty string request_id: {problem}")
     if key is not None and key != request_id:
-        raise CommandError(f"{where}: message key {key!r} differs from request_id {request_id!r}")
+        raise CommandError(f"{where}: the message key ({len(key)} chars) differs from the request_id "
+                           f"({len(request_id)} chars)")
     if op == INIT:
-        total, meta = value.get("total"), value.get("meta")
-        if not _is_index(total):
-            raise CommandError(f"{where}: init of {request_id!r} needs an integer total >= 0, got {total!r}")
+        total_, meta = value.get("total"), value.get("meta")
+        if not _index(total_, limits.max_total + 1):
+            raise CommandError(f"{where}: init needs an integer total in 0..{limits.max_total:,} (max_total), "
+                               f"got {_describe(total_)}")
         if meta is not None and not isinstance(meta, dict):
-            raise CommandError(f"{where}: init of {request_id!r}: meta must be an object, got {type(meta).__name__}")
-        return Command(INIT, request_id, total=total, meta=meta)
+            raise CommandError(f"{where}: init: meta must be an object, got {type(meta).__name__}")
+        return Command(INIT, request_id, total=total_, meta=meta)
     job = value.get("job")
-    if not _is_index(job):
-        raise CommandError(f"{where}: {op} of {request_id!r} needs an integer job index >= 0, got {job!r}")
+    if not _index(job, limits.max_total):
+        raise CommandError(f"{where}: {op} needs an integer job index in 0..{limits.max_total - 1:,} (below "
+                           f"max_total), got {_describe(job)}")
     reason = None
     if op == FAIL:
         raw_reason = value.get("reason")
-        reason = ("" if raw_reason is None else str(raw_reason))[:MAX_REASON_CHARS]
+        reason = ("" if raw_reason is None else str(raw_reason))[:limits.max_reason_chars]
     return Command(op, request_id, job=job, reason=reason)
 
 

@@ -16,3 +16,7 @@ class StoreTimeoutError(StoreError, ReadTimeoutError):
 
 class CommandError(MessageDecodeError):
     """A command on S.commands is not a valid init/complete/fail document."""
+
+
+class RequestIdError(StoreError, ValueError):
+    """A request id the store does not accept: empty, not a string, or longer than its limit."""

@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from kafka_workflows.kafka.config import client_config
-from kafka_workflows.store.state import TERMINAL_STATUSES
+from kafka_workflows.store.state import TERMINAL_STATUSES, corrupt_value
 from kafka_workflows.store.topics import store_topic
 
 log = logging.getLogger(__name__)
@@ -198,17 +198,19 @@ class SharedStoreReader:
         if raw_value is not None:
             try:
                 value = json.loads(raw_value)
-            except ValueError:
-                log.error("%s@%d: value of %r is not JSON; ignored", self.topic, offset, request_id)
-                return
-            if not isinstance(value, dict):
-                return
+                if not isinstance(value, dict):
+                    raise ValueError(f"a JSON {type(value).__name__}, not an object")
+                progress = Progress.of(value, offset)
+            except (ValueError, TypeError) as exc:  # anyone can write to S.store: the request reads as corrupt
+                why = f"{self.topic}@{offset}: {len(raw_value):,} bytes that are not a store value"
+                log.error("%s (%s)", why, type(exc).__name__)
+                value = corrupt_value(request_id, why)
+                progress = Progress.of(value, offset)
         with self._lock:
             if value is None:  # tombstone: the request expired from the store
                 self._progress.pop(request_id, None)
                 self._finals.pop(request_id, None)
             else:
-                progress = Progress.of(value, offset)
                 self._progress[request_id] = progress
                 if progress.terminal and request_id in self._waiters:
                     self._finals[request_id] = value

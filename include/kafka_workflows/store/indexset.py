@@ -13,17 +13,30 @@ class IndexSet:
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._count = 0
+        pairs = []
         for pair in ranges:
             start, end = (int(x) for x in pair)
             if start < 0 or end < start:
                 raise ValueError(f"invalid index range {[start, end]}")
-            if self._starts and start <= self._ends[-1] + 1:  # not in canonical order: merge one by one
-                for i in range(start, end + 1):
-                    self.add(i)
+            pairs.append((start, end))
+        if any(pairs[i][0] <= pairs[i - 1][1] + 1 for i in range(1, len(pairs))):
+            pairs.sort()  # not canonical: merge overlapping and adjacent ranges (never index by index)
+        for start, end in pairs:
+            if self._ends and start <= self._ends[-1] + 1:
+                if end > self._ends[-1]:
+                    self._count += end - self._ends[-1]
+                    self._ends[-1] = end
             else:
                 self._starts.append(start)
                 self._ends.append(end)
                 self._count += end - start + 1
+
+    def max(self) -> int | None:
+        """The largest index, None when empty."""
+        return self._ends[-1] if self._ends else None
+
+    def range_count(self) -> int:
+        return len(self._starts)
 
     def __len__(self) -> int:
         return self._count

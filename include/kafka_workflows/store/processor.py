@@ -10,10 +10,18 @@ For a store named `S` (DESIGN.md contract):
 - `S.events` gets one completion event (the final value) per request, in the same transaction
   as the store update that made the request terminal.
 
-See store/state.py for the accounting rules. Commands must be partitioned like the Java client
-does (murmur2 of the request id); a command found on another partition is forwarded to the right
-one, exactly once, inside the processor's transaction. Terminal requests older than the retention
-are deleted with a tombstone, inside a transaction.
+See store/state.py for the accounting rules and store/limits.py for the bounds. Every command is
+parsed and bounded once, where it enters (`parse_command`); one outside the limits is dead-lettered
+to `S.commands.<group>.dlq` in the processor's transaction, with the reason in kw-error-type and
+kw-error-message, and the processor goes on. Restore never stops the processor: a stored value
+that cannot be decoded or validated marks that one request `corrupt` (written back to S.store and
+S.events, so followers and waiters see it) and the others restore as usual. A value that would
+not fit a record of S.store is never produced: its request ends `corrupt` instead.
+
+Commands must be partitioned like the Java client does (murmur2 of the request id); a command
+found on another partition is forwarded to the right one, exactly once, inside the processor's
+transaction. Terminal requests older than the retention are deleted with a tombstone, inside a
+transaction.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient
 
@@ -35,10 +43,12 @@ from kafka_workflows.eos.handler import TP, CommittedBatch, Output, Transactiona
 from kafka_workflows.eos.processor import ProcessorStats, TransactionalProcessor
 from kafka_workflows.errors import MessageDecodeError
 from kafka_workflows.kafka.config import check_reachable, client_config
+from kafka_workflows.kafka.msgsize import PRODUCER_DEFAULT, message_limit
 from kafka_workflows.kafka.reader import partition_reader, read_partition
 from kafka_workflows.messages import encode_value
 from kafka_workflows.store.commands import parse_command
 from kafka_workflows.store.errors import StoreError, StoreTimeoutError
+from kafka_workflows.store.limits import DEFAULT_LIMITS, StoreLimits, check_request_id
 from kafka_workflows.store.partitioning import partition_for
 from kafka_workflows.store.state import (
     BECAME_TERMINAL,
@@ -59,6 +69,7 @@ from kafka_workflows.store.topics import (
 log = logging.getLogger(__name__)
 
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+VALUE_HEADROOM = 2048  # key, the kw-request-id header and the record's framing, next to the value
 ValueCallback = Callable[[dict[str, Any]], None]
 
 
@@ -70,6 +81,7 @@ class StoreStats:
     restored: int = 0
     tombstones: int = 0
     completions: int = 0
+    corrupt: int = 0
 
 
 class StoreHandler(TransactionalHandler):
@@ -77,7 +89,8 @@ class StoreHandler(TransactionalHandler):
 
     def __init__(self, config: Mapping[str, Any], name: str, *, retention: float = DEFAULT_RETENTION_S,
                  on_update: ValueCallback | None = None, on_complete: ValueCallback | None = None,
-                 restore_timeout: float = 120.0, clock: Callable[[], float] = time.time) -> None:
+                 restore_timeout: float = 120.0, clock: Callable[[], float] = time.time,
+                 limits: StoreLimits = DEFAULT_LIMITS, retention_check_interval: float = 60.0) -> None:
         self.config = dict(config)
         self.name = name
         self.commands, self.store, self.events = commands_topic(name), store_topic(name), events_topic(name)
@@ -86,6 +99,11 @@ class StoreHandler(TransactionalHandler):
         self.on_complete = on_complete
         self.restore_timeout = restore_timeout
         self.clock = clock
+        self.limits = limits
+        self.retention_check_interval = retention_check_interval
+        self._last_retention_check = 0.0
+        self._repairs = False  # a restore queued corrupt requests to write back
+        self.max_value_bytes = PRODUCER_DEFAULT - VALUE_HEADROOM  # until open() asks the broker
         self.stats = StoreStats()
         self.state: dict[int, dict[str, RequestState]] = {}
         self._dirty: dict[int, set[str]] = {}
@@ -102,6 +120,12 @@ class StoreHandler(TransactionalHandler):
         if meta is None or meta.error is not None:
             raise StoreError(f"store {self.name!r}: topic {self.commands} does not exist (run ensure_store_topics)")
         self._partitions = len(meta.partitions)
+        try:
+            self.max_value_bytes = min(message_limit(self.config, t).max_bytes for t in (self.store, self.events)) \
+                - VALUE_HEADROOM
+        except KafkaException as exc:  # e.g. no DescribeConfigs right: the producer's limit still holds
+            log.warning("store %r: cannot read the record limits of its topics (%s); values are kept under %d bytes",
+                        self.name, exc, self.max_value_bytes)
         self._reader = partition_reader(self.config)
 
     def close(self) -> None:
@@ -123,25 +147,47 @@ class StoreHandler(TransactionalHandler):
                 self._completed.pop(p, None)
 
     def _restore(self, p: int) -> dict[str, RequestState]:
+        """The requests of S.store[p]; a value that does not restore marks its request corrupt (queued
+        to be written back), never stops the processor."""
         assert self._reader is not None and self._admin is not None
-        values: dict[str, dict[str, Any] | None] = {}
+        values: dict[str, dict[str, Any] | str | None] = {}  # a value, why it is corrupt, or deleted
 
         def keep(msg: KafkaMessage) -> None:
-            key = msg.key().decode() if msg.key() is not None else None
-            if key is None:
-                log.warning("%s[%d]@%d has no key; ignored", self.store, p, msg.offset())
+            where = f"{self.store}[{p}]@{msg.offset()}"
+            try:
+                key = msg.key().decode("utf-8") if msg.key() is not None else None
+            except UnicodeDecodeError:
+                key = None
+            if key is None or check_request_id(key, self.limits) is not None:
+                log.warning("%s: a key that is not a request id (%d bytes); ignored", where, len(msg.key() or b""))
                 return
             try:
-                values[key] = decode_store_value(msg)
-            except MessageDecodeError as exc:  # or StoreError: someone else wrote to the store topic
-                log.error("ignoring a value that is not a store value: %s", exc)
-            except StoreError as exc:
-                log.error("ignoring %s", exc)
+                value = decode_store_value(msg)
+                if value is not None and value.get("request_id") != key:
+                    raise StoreError(f"{where}: the value's request_id differs from the record's key")
+                values[key] = value
+            except (MessageDecodeError, StoreError) as exc:  # someone else wrote to the store topic
+                values[key] = f"{where}: {exc}" if not str(exc).startswith(where) else str(exc)
 
         started = time.monotonic()
         read_partition(self._reader, self._admin, self.store, p, keep, timeout=self.restore_timeout,
                        stop=self.stopping, timeout_error=StoreTimeoutError, interrupted_error=StoreError)
-        state = {k: RequestState.from_value(v) for k, v in values.items() if v is not None}
+        state: dict[str, RequestState] = {}
+        now = self.clock()
+        for key, value in values.items():
+            if isinstance(value, dict):
+                try:
+                    state[key] = RequestState.from_value(value, self.limits)
+                    continue
+                except StoreError as exc:
+                    value = f"{self.store}[{p}] value of a request: {exc}"
+            if isinstance(value, str):
+                log.error("request %r is corrupt: %s", key, value)
+                state[key] = RequestState.corrupted(key, f"the stored value could not be restored: {value}", now)
+                self._dirty.setdefault(p, set()).add(key)
+                self._completed.setdefault(p, []).append(key)
+                self._repairs = True
+                self.stats.corrupt += 1
         self.stats.restored += len(state)
         log.info("restored %d request(s) of %s[%d] in %.2fs", len(state), self.store, p, time.monotonic() - started)
         return state
@@ -151,9 +197,8 @@ class StoreHandler(TransactionalHandler):
         p = message.partition()
         where = f"{message.topic()}[{p}]@{message.offset()}"
         self.stats.commands += 1
-        key = message.key().decode("utf-8", "replace") if message.key() is not None else None
-        try:
-            cmd = parse_command(key, message.value(), where)
+        try:  # the one inbound boundary: a typed, bounded command or a dead letter with the reason
+            cmd = parse_command(message.key(), message.value(), where, self.limits)
         except MessageDecodeError as exc:  # dead-lettered by the processor, in the transaction
             self.stats.rejected += 1
             raise exc from None
@@ -185,23 +230,47 @@ class StoreHandler(TransactionalHandler):
     def before_commit(self) -> Iterable[Output]:
         """One store write per changed request (not per command), and the completion events."""
         outputs = []
+        encoded: dict[tuple[int, str], bytes] = {}
         for p, keys in self._dirty.items():
             requests = self.state.get(p, {})
             for request_id in sorted(keys):
                 state = requests.get(request_id)
                 if state is not None:
-                    outputs.append(Output(self.store, request_id, encode_value(state.to_value()),
-                                          {h.REQUEST_ID: request_id}, partition=p))
+                    encoded[p, request_id] = value = self._encode(p, state)
+                    outputs.append(Output(self.store, request_id, value, {h.REQUEST_ID: request_id}, partition=p))
         for p, request_ids in self._completed.items():
             for request_id in request_ids:
-                final = self.state[p][request_id].to_value()
-                outputs.append(Output(self.events, request_id, encode_value(final), {h.REQUEST_ID: request_id}))
+                final = encoded.get((p, request_id)) or self._encode(p, self.state[p][request_id])
+                outputs.append(Output(self.events, request_id, final, {h.REQUEST_ID: request_id}))
         self._dirty, self._completed = {}, {}
         return outputs
 
+    def _encode(self, p: int, state: RequestState) -> bytes:
+        """The store value of `state`; one too large for a record of S.store ends its request corrupt."""
+        value = encode_value(state.to_value())
+        if len(value) <= self.max_value_bytes:
+            return value
+        why = (f"its store value would be {len(value):,} bytes, more than the {self.max_value_bytes:,} a record of "
+               f"{self.store} may hold")
+        log.error("request %r is corrupt: %s", state.request_id, why)
+        was_terminal = state.terminal
+        corrupt = RequestState.corrupted(state.request_id, why, self.clock(), state.total)
+        corrupt.created_ts = state.created_ts
+        self.state[p][state.request_id] = corrupt
+        self.stats.corrupt += 1
+        if not was_terminal:
+            self._completed.setdefault(p, []).append(state.request_id)
+        return encode_value(corrupt.to_value())
+
     def punctuate(self, now: float) -> Iterable[Output]:
-        """Tombstones for terminal requests past the retention (and never-initialised pending ones)."""
-        outputs = []
+        """Writes queued by a restore (corrupt requests), and every `retention_check_interval` seconds
+        tombstones for terminal requests past the retention (and never-initialised pending ones)."""
+        outputs = list(self.before_commit()) if self._repairs else []  # open a transaction for them now
+        self._repairs = False
+        if now - self._last_retention_check < self.retention_check_interval:
+            return outputs
+        self._last_retention_check = now
+        queued = len(outputs)
         for p, requests in self.state.items():
             for request_id, state in list(requests.items()):
                 since = state.completed_ts if state.terminal else (state.updated_ts if state.total is None else None)
@@ -210,8 +279,9 @@ class StoreHandler(TransactionalHandler):
                     self._dirty.get(p, set()).discard(request_id)
                     outputs.append(Output(self.store, request_id, None, {h.REQUEST_ID: request_id}, partition=p))
                     self.stats.tombstones += 1
-        if outputs:
-            log.info("deleting %d request(s) older than the retention of %.0fs", len(outputs), self.retention)
+        if len(outputs) > queued:
+            log.info("deleting %d request(s) older than the retention of %.0fs", len(outputs) - queued,
+                     self.retention)
         return outputs
 
     def after_commit(self, batch: CommittedBatch) -> None:
@@ -224,7 +294,7 @@ class StoreHandler(TransactionalHandler):
                     self.on_update(value)
             else:
                 self.stats.completions += 1
-                log.info("request %s is %s: %d completed, %d failed of %d", value["request_id"], value["status"],
+                log.info("request %s is %s: %s completed, %s failed of %s", value["request_id"], value["status"],
                          value["completed"], value["failed"], value["total"])
                 if self.on_complete is not None:
                     self.on_complete(value)
@@ -239,18 +309,21 @@ class StoreProcessor:
                  transaction_timeout_ms: int = 10_000, restore_timeout: float = 120.0,
                  on_update: ValueCallback | None = None, on_complete: ValueCallback | None = None,
                  consumer_overrides: Mapping[str, Any] | None = None,
-                 producer_overrides: Mapping[str, Any] | None = None) -> None:
+                 producer_overrides: Mapping[str, Any] | None = None, limits: StoreLimits = DEFAULT_LIMITS) -> None:
         check_name(name)
         self.config = dict(config)
         self.name = name
         self.group = group or default_group(name)
         self.partitions = partitions
+        self.limits = limits
         self.handler = StoreHandler(config, name, retention=retention, on_update=on_update,
-                                    on_complete=on_complete, restore_timeout=restore_timeout)
+                                    on_complete=on_complete, restore_timeout=restore_timeout, limits=limits,
+                                    retention_check_interval=retention_check_interval)
         self.processor = TransactionalProcessor(
             config, [commands_topic(name)], self.group, self.handler,
             transactional_id_prefix=f"kw-store.{name}", instance_id=instance_id,
-            commit_interval=commit_interval, max_batch=max_batch, punctuate_interval=retention_check_interval,
+            commit_interval=commit_interval, max_batch=max_batch,
+            punctuate_interval=min(1.0, retention_check_interval),  # also writes back corrupt requests soon
             transaction_timeout_ms=transaction_timeout_ms, consumer_overrides=consumer_overrides,
             producer_overrides=producer_overrides)
 
@@ -283,7 +356,7 @@ def run_store_processor(config: Mapping[str, Any], name: str, group: str | None 
     """Entry point of `kafka-workflows store-processor --store S`: runs until SIGTERM/SIGINT.
 
     `options` are StoreProcessor's keyword arguments (partitions, instance_id, commit_interval,
-    retention, retention_check_interval, on_update, on_complete, consumer_overrides, ...).
+    retention, retention_check_interval, on_update, on_complete, consumer_overrides, limits, ...).
     """
     check_reachable(config)
     processor = StoreProcessor(config, name, group, **options)

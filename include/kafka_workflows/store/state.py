@@ -14,6 +14,10 @@ Accounting rules (what `RequestState.apply` implements):
   `init` arrives; indices >= total are then dropped into `rejected`. A second `init` with the same
   total is a no-op, one with a different total is rejected and logged.
 - Indices must be in `[0, total)`; out-of-range ones are rejected.
+- `corrupt` is terminal too: a stored value that cannot be decoded or fails validation on restore
+  (anyone can write to S.store), or a value that would outgrow a record of S.store, ends that one
+  request `corrupt` with an `error` saying why (never quoting content); the processor goes on with
+  the others, and a waiting DAG fails with that status. Later commands of it are ignored.
 - Terminal requests whose `completed_at` (and never-initialised pending ones whose `updated_at`)
   are older than the retention are deleted with a tombstone, inside a transaction. A request
   deleted this way is unknown again: keep the retention longer than any retry of its producer.
@@ -33,12 +37,15 @@ from kafka_workflows.store.commands import COMPLETE, FAIL, INIT, Command
 from kafka_workflows.store.errors import StoreError
 from kafka_workflows.store.indexcodec import decode_ranges, encode_ranges
 from kafka_workflows.store.indexset import IndexSet
+from kafka_workflows.store.limits import DEFAULT_LIMITS, StoreLimits, check_request_id
 
 PENDING = "pending"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
 COMPLETED_WITH_FAILURES = "completed_with_failures"
-TERMINAL_STATUSES = frozenset({SUCCEEDED, COMPLETED_WITH_FAILURES})
+CORRUPT = "corrupt"  # the stored value could not be restored (or stored): the request's accounting is lost
+TERMINAL_STATUSES = frozenset({SUCCEEDED, COMPLETED_WITH_FAILURES, CORRUPT})
+MAX_ERROR_CHARS = 500
 MAX_REASONS = 100  # failed indices are all in failed_jobs; reasons only for the first 100
 
 
@@ -72,13 +79,18 @@ class RequestState:
     duplicates: int = 0
     rejected: int = 0
     reasons_truncated: bool = False
+    corrupt: str | None = None  # why the request is corrupt (sizes and field names, never content)
 
     @property
     def terminal(self) -> bool:
+        if self.corrupt is not None:
+            return True
         return self.total is not None and len(self.completed) + len(self.failed) >= self.total
 
     @property
     def status(self) -> str:
+        if self.corrupt is not None:
+            return CORRUPT
         if self.total is None:
             return PENDING
         if not self.terminal:
@@ -131,6 +143,15 @@ class RequestState:
         return outcome
 
     def to_value(self) -> dict[str, Any]:
+        if self.corrupt is not None:
+            return {
+                "request_id": self.request_id, "total": self.total, "completed": 0, "failed": 0,
+                "status": CORRUPT, "error": self.corrupt, "created_at": _iso(self.created_ts),
+                "updated_at": _iso(self.updated_ts),
+                "completed_at": _iso(self.completed_ts) if self.completed_ts is not None else None,
+                "meta": None, "completed_jobs": [], "failed_jobs": [], "failure_reasons": {},
+                "failure_reasons_truncated": False, "duplicates": 0, "rejected": 0,
+            }
         return {
             "request_id": self.request_id,
             "total": self.total,
@@ -155,25 +176,114 @@ class RequestState:
         return cls(request_id, created_ts=now, updated_ts=now)
 
     @classmethod
-    def from_value(cls, value: Mapping[str, Any]) -> RequestState:
+    def corrupted(cls, request_id: str, why: str, now: float, total: int | None = None) -> RequestState:
+        """A terminal `corrupt` request: its accounting could not be restored (or stored)."""
+        return cls(request_id, total=total, created_ts=now, updated_ts=now, completed_ts=now,
+                   corrupt=why[:MAX_ERROR_CHARS])
+
+    @classmethod
+    def from_value(cls, value: Mapping[str, Any], limits: StoreLimits = DEFAULT_LIMITS) -> RequestState:
+        """The state a store value describes; StoreError (naming the field, not its content) when the
+        value breaks the store's contract or limits (store/limits.py)."""
+        if not isinstance(value, Mapping):
+            raise StoreError(f"a store value must be a JSON object, got {type(value).__name__}")
+        try:
+            return cls._from_value(value, limits)
+        except StoreError:
+            raise
+        except (ValueError, TypeError, KeyError, OverflowError, AttributeError) as exc:
+            raise StoreError(f"a store value does not restore ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+    @classmethod
+    def _from_value(cls, value: Mapping[str, Any], limits: StoreLimits) -> RequestState:
+        request_id = value.get("request_id")
+        problem = check_request_id(request_id, limits)
+        if problem is not None:
+            raise StoreError(f"a store value's {problem}")
+        assert isinstance(request_id, str)
+        total = value.get("total")
+        if total is not None and not _count(total, limits.max_total):
+            raise StoreError(f"a store value's total must be an integer in 0..{limits.max_total:,}")
+        bound = limits.max_total if total is None else total
         completed_at = value.get("completed_at")
+        if value.get("status") == CORRUPT:
+            error = value.get("error")
+            state = cls.corrupted(request_id, error if isinstance(error, str) else "corrupt", 0.0, total)
+            state.created_ts, state.updated_ts = _timestamp(value, "created_at"), _timestamp(value, "updated_at")
+            state.completed_ts = _timestamp(value, "completed_at") if completed_at else state.updated_ts
+            return state
+        completed = IndexSet(_ranges(value.get("completed_jobs"), bound, "completed_jobs"))
+        failed = IndexSet(_ranges(value.get("failed_jobs"), bound, "failed_jobs"))
+        for name, indices in (("completed", completed), ("failed", failed)):
+            if name in value and value[name] != len(indices):
+                raise StoreError(f"a store value's {name} count differs from its {name}_jobs")
+        reasons_raw = value.get("failure_reasons") or {}
+        if not isinstance(reasons_raw, Mapping):
+            raise StoreError("a store value's failure_reasons must be an object")
+        reasons = {}
+        for k, v in list(reasons_raw.items())[:MAX_REASONS]:
+            if not isinstance(k, str) or not k.isdigit() or len(k) > 20 or not isinstance(v, str):
+                raise StoreError("a store value's failure_reasons must map job indices to strings")
+            reasons[int(k)] = v[:limits.max_reason_chars]
+        meta = value.get("meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise StoreError("a store value's meta must be an object")
+        counters = {}
+        for name in ("duplicates", "rejected"):
+            counters[name] = value.get(name, 0)
+            if not _count(counters[name], 2**63 - 1):
+                raise StoreError(f"a store value's {name} must be an integer >= 0")
         return cls(
-            request_id=value["request_id"], total=value.get("total"),
-            completed=IndexSet(decode_ranges(value.get("completed_jobs"))),
-            failed=IndexSet(decode_ranges(value.get("failed_jobs"))),
-            reasons={int(k): v for k, v in (value.get("failure_reasons") or {}).items()},
-            meta=value.get("meta"), created_ts=_parse_iso(value.get("created_at")),
-            updated_ts=_parse_iso(value.get("updated_at")),
-            completed_ts=_parse_iso(completed_at) if completed_at else None,
-            duplicates=int(value.get("duplicates", 0)), rejected=int(value.get("rejected", 0)),
+            request_id=request_id, total=total, completed=completed, failed=failed, reasons=reasons, meta=meta,
+            created_ts=_timestamp(value, "created_at"), updated_ts=_timestamp(value, "updated_at"),
+            completed_ts=_timestamp(value, "completed_at") if completed_at else None,
+            duplicates=counters["duplicates"], rejected=counters["rejected"],
             reasons_truncated=bool(value.get("failure_reasons_truncated", False)),
         )
 
 
+def _count(value: object, bound: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= bound
+
+
+def _timestamp(value: Mapping[str, Any], name: str) -> float:
+    text = value.get(name)
+    if text is not None and (not isinstance(text, str) or len(text) > 40):
+        raise StoreError(f"a store value's {name} must be an ISO timestamp")
+    try:
+        return _parse_iso(text)
+    except ValueError:
+        raise StoreError(f"a store value's {name} is not an ISO timestamp") from None
+
+
+def _ranges(encoded: object, bound: int, name: str) -> list[list[int]]:
+    """Sorted, disjoint index ranges within [0, bound), or StoreError naming the field."""
+    if isinstance(encoded, list) and not all(
+            isinstance(pair, list) and len(pair) == 2 and all(_count(x, bound) for x in pair) for pair in encoded):
+        raise StoreError(f"a store value's {name} must be [start, end] pairs of indices below {bound:,}")
+    try:
+        ranges = decode_ranges(encoded)
+    except ValueError as exc:
+        raise StoreError(f"a store value's {name}: {exc}") from None
+    previous = -1
+    for start, end in ranges:
+        if not previous < start <= end < bound:
+            raise StoreError(f"a store value's {name} must be sorted, disjoint ranges of indices below {bound:,}")
+        previous = end
+    return ranges
+
+
+def corrupt_value(request_id: str, why: str) -> dict[str, Any]:
+    """What a reader shows for a stored value it cannot read: the request is `corrupt`, with why."""
+    return RequestState.corrupted(request_id, f"the stored value could not be restored: {why}", 0.0).to_value()
+
+
 def decode_store_value(msg: KafkaMessage) -> dict[str, Any] | None:
+    where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
     if msg.value() is None:
         return None
-    value = decode_value(msg.value(), f"{msg.topic()}[{msg.partition()}]@{msg.offset()}")
+    value = decode_value(msg.value(), where)
     if not isinstance(value, dict) or "request_id" not in value:
-        raise StoreError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: not a store value: {value!r:.200}")
+        raise StoreError(f"{where}: not a store value ({type(value).__name__} of {len(msg.value()):,} bytes "
+                         "without a request_id)")
     return value

@@ -10,7 +10,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
-from kafka_workflows.store import COMPLETED_WITH_FAILURES, TERMINAL_STATUSES, StoreClient, StoreError
+from kafka_workflows.store import COMPLETED_WITH_FAILURES, CORRUPT, TERMINAL_STATUSES, StoreClient, StoreError
 from kafka_workflows.store.indexcodec import decode_ranges
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
 from kafka_workflows_airflow.triggers.completion import StoreCompletionTrigger
@@ -34,9 +34,10 @@ class AwaitCompletionSensor(BaseSensorOperator):
     completed, failed, status, failed_jobs, failure_reasons, meta, ...) as the XCom return value.
 
     A request that ends `completed_with_failures` succeeds this task (the notification reports the
-    failed jobs) unless `fail_on_job_failures`. When `timeout` (seconds, BaseSensorOperator's) passes
-    first, the task fails with the progress reached, e.g. "completed 150/200, failed 3"; with
-    `soft_fail` it is skipped instead.
+    failed jobs) unless `fail_on_job_failures`. A request that is `corrupt` (its stored value could
+    not be restored) fails the task for good (AirflowFailException, no retry) with the store's reason.
+    When `timeout` (seconds, BaseSensorOperator's) passes first, the task fails with the progress
+    reached, e.g. "completed 150/200, failed 3"; with `soft_fail` it is skipped instead.
 
     `end_from_trigger=True` lets the triggerer finish the task with the value as XCom, without
     resuming it on a worker (lower latency to the notification); `execute_complete` then only runs
@@ -117,8 +118,9 @@ class AwaitCompletionSensor(BaseSensorOperator):
                                        f"{self.store!r} has no value for it")
             return self._finish(value)
         status = event.get("status")
-        if status == "done":
-            return self._finish(event["value"])
+        if status in ("done", CORRUPT):
+            return self._finish(event["value"] if isinstance(event.get("value"), dict) else
+                                {"status": CORRUPT, "error": event.get("message")})
         if status == "timeout":
             progress = event.get("progress")
             where = describe_progress(progress) if progress else (
@@ -130,6 +132,11 @@ class AwaitCompletionSensor(BaseSensorOperator):
                                f"{event.get('message', event)}")
 
     def _finish(self, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("status") == CORRUPT:  # retrying cannot bring the accounting back: fail for good
+            raise AirflowFailException(
+                f"request {self.request_id} is corrupt in store {self.store!r}: its stored value could not be "
+                f"restored, so its completions are not counted any more ({str(value.get('error') or '')[:500]}). "
+                "Run the import again under a new request, or repair the value on the store topic.")
         self.log.info("request %s is %s: %s", self.request_id, value.get("status"), describe_progress(value))
         if value.get("status") == COMPLETED_WITH_FAILURES:
             reasons = value.get("failure_reasons") or {}

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
+from kafka_workflows.errors import ConfigError
 from kafka_workflows.store.commands import CommandError, init_command, parse_command
+from kafka_workflows.store.limits import StoreLimits
 from kafka_workflows.store.partitioning import murmur2, partition_for
 
 WHERE = "contacts.commands[1]@42"
 
 
 @pytest.mark.parametrize(("raw", "fragment"), [
-    (b'{"op": "drop", "request_id": "r"}', "unknown op 'drop'"),
-    (b'{"op": "init", "request_id": "r", "total": -1}', "init of 'r' needs an integer total >= 0"),
-    (b'{"op": "complete", "request_id": "r", "job": true}', "complete of 'r' needs an integer job index"),
-    (b'{"op": "complete", "request_id": ""}', "non-empty string request_id"),
+    (b'{"op": "drop", "request_id": "r"}', "unknown op (4 chars)"),
+    (b'{"op": "init", "request_id": "r", "total": -1}', "init needs an integer total in 0..10,000,000"),
+    (b'{"op": "complete", "request_id": "r", "job": true}', "complete needs an integer job index in 0..9,999,999"),
+    (b'{"op": "complete", "request_id": ""}', "request_id is empty"),
     (b"[1]", "a command must be a JSON object, got list"),
 ])
 def test_bad_commands_are_named_with_their_offset(raw: bytes, fragment: str) -> None:
@@ -25,8 +28,45 @@ def test_bad_commands_are_named_with_their_offset(raw: bytes, fragment: str) -> 
 
 
 def test_a_key_that_is_not_the_request_id_is_refused() -> None:
-    with pytest.raises(CommandError, match="message key 'other' differs from request_id 'r'"):
+    with pytest.raises(CommandError, match=r"the message key \(5 chars\) differs from the request_id \(1 chars\)"):
         parse_command("other", b'{"op": "complete", "request_id": "r", "job": 0}', WHERE)
+
+
+SECRET = "s3cr3t-content"
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ({"op": "init", "request_id": "r", "total": 10**13}, "total in 0..10,000,000 (max_total), got an integer of 14"),
+    ({"op": "init", "request_id": "r", "total": 10**400}, "got an integer of 401 digits"),
+    ({"op": "complete", "request_id": "r", "job": 20_000_000}, "job index in 0..9,999,999"),
+    ({"op": "fail", "request_id": "r", "job": 10_000_000, "reason": SECRET}, "job index in 0..9,999,999"),
+    ({"op": "complete", "request_id": "x" * 513, "job": 0}, "request_id is 513 bytes, more than the 512"),
+    ({"op": "complete", "request_id": 7, "job": 0}, "request_id must be a string, got int"),
+    ({"op": SECRET, "request_id": "r"}, "unknown op (14 chars)"),
+    ({"op": "init", "request_id": "r", "total": 1, "meta": {"pad": "x" * 70_000}}, "more than the 65,536 allowed"),
+])
+def test_commands_outside_the_limits_are_refused_without_quoting_them(body: dict, fragment: str) -> None:
+    raw = json.dumps(body).encode()
+    with pytest.raises(CommandError, match=re.escape(fragment)) as caught:
+        parse_command(None, raw, WHERE)
+    assert SECRET not in str(caught.value) and "xxxx" not in str(caught.value)
+
+
+def test_limits_are_configurable_downward_only() -> None:
+    small = StoreLimits(max_total=100, max_request_id_bytes=4, max_reason_chars=3, max_command_bytes=200)
+    with pytest.raises(CommandError, match=r"total in 0..100 \(max_total\)"):
+        parse_command(None, b'{"op": "init", "request_id": "r", "total": 101}', WHERE, small)
+    with pytest.raises(CommandError, match="request_id is 5 bytes"):
+        parse_command(None, b'{"op": "complete", "request_id": "abcde", "job": 1}', WHERE, small)
+    fail = parse_command(b"r", b'{"op": "fail", "request_id": "r", "job": 99, "reason": "long"}', WHERE, small)
+    assert (fail.job, fail.reason) == (99, "lon")
+    with pytest.raises(ConfigError, match=r"max_total must be in 1\.\.10,000,000"):
+        StoreLimits(max_total=10_000_001)
+
+
+def test_a_key_that_is_not_utf8_is_refused() -> None:
+    with pytest.raises(CommandError, match=r"the message key is not UTF-8 \(2 bytes\)"):
+        parse_command(b"\xff\xfe", b'{"op": "complete", "request_id": "r", "job": 0}', WHERE)
 
 
 def test_built_commands_parse_back() -> None:

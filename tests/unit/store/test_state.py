@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kafka_workflows.store.commands import COMPLETE, FAIL, INIT, Command
+from kafka_workflows.store.errors import StoreError
+from kafka_workflows.store.indexset import IndexSet
 from kafka_workflows.store.state import (
     BECAME_TERMINAL,
     CHANGED,
     COMPLETED_WITH_FAILURES,
+    CORRUPT,
     DUPLICATE,
     IGNORED,
     PENDING,
     REJECTED,
     RUNNING,
     SUCCEEDED,
+    TERMINAL_STATUSES,
     RequestState,
 )
 
@@ -91,3 +97,45 @@ def test_the_store_value_round_trips() -> None:
     value = state.to_value()
     assert RequestState.from_value(value).to_value() == value
     assert {"request_id", "total", "completed", "failed", "status", "created_at", "updated_at"} <= value.keys()
+
+
+# -- restore: a value that breaks the contract is a clear StoreError, never a hang or a crash ---------
+
+def _good() -> dict:
+    state = RequestState.new("r", 1.0)
+    state.apply(init(10), 2.0)
+    state.apply(complete(3), 3.0)
+    return state.to_value()
+
+
+@pytest.mark.parametrize("change", [
+    {"request_id": ""}, {"request_id": "x" * 600}, {"total": 10**13}, {"total": -1}, {"total": "3"},
+    {"completed_jobs": [[0, 10**13]]}, {"completed_jobs": [[5, 5], [0, 1]]}, {"completed_jobs": [[0, 20]]},
+    {"completed_jobs": [["1" * 5000, 2]]}, {"completed_jobs": {"format": "roaring"}}, {"completed": 7},
+    {"failure_reasons": {"not-an-index": "x"}}, {"created_at": "soon"}, {"created_at": 5},
+    {"duplicates": -1}, {"rejected": 10**30}, {"meta": [1]},
+])
+def test_a_value_that_breaks_the_contract_does_not_restore(change: dict) -> None:
+    with pytest.raises(StoreError, match="a store value"):
+        RequestState.from_value({**_good(), **change})
+
+
+def test_a_good_value_round_trips() -> None:
+    again = RequestState.from_value(_good())
+    assert (again.total, again.completed.ranges(), again.status) == (10, [[3, 3]], RUNNING)
+
+
+def test_a_corrupt_request_is_terminal_ignores_commands_and_round_trips() -> None:
+    state = RequestState.corrupted("r", "the stored value could not be restored: store[0]@4: not JSON", 5.0)
+    assert state.status == CORRUPT and CORRUPT in TERMINAL_STATUSES and state.terminal
+    assert state.apply(complete(1), 6.0)[0] == IGNORED
+    value = state.to_value()
+    assert (value["status"], value["completed"], value["total"]) == (CORRUPT, 0, None)
+    assert "could not be restored" in value["error"]
+    again = RequestState.from_value(value)
+    assert again.status == CORRUPT and again.corrupt == state.corrupt and again.completed_ts == 5.0
+
+
+def test_index_sets_out_of_order_merge_without_walking_each_index() -> None:
+    merged = IndexSet([[5, 9], [0, 3], [4, 4], [8, 10**12], [10**12 + 5, 10**12 + 5]])
+    assert merged.ranges() == [[0, 10**12], [10**12 + 5, 10**12 + 5]] and len(merged) == 10**12 + 2

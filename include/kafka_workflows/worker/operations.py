@@ -20,11 +20,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from kafka_workflows import headers as h
 from kafka_workflows.ops.control import CONTROL_TOPIC, CommandRecord, parse_command_record
-from kafka_workflows.retry.provenance import SKIP_REASON, SKIPPED_AT, SKIPPED_BY
-from kafka_workflows.worker.dispatch import Dispatcher
+from kafka_workflows.worker.context import WorkerContext
 from kafka_workflows.worker.holds import FOREVER, Hold
+from kafka_workflows.worker.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +31,19 @@ TP = tuple[str, int]
 KNOWN_KINDS = ("command", "applied", "replayed")
 
 
-class Skipped(Exception):
-    """Stands for the last error of a message an operator skipped; named after that error."""
-
-    def __init__(self, message: str, error_type: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
-
-
 class Operations:
     """The operator-facing state of one worker (paused or not) and the commands that change it."""
 
-    def __init__(self, group: str, member: str, dispatcher: Dispatcher, assignment: set[TP],
-                 send: Callable[[str, Mapping[str, Any], str], None], on_change: Callable[[], None],
-                 on_ignored: Callable[[str], None], paused: bool = False) -> None:
-        self.group = group
+    def __init__(self, ctx: WorkerContext, outcomes: Outcomes, member: str, assignment: set[TP],
+                 send: Callable[[str, Mapping[str, Any], str], None], on_ignored: Callable[[str], None],
+                 paused: bool = False) -> None:
+        self.ctx = ctx
+        self.outcomes = outcomes
+        self.group = ctx.group
         self.member = member
-        self.dispatcher = dispatcher
         self.assignment = assignment  # the worker's live set
         self._send = send  # an advisory write: the applied record
-        self._on_change = on_change
+        self._on_change = ctx.on_change
         self.on_ignored = on_ignored
         self.paused = paused  # the group's state when the worker started (ops.status.group_paused)
         self.keyed: Any = None  # a worker with concurrency: skip/unblock act on a key's hold there
@@ -69,7 +61,7 @@ class Operations:
 
     def _apply(self, consumer: Consumer, record: CommandRecord) -> None:
         op, tp = record.op, (record.topic, record.partition)
-        held = self.dispatcher.held
+        held = self.ctx.holds
         result: str | None = None
         if op in ("skip", "unblock") and self.keyed is not None:
             if tp not in self.assignment:
@@ -107,14 +99,11 @@ class Operations:
         self._on_change()
 
     def _skip(self, consumer: Consumer, tp: TP, hold: Hold, record: CommandRecord) -> None:
-        msg = hold.raw
-        dispatcher = self.dispatcher
-        error = hold.error.split(":", 1)
-        exc = Skipped(error[1].strip() if len(error) > 1 else "skipped by an operator", error[0] or "Skipped")
-        dispatcher.dead_letter(msg, h.decode(msg.headers()), dispatcher.retry_topics.get(msg.topic()), exc, extra={
-            SKIPPED_BY: record.by, SKIP_REASON: record.reason, SKIPPED_AT: int(record.at * 1000)})
-        del dispatcher.held[tp]
-        dispatcher.store(consumer, {tp: hold.offset + 1})
+        ctx = self.ctx
+        self.outcomes.skip(ctx.boundary.read(hold.raw), hold.error, record.model_dump())
+        del ctx.holds[tp]
+        ctx.checkpoint.done(tp, hold.offset + 1)
+        ctx.commit(consumer)
         consumer.seek(TopicPartition(tp[0], tp[1], hold.offset + 1))
         if not self.paused:
             consumer.resume([TopicPartition(*tp)])

@@ -22,7 +22,6 @@ from kafka_workflows.errors import BatchItemFailed, MessageDecodeError
 from kafka_workflows.messages import MessageBatch, where
 from kafka_workflows.worker.context import WorkerContext
 from kafka_workflows.worker.dispatch import Handler, MessageStrategy
-from kafka_workflows.worker.inbound import Inbound
 from kafka_workflows.worker.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
@@ -43,19 +42,18 @@ class BatchStrategy:
         """Runs of consecutive messages of one partition go to `_handle_run`; what needs the
         general way goes to `MessageStrategy.process`, one message at a time."""
         ctx = self.ctx
-        held, retry_topics, read, cut = ctx.holds, ctx.retry_topics, ctx.boundary.read, ctx.cut
+        held, retry_topics, cut = ctx.holds, ctx.retry_topics, ctx.cut
+        boundary = ctx.boundary
+        # The boundary: a record joins a run only when it is plain (or, reporting to a store, read
+        # and accepted); any other goes the general way, which reads it and refuses it, named.
+        accepted = ((lambda msg: boundary.read(msg).error is None) if boundary.report else boundary.plain)
         done = ctx.checkpoint.pending
-        run: list[Inbound] = []
+        run: list[KafkaMessage] = []
         run_tp: TP | None = None
         for msg in batch:
             topic = msg.topic()
             tp = (topic, msg.partition())
-            inbound = None
-            if not (msg.error() is not None or (held and tp in held) or topic in retry_topics):
-                inbound = read(msg)
-                if inbound.error is not None:
-                    inbound = None  # the general way refuses it too, with the reason
-            if inbound is None:
+            if msg.error() is not None or (held and tp in held) or topic in retry_topics or not accepted(msg):
                 if run:
                     self._handle_run(consumer, run)
                     run, run_tp = [], None
@@ -66,26 +64,25 @@ class BatchStrategy:
                 if self.general.process(consumer, msg):
                     done[tp] = msg.offset() + 1
             elif tp == run_tp:
-                run.append(inbound)
+                run.append(msg)
             else:
                 if run:
                     self._handle_run(consumer, run)
-                run, run_tp = [inbound], tp
+                run, run_tp = [msg], tp
         if run:
             self._handle_run(consumer, run)
 
-    def _handle_run(self, consumer: Consumer, run: list[Inbound]) -> None:
+    def _handle_run(self, consumer: Consumer, records: list[KafkaMessage]) -> None:
         """Hand one partition's consecutive messages to the batch handler; see `batch_handler`."""
         ctx, outcomes = self.ctx, self.outcomes
         done, cut = ctx.checkpoint.pending, ctx.cut
-        topic = run[0].msg.topic()
-        tp = (topic, run[0].msg.partition())
-        while run:
+        topic = records[0].topic()
+        tp = (topic, records[0].partition())
+        while records:
             ctx.store_progress(consumer)
             if cut.interrupted:
-                cut.mark(run[0].msg)  # not handled, not stored
+                cut.mark(records[0])  # not handled, not stored
                 return
-            records = [inbound.msg for inbound in run]
             started = time.perf_counter()
             try:
                 self.handler(MessageBatch(records))  # type: ignore[arg-type]
@@ -103,27 +100,29 @@ class BatchStrategy:
                             done[tp] = msg.offset() + 1
                     return
                 if index:  # done, though the call did not return: counted, not timed
-                    self._batch_done(run[:index], None)
-                failing = run[index]
-                moved_on = outcomes.failed(failing, h.decode(failing.msg.headers()), cause, 1,
-                                           self.general._holder(consumer, failing.msg, 1))
+                    self._batch_done(records[:index], None)
+                failing = records[index]
+                moved_on = outcomes.failed(ctx.boundary.read(failing), h.decode(failing.headers()), cause, 1,
+                                           self.general._holder(consumer, failing, 1))
                 if not moved_on:
                     return  # the partition is held at the failing message; the rest come again
-                done[tp] = failing.msg.offset() + 1
-                run = run[index + 1:]
+                done[tp] = failing.offset() + 1
+                records = records[index + 1:]
             else:
-                self._batch_done(run, time.perf_counter() - started)
+                self._batch_done(records, time.perf_counter() - started)
                 return
 
-    def _batch_done(self, run: list[Inbound], elapsed: float | None) -> None:
-        topic = run[0].msg.topic()
+    def _batch_done(self, records: list[KafkaMessage], elapsed: float | None) -> None:
+        ctx = self.ctx
+        topic = records[0].topic()
         if elapsed is None:
-            self.ctx.tallies.count(topic, len(run))
+            ctx.tallies.count(topic, len(records))
         else:
-            self.ctx.tallies.call(topic, elapsed, len(run))
-        for inbound in run:
-            self.outcomes.done(inbound)
-        self.ctx.checkpoint.pending[(topic, run[0].msg.partition())] = run[-1].msg.offset() + 1
+            ctx.tallies.call(topic, elapsed, len(records))
+        if ctx.boundary.report:
+            for msg in records:
+                self.outcomes.done(ctx.boundary.read(msg))
+        ctx.checkpoint.pending[(topic, records[0].partition())] = records[-1].offset() + 1
 
 
 def failed_index(records: list[KafkaMessage], exc: Exception) -> tuple[int | None, Exception]:

@@ -58,7 +58,8 @@ class MessageStrategy:
         histogram gets its mean for each of its calls) and its offset noted once, at its end.
         """
         ctx, outcomes = self.ctx, self.outcomes
-        held, retry_topics, handler, read = ctx.holds, ctx.retry_topics, self.handler, ctx.boundary.read
+        held, retry_topics, handler = ctx.holds, ctx.retry_topics, self.handler
+        read, plain = ctx.boundary.read, ctx.boundary.plain
         clock, checkpoint, cut = time.perf_counter, ctx.checkpoint, ctx.cut
         done = checkpoint.pending
         report = ctx.writes.store_client is not None
@@ -79,14 +80,16 @@ class MessageStrategy:
                     done[(topic, partition)] = msg.offset() + 1
                 run_topic, due = None, checkpoint.progress_due
                 continue
-            inbound = read(msg)
-            if inbound.error is not None:  # refused at the boundary: never reaches the handler
+            # The boundary: read in full when reporting to a store; else only asked whether the record
+            # is plain (no object built); one that is not goes the general way, which reads it.
+            inbound = read(msg) if report else None
+            if (inbound.error is not None) if inbound is not None else not plain(msg):
                 if run:
                     self._run_done(run_topic, run_partition, last, clock() - run_started, run, done)  # type: ignore[arg-type]
                     run = 0
-                outcomes.reject(inbound)
-                done[(topic, partition)] = msg.offset() + 1
-                run_topic = None
+                if self.process(consumer, msg):
+                    done[(topic, partition)] = msg.offset() + 1
+                run_topic, due = None, checkpoint.progress_due
                 continue
             message = Message(msg)
             started = clock()
@@ -105,12 +108,14 @@ class MessageStrategy:
                     self._run_done(topic, partition, last, started - run_started, run, done)  # type: ignore[arg-type]
                     run = 0
                 run_topic = None
+                if inbound is None:
+                    inbound = read(msg)  # plain: accepted
                 if outcomes.failed(inbound, message.headers, exc, 1, self._holder(consumer, msg, 1)):
                     done[(topic, partition)] = msg.offset() + 1
                 due = checkpoint.progress_due
                 continue
             run += 1
-            if report:
+            if inbound is not None:
                 outcomes.done(inbound)
             last = msg
         if run:

@@ -15,7 +15,8 @@ a record is read by `Boundary.read` before anything acts on it:
 
 A record that fails is not handed to anyone: `Inbound.error` says why (a HeaderError naming the
 header and its size, never its content) and the strategy dead-letters it (worker/outcomes.py).
-The common record (no `kw-` header, or a few valid ones) costs a scan of its header names.
+The common record costs a scan of its header names: a message handler's hot path asks `plain`
+(no object built) and reads the record in full only when it fails or is not plain.
 """
 
 from __future__ import annotations
@@ -71,6 +72,18 @@ def _int(value: bytes, name: str, low: int = h.INT64_MIN) -> int:
     return h.parse_int64(value, name, low)
 
 
+# The common values, read without a regex (the per-message path): b"1" .. b"1000".
+_SMALL: dict[bytes, int] = {str(i).encode(): i for i in range(1, 1001)}
+# The kw- headers the boundary reads (any other kw- header is only bounded).
+_ATTEMPT, _REQUEST_ID, _JOB_INDEX, _RETRY_AT, _PARTITION, _OFFSET, _FIRST_FAILED = range(7)
+_READ = {h.ATTEMPT: _ATTEMPT, h.REQUEST_ID: _REQUEST_ID, h.JOB_INDEX: _JOB_INDEX, h.RETRY_AT: _RETRY_AT,
+         h.ORIGINAL_PARTITION: _PARTITION, h.ORIGINAL_OFFSET: _OFFSET, h.FIRST_FAILED_AT: _FIRST_FAILED}
+
+
+def _too_long(name: str, value: bytes) -> h.HeaderError:
+    return h.HeaderError(f"header {name} is too long ({len(value)} bytes)")
+
+
 class Boundary:
     """Reads consumed records for one worker: its retry topics, and whether it reports to a store."""
 
@@ -78,48 +91,72 @@ class Boundary:
         self.retry_topics = retry_topics
         self.report = report
 
+    def plain(self, msg: KafkaMessage) -> bool:
+        """The hot path's question, for a request-topic record of a worker that reports to no store:
+        True when `read` would accept it with nothing to note (no kw- header but a small kw-attempt
+        and bounded ones). False only says "read it": `read` decides, on the general way."""
+        if self.report:
+            return False  # a store's jobs are read in full
+        raw = msg.headers()
+        if raw is None:
+            return True
+        for name, value in raw:
+            kind = _READ.get(name)
+            if kind == _ATTEMPT:
+                if value not in _SMALL:
+                    return False
+            elif value is not None and len(value) > MAX_KW_HEADER and (kind is not None or name[:3] == "kw-"):
+                return False
+        return True
+
     def read(self, msg: KafkaMessage) -> Inbound:
         topic = msg.topic()
         origin = self.retry_topics.get(topic)
         inbound = Inbound(msg, topic, None) if origin is None else Inbound(msg, origin[0], origin[1])
         raw = msg.headers()
-        if raw or self.report:
-            try:
-                self._headers(inbound, raw or (), origin is not None)
-            except h.HeaderError as exc:
-                inbound.error = exc
-        return inbound
-
-    def _headers(self, inbound: Inbound, raw: list[tuple[str, bytes | None]] | tuple[()], own_retry: bool) -> None:
-        partition = offset = None
         report = self.report
-        for name, value in raw:
-            if not name.startswith("kw-"):
-                continue
-            value = value or b""
-            if name == h.ATTEMPT:
-                inbound.attempt = _int(value, name, 1)
-            elif name == h.RETRY_AT and own_retry:  # read only there; elsewhere bounded like the rest
-                inbound.retry_at = _int(value, name)
-            elif name == h.REQUEST_ID:
-                if len(value) > (MAX_REQUEST_ID if report else MAX_KW_HEADER):
-                    raise h.HeaderError(f"header {name} is too long ({len(value)} bytes)")
-                inbound.request_id = value.decode("utf-8", "replace")
-            elif name == h.JOB_INDEX and report:  # counted by the store: an index from 0
-                inbound.job_index = _int(value, name, 0)
-            elif len(value) > MAX_KW_HEADER:
-                raise h.HeaderError(f"header {name} is too long ({len(value)} bytes)")
-            elif own_retry:  # written by a worker of this group when it moved the record
-                if name == h.ORIGINAL_PARTITION:
+        if raw is None and not report:
+            return inbound
+        own_retry = origin is not None
+        partition = offset = None
+        try:
+            for name, value in raw or ():
+                kind = _READ.get(name)
+                if value is None:
+                    value = b""
+                if kind is None:
+                    if len(value) > MAX_KW_HEADER and name.startswith("kw-"):
+                        raise _too_long(name, value)
+                elif kind == _ATTEMPT:
+                    attempt = _SMALL.get(value)
+                    inbound.attempt = attempt if attempt is not None else _int(value, name, 1)
+                elif kind == _REQUEST_ID:
+                    if len(value) > (MAX_REQUEST_ID if report else MAX_KW_HEADER):
+                        raise _too_long(name, value)
+                    if report:
+                        inbound.request_id = value.decode("utf-8", "replace")
+                elif len(value) > MAX_KW_HEADER:
+                    raise _too_long(name, value)
+                elif kind == _JOB_INDEX:
+                    if report:  # counted by the store: an index from 0
+                        inbound.job_index = _int(value, name, 0)
+                elif not own_retry:
+                    continue  # read only on the group's own retry topics; elsewhere bounded like the rest
+                elif kind == _RETRY_AT:
+                    inbound.retry_at = _int(value, name)
+                elif kind == _PARTITION:  # written by a worker of this group when it moved the record
                     partition = _int(value, name, 0)
-                elif name == h.ORIGINAL_OFFSET:
+                elif kind == _OFFSET:
                     offset = _int(value, name, 0)
-                elif name == h.FIRST_FAILED_AT:
+                else:
                     inbound.first_failed_at = _int(value, name)
-        if report:
-            if inbound.request_id == "":
-                raise h.HeaderError(f"header {h.REQUEST_ID} is empty")
-            if inbound.job_index >= 0 and inbound.request_id is None:
-                inbound.job_index = -1  # not a store's job: nothing to report
+            if report:
+                if inbound.request_id == "":
+                    raise h.HeaderError(f"header {h.REQUEST_ID} is empty")
+                if inbound.job_index >= 0 and inbound.request_id is None:
+                    inbound.job_index = -1  # not a store's job: nothing to report
+        except h.HeaderError as exc:
+            inbound.error = exc
         if partition is not None and offset is not None:
             inbound.original = (partition, offset)
+        return inbound

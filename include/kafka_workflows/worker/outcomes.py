@@ -71,9 +71,14 @@ class Outcomes:
             return False
         if decision.kind == RETRY:
             try:
-                ctx.writes.retry(inbound, headers, exc, decision.round, decision.delay)
+                fits = ctx.writes.retry(inbound, headers, exc, decision.round, decision.delay)
             except h.HeaderError as untrusted:  # its attempt count cannot be carried on
                 self.reject(inbound, headers, untrusted)
+                return True
+            if not fits:
+                log.warning("%s failed (%s) and is too large for a retry topic (%d bytes); dead-lettering",
+                            where(msg), type(exc).__name__, len(msg.value() or b""))
+                self.dead_letter(inbound, headers, exc)
                 return True
             ctx.stats.retried += 1
             ctx.metrics.child(ctx.metrics.retried, inbound.base).inc()

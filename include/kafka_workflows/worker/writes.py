@@ -13,7 +13,7 @@ from typing import Any
 from kafka_workflows import headers as h
 from kafka_workflows.kafka.msgsize import PRODUCER_DEFAULT, message_limit
 from kafka_workflows.kafka.producer import RequestProducer
-from kafka_workflows.retry.fit import fit_dead_letter
+from kafka_workflows.retry.fit import fit_dead_letter, record_size
 from kafka_workflows.retry.provenance import dead_letter_headers, error_type, retry_headers
 from kafka_workflows.retry.topics import dead_letter_topic, retry_topic
 from kafka_workflows.store.client import StoreClient
@@ -28,7 +28,8 @@ LIMIT_TIMEOUT = 5.0  # seconds to ask the broker for a dead-letter topic's max.m
 class Writes:
     """One worker's producer of retry and dead-letter messages, and its store reporter.
 
-    A dead letter always fits (retry/fit.py): its limit is the smaller of the producer's
+    A dead letter always fits (retry/fit.py); a retry that would not fit is refused (the caller
+    dead-letters it instead). A dead-letter topic's limit is the smaller of the producer's
     `message.max.bytes` and the dead-letter topic's `max.message.bytes`, asked once per topic
     (`learn_limits`, from Worker.prepare; the producer's limit when the broker does not answer).
     """
@@ -61,12 +62,18 @@ class Writes:
         return min(self.limits.get(topic, self.producer_limit), self.producer_limit)
 
     def retry(self, inbound: Inbound, headers: Mapping[str, str], exc: BaseException, round: int,
-              delay: float) -> None:
-        """Write the record to retry topic number `round` of its base, due in `delay` seconds;
-        HeaderError when its attempt count cannot be carried on."""
+              delay: float) -> bool:
+        """Write the record to retry topic number `round` of its base, due in `delay` seconds.
+        False (nothing written) when it would not fit there with its retry headers: a retry cannot
+        be truncated, so it is the dead letter's to keep. HeaderError when its attempt count cannot
+        be carried on."""
         msg = inbound.msg
         out = retry_headers(msg, headers, self.group, exc, delay, origin=inbound.provenance())
-        self._write(retry_topic(inbound.base, self.group, round), msg.key(), msg.value(), out)
+        topic = retry_topic(inbound.base, self.group, round)
+        if record_size(msg.key(), msg.value(), out) > self.limit(topic):
+            return False
+        self._write(topic, msg.key(), msg.value(), out)
+        return True
 
     def dead_letter(self, inbound: Inbound, headers: Mapping[str, str], exc: BaseException,
                     extra: Mapping[str, object] | None = None) -> None:

@@ -248,3 +248,13 @@ def test_a_huge_undecodable_value_is_dead_lettered_to_fit(strategy: str) -> None
     assert dlq == dead_letter_topic(TOPIC, GROUP) and out[h.ERROR_TYPE] == "MessageDecodeError"
     assert out["kw-original-size"] == "999800" and int(out["kw-value-truncated"]) == len(value or b"") < 999_800
     assert t.consumer.stored == {(TOPIC, 0): 1}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_failure_too_large_for_its_retry_topic_is_dead_lettered_to_fit(strategy: str) -> None:
+    t = Harness(strategy, NON_BLOCKING, boom(ConnectionError("down")))
+    t.feed(record(0, value=b'"' + b"x" * 999_798 + b'"'))
+    [(dlq, value, out)] = t.written
+    assert dlq == dead_letter_topic(TOPIC, GROUP) and out[h.ERROR_TYPE] == "ConnectionError"
+    assert out["kw-original-size"] == "999800" and int(out["kw-value-truncated"]) == len(value or b"")
+    assert t.consumer.stored == {(TOPIC, 0): 1} and t.worker.stats.retried == 0

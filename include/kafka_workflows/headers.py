@@ -8,6 +8,7 @@ with `int_header`, whose error names the header and never quotes its value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from kafka_workflows.errors import MessageDecodeError
@@ -53,18 +54,29 @@ class HeaderError(MessageDecodeError):
     """A `kw-` header holds what its contract does not allow (e.g. a non-integer kw-attempt)."""
 
 
+_DIGITS = re.compile(r"-?[0-9]+")
+_DIGITS_B = re.compile(rb"-?[0-9]+")
+
+
+def parse_int64(raw: str | bytes, name: str, low: int = INT64_MIN, high: int = INT64_MAX) -> int:
+    """A header's value as a decimal integer in [low, high]; HeaderError names the header and the
+    value's size, never its content. Strict: no sign but `-`, no spaces, no `_`, ASCII digits only."""
+    if (_DIGITS_B if isinstance(raw, bytes) else _DIGITS).fullmatch(raw) is None:
+        raise HeaderError(f"header {name} is not an integer ({len(raw)} characters)")
+    if len(raw) > 20:  # int64 has at most 19 digits and a sign: never convert a huge number
+        raise HeaderError(f"header {name} is out of range ({len(raw)} characters)")
+    value = int(raw)
+    if not low <= value <= high:  # INT64: what Kafka's own offsets and timestamps fit in
+        raise HeaderError(f"header {name} is out of range ({len(raw)} characters)")
+    return value
+
+
 def int_header(headers: Mapping[str, str], name: str, default: int) -> int:
     """The integer value of header `name` (`default` when absent); HeaderError names the header."""
     raw = headers.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HeaderError(f"header {name} is not an integer ({len(raw)} characters)") from None
-    if not INT64_MIN <= value <= INT64_MAX:  # what Kafka's own offsets and timestamps fit in
-        raise HeaderError(f"header {name} is out of range ({len(raw)} characters)")
-    return value
+    return parse_int64(raw, name)
 
 
 def valid_int_header(headers: Mapping[str, str], name: str) -> bool:
@@ -77,4 +89,6 @@ def valid_int_header(headers: Mapping[str, str], name: str) -> bool:
 
 
 def attempt_of(headers: Mapping[str, str]) -> int:
-    return int_header(headers, ATTEMPT, 1)
+    """kw-attempt, from 1 (1 when absent); HeaderError when it is not an integer in [1, int64]."""
+    raw = headers.get(ATTEMPT)
+    return 1 if raw is None else parse_int64(raw, ATTEMPT, 1)

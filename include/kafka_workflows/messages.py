@@ -45,12 +45,14 @@ class Message:
     To test a handler, wrap a record: `Message.of(confluent_kafka.Message(...))`.
     """
 
-    __slots__ = ("_headers", "_raw", "_value")
+    __slots__ = ("_base", "_headers", "_raw", "_value")
 
-    def __init__(self, raw: KafkaMessage, value: Any = _PENDING, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, raw: KafkaMessage, value: Any = _PENDING, headers: dict[str, str] | None = None,
+                 base: str | None = None) -> None:
         self._raw = raw
         self._value = value
         self._headers = headers
+        self._base = base  # the request topic of a record read from a retry topic, as the worker knows it
 
     @classmethod
     def of(cls, raw: KafkaMessage) -> Message:
@@ -115,8 +117,9 @@ class Message:
 
     @property
     def original_topic(self) -> str:
-        """The request topic, also when this delivery comes from a retry topic."""
-        return self.headers.get(h.ORIGINAL_TOPIC, self.topic)
+        """The request topic, also when this delivery comes from a retry topic: decided by the worker
+        from the topic it consumed, never read from a kw-original-topic header a producer wrote."""
+        return self._base or self._raw.topic()
 
     @property
     def where(self) -> str:

@@ -369,6 +369,8 @@ def test_with_a_control_secret_a_worker_refuses_unsigned_commands_and_obeys_sign
         assert group_paused(kafka_config, group, "the-secret")
         mine = [r for r in control_history(kafka_config, kinds=("command",)) if r.get("group") == group]
         assert [bool(r.get("sig")) for r in mine] == [False, True, True]
+        answers = [r["result"] for r in control_history(kafka_config, kinds=("applied",)) if r.get("group") == group]
+        assert answers[:2] == ["refused: unsigned command", "refused: bad signature"], answers
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0

@@ -82,3 +82,9 @@ def test_batch_histogram_exposes_cumulative_buckets_count_and_sum() -> None:
     assert samples == {"kw_test_seconds_bucket[0.1]": 4, "kw_test_seconds_bucket[1.0]": 6,
                        "kw_test_seconds_bucket[+Inf]": 8, "kw_test_seconds_count": 8,
                        "kw_test_seconds_sum": pytest.approx(2 * 7.65)}
+
+
+def test_the_original_topic_is_the_workers_never_a_header_a_producer_wrote() -> None:
+    forged = record(19, b"{}", kw_original_topic="kafka-workflows.control")
+    assert Message(forged).original_topic == "renewals"
+    assert Message(forged, base="orders").original_topic == "orders", "a retry topic's base, as the worker knows it"

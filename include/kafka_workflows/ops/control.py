@@ -1,7 +1,7 @@
 """Operations on running workers through Kafka, so they reach every worker process of a group.
 
 Commands go to the control topic (`kafka-workflows.control`); each worker follows it from the
-moment it starts and acts on the commands for partitions it holds (ops/apply.py), then appends an
+moment it starts and acts on the commands for partitions it holds (worker/operations.py), then appends an
 `applied` record. The topic is therefore also the audit log: who asked, when, why, and what
 happened. Worker state goes to the status topic (ops/status.py).
 

@@ -8,7 +8,7 @@ which retry topic (if any) it came from, it returns a `Decision`:
   retry        non-blocking retry: write the message to retry topic number `round`, due in `delay`;
   dead_letter  write it to the dead-letter topic (not retryable, undecodable, or every retry used).
 
-The worker carries a decision out (worker/dispatch.py); it decides nothing itself.
+The worker carries a decision out (worker/outcomes.py); it decides nothing itself.
 """
 
 from __future__ import annotations

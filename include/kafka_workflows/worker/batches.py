@@ -1,20 +1,18 @@
-"""Batch handlers: runs of consecutive messages of one partition, and what a batch failure means.
+"""The batch strategy: runs of consecutive messages of one partition, and what a batch failure means.
 
 `BatchItemFailed(i)`: the messages before `i` are done, message `i` goes through the retry policy
 with the chained error, the ones after it come again. Any other error says nothing of which
-message failed: the run is handed over again one message at a time (the dispatcher's general
-way), so the policy acts on the message that actually fails. A value that cannot be decoded and
-is named by `BatchItemFailed(i)` is dead-lettered at once: decoding again cannot help.
-
-A mixin of `Dispatcher` (worker/dispatch.py), whose state and general way it uses.
+message failed: the run is handed over again one message at a time (the message strategy's
+general way, worker/dispatch.py), so the policy acts on the message that actually fails. A value
+that cannot be decoded and is named by `BatchItemFailed(i)` is dead-lettered at once: decoding
+again cannot help. Every record is read at the inbound boundary before it joins a run: one the
+boundary refuses is dead-lettered, never handed to the handler.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer
 from confluent_kafka import Message as KafkaMessage
@@ -22,76 +20,68 @@ from confluent_kafka import Message as KafkaMessage
 from kafka_workflows import headers as h
 from kafka_workflows.errors import BatchItemFailed, MessageDecodeError
 from kafka_workflows.messages import MessageBatch, where
-
-if TYPE_CHECKING:
-    from kafka_workflows.worker.holds import HoldTable
-    from kafka_workflows.worker.writes import Writes
+from kafka_workflows.worker.context import WorkerContext
+from kafka_workflows.worker.dispatch import Handler, MessageStrategy
+from kafka_workflows.worker.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 
 
-class BatchHandling:
-    """The batch-handler half of the dispatcher (it provides the attributes and methods below)."""
+class BatchStrategy:
+    """A `@batch_handler`'s calls: runs of one partition; the general way for everything else."""
 
-    handler: Callable[..., Any]
-    held: HoldTable
-    retry_topics: dict[str, tuple[str, int]]
-    writes: Writes
-    interrupted: bool
-    cut_at: KafkaMessage | None
-    _batch_messages: dict[str, int]
+    def __init__(self, ctx: WorkerContext, outcomes: Outcomes, handler: Handler, general: MessageStrategy) -> None:
+        self.ctx = ctx
+        self.outcomes = outcomes
+        self.handler = handler
+        self.general = general
 
-    if TYPE_CHECKING:  # provided by Dispatcher
-        def _store_progress(self, consumer: Consumer, done: dict[TP, int]) -> None: ...
-        def process(self, consumer: Consumer, msg: KafkaMessage) -> bool: ...
-        def on_failure(self, consumer: Consumer, msg: KafkaMessage, headers: dict[str, str],
-                       origin: tuple[str, int] | None, exc: Exception) -> bool: ...
-        def dead_letter(self, msg: KafkaMessage, headers: dict[str, str], origin: tuple[str, int] | None,
-                        exc: BaseException, extra: dict[str, object] | None = None) -> None: ...
-        def _untrusted(self, msg: KafkaMessage, headers: dict[str, str], origin: tuple[str, int] | None,
-                       error: h.HeaderError | None = None) -> None: ...
-        def _tally(self, base: str, elapsed: float, messages: int = 1) -> None: ...
-
-    def handle_batches(self, consumer: Consumer, batch: list[KafkaMessage], done: dict[TP, int]) -> None:
-        """`handle` for a batch handler: runs of consecutive messages of one partition go to
-        `_handle_run`; what needs the general way goes to `process`, one message at a time."""
-        held, retry_topics = self.held, self.retry_topics
-        report = self.writes.store_client is not None
+    def handle(self, consumer: Consumer, batch: list[KafkaMessage]) -> None:
+        """Runs of consecutive messages of one partition go to `_handle_run`; what needs the
+        general way goes to `MessageStrategy.process`, one message at a time."""
+        ctx = self.ctx
+        held, retry_topics, cut = ctx.holds, ctx.retry_topics, ctx.cut
+        boundary = ctx.boundary
+        # The boundary: a record joins a run only when it is plain (or, reporting to a store, read
+        # and accepted); any other goes the general way, which reads it and refuses it, named.
+        accepted = ((lambda msg: boundary.read(msg).error is None) if boundary.report else boundary.plain)
+        done = ctx.checkpoint.pending
         run: list[KafkaMessage] = []
         run_tp: TP | None = None
         for msg in batch:
             topic = msg.topic()
             tp = (topic, msg.partition())
-            if (msg.error() is not None or (held and tp in held) or topic in retry_topics
-                    or (report and not h.valid_int_header(h.decode(msg.headers()), h.JOB_INDEX))):
+            if msg.error() is not None or (held and tp in held) or topic in retry_topics or not accepted(msg):
                 if run:
-                    self._handle_run(consumer, run, done)
+                    self._handle_run(consumer, run)
                     run, run_tp = [], None
-                if self.interrupted:
-                    self.cut_at = self.cut_at or msg
+                if cut.interrupted:
+                    cut.mark(msg)
                     return
-                self._store_progress(consumer, done)
-                if self.process(consumer, msg):
+                ctx.store_progress(consumer)
+                if self.general.process(consumer, msg):
                     done[tp] = msg.offset() + 1
             elif tp == run_tp:
                 run.append(msg)
             else:
                 if run:
-                    self._handle_run(consumer, run, done)
+                    self._handle_run(consumer, run)
                 run, run_tp = [msg], tp
         if run:
-            self._handle_run(consumer, run, done)
+            self._handle_run(consumer, run)
 
-    def _handle_run(self, consumer: Consumer, records: list[KafkaMessage], done: dict[TP, int]) -> None:
+    def _handle_run(self, consumer: Consumer, records: list[KafkaMessage]) -> None:
         """Hand one partition's consecutive messages to the batch handler; see `batch_handler`."""
+        ctx, outcomes = self.ctx, self.outcomes
+        done, cut = ctx.checkpoint.pending, ctx.cut
         topic = records[0].topic()
         tp = (topic, records[0].partition())
         while records:
-            self._store_progress(consumer, done)
-            if self.interrupted:
-                self.cut_at = self.cut_at or records[0]  # not handled, not stored
+            ctx.store_progress(consumer)
+            if cut.interrupted:
+                cut.mark(records[0])  # not handled, not stored
                 return
             started = time.perf_counter()
             try:
@@ -102,43 +92,37 @@ class BatchHandling:
                     log.info("batch handler failed on %s (%s: %s) without naming a message; handling its %d "
                              "message(s) one at a time", where(records[0]), type(exc).__name__, exc, len(records))
                     for msg in records:
-                        self._store_progress(consumer, done)
-                        if self.interrupted:
-                            self.cut_at = self.cut_at or msg
+                        ctx.store_progress(consumer)
+                        if cut.interrupted:
+                            cut.mark(msg)
                             return
-                        if self.process(consumer, msg):
+                        if self.general.process(consumer, msg):
                             done[tp] = msg.offset() + 1
                     return
                 if index:  # done, though the call did not return: counted, not timed
-                    self._batch_done(topic, records[:index], None, done)
+                    self._batch_done(records[:index], None)
                 failing = records[index]
-                headers = h.decode(failing.headers())
-                if isinstance(cause, MessageDecodeError):  # decoding again cannot help
-                    log.error("%s; dead-lettering it", cause)
-                    self.dead_letter(failing, headers, None, cause)
-                    moved_on = True
-                else:
-                    moved_on = self.on_failure(consumer, failing, headers, None, cause)
+                moved_on = outcomes.failed(ctx.boundary.read(failing), h.decode(failing.headers()), cause, 1,
+                                           self.general._holder(consumer, failing, 1))
                 if not moved_on:
                     return  # the partition is held at the failing message; the rest come again
                 done[tp] = failing.offset() + 1
                 records = records[index + 1:]
             else:
-                self._batch_done(topic, records, time.perf_counter() - started, done)
+                self._batch_done(records, time.perf_counter() - started)
                 return
 
-    def _batch_done(self, topic: str, records: list[KafkaMessage], elapsed: float | None,
-                    done: dict[TP, int]) -> None:
+    def _batch_done(self, records: list[KafkaMessage], elapsed: float | None) -> None:
+        ctx = self.ctx
+        topic = records[0].topic()
         if elapsed is None:
-            self._batch_messages[topic] = self._batch_messages.get(topic, 0) + len(records)
+            ctx.tallies.count(topic, len(records))
         else:
-            self._tally(topic, elapsed, len(records))
-        if self.writes.store_client is not None:
+            ctx.tallies.call(topic, elapsed, len(records))
+        if ctx.boundary.report:
             for msg in records:
-                headers = h.decode(msg.headers())
-                if self.writes.report(headers, None) is not None:
-                    self._untrusted(msg, headers, None)  # handled, but its job index cannot be counted
-        done[(topic, records[0].partition())] = records[-1].offset() + 1
+                self.outcomes.done(ctx.boundary.read(msg))
+        ctx.checkpoint.pending[(topic, records[0].partition())] = records[-1].offset() + 1
 
 
 def failed_index(records: list[KafkaMessage], exc: Exception) -> tuple[int | None, Exception]:

@@ -22,17 +22,28 @@ PROGRESS_INTERVAL = 1.0
 
 
 class OffsetCheckpoint:
+    """The offsets to store (`pending`: the next offset per partition of what is done) and when."""
+
     def __init__(self, writes: Writes, progress_interval: float = PROGRESS_INTERVAL) -> None:
         self.writes = writes
         self.progress_interval = progress_interval
         self.progress_due = 0.0  # perf_counter() time of the next progress store within a batch
         self.write_failed = False
+        self.pending: dict[TP, int] = {}  # strategies note here what is done, as they go
 
     def start_batch(self) -> None:
         self.progress_due = time.perf_counter() + self.progress_interval
 
-    def store(self, consumer: Consumer, done: Mapping[TP, int]) -> None:
+    def done(self, tp: TP, next_offset: int) -> None:
+        self.pending[tp] = next_offset
+
+    def commit(self, consumer: Consumer) -> None:
         """Make retry/dead-letter/store writes durable, then store the offsets of what is done."""
+        self.store(consumer, self.pending)
+        self.pending.clear()  # (cleared, not replaced: a strategy may hold it in a local)
+
+    def store(self, consumer: Consumer, done: Mapping[TP, int]) -> None:
+        """Make retry/dead-letter/store writes durable, then store the offsets in `done`."""
         if self.write_failed:
             return
         try:
@@ -45,12 +56,11 @@ class OffsetCheckpoint:
         if done:
             consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in done.items()])
 
-    def store_progress(self, consumer: Consumer, done: dict[TP, int]) -> bool:
+    def store_progress(self, consumer: Consumer) -> bool:
         """Within a long consumed batch, store what is done if PROGRESS_INTERVAL passed; True if it did."""
         now = time.perf_counter()
         if now < self.progress_due:
             return False
-        self.store(consumer, done)
-        done.clear()
+        self.commit(consumer)
         self.progress_due = now + self.progress_interval
         return True

@@ -9,13 +9,16 @@ message handler; batch handlers keep their own path). From the loop thread it
    it in order, while other keys flow. Retries and dead letters are the same `Writes`;
 2. admits the batch's messages into lanes (worker/lanes.py) and starts lane heads, up to
    `concurrency` calls at a time;
-3. notes in `done` the offset to store per partition: the lowest offset not done yet, so a crash
+3. notes in the checkpoint the offset to store per partition: the lowest offset not done yet, so a crash
    repeats at most what was in flight (the checkpoint stores it after the writes are durable);
 4. applies backpressure: when admitted-and-not-done messages or bytes reach their caps it stops
    consuming (librdkafka's prefetch queue is capped to the same size: it stops fetching), and
    after PAUSE_AFTER seconds still at the caps pauses the assigned partitions, so that the loop
    can poll again; they are resumed once drained to half.
 
+Every message is read at the inbound boundary (worker/inbound.py) before it is admitted: one the
+boundary refuses is dead-lettered at once (it never takes a lane). Outcomes are carried out by
+worker/outcomes.py, as for the other strategies; the state shared with them is the worker context.
 A message read from a retry topic whose kw-retry-at is not due pauses its partition and rewinds to
 it (the partition `waiting` hold of worker/holds.py), as without concurrency. On revoke the
 waiting work of the revoked partitions is dropped (not stored), the running calls get
@@ -33,15 +36,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
-from prometheus_client import Gauge
 
 from kafka_workflows import headers as h
-from kafka_workflows.errors import MessageDecodeError
 from kafka_workflows.messages import Message
-from kafka_workflows.retry.decision import HOLD, RETRY, decide
-from kafka_workflows.worker.dispatch import Dispatcher, Handler
+from kafka_workflows.worker.context import WorkerContext
+from kafka_workflows.worker.dispatch import MAX_RETRY_WAIT_S, Handler
 from kafka_workflows.worker.holds import FOREVER
 from kafka_workflows.worker.lanes import Entry, KeyHold, KeyScheduler
+from kafka_workflows.worker.outcomes import Hold, Outcomes
 from kafka_workflows.worker.runners import AsyncRunner, Outcome, ThreadRunner, is_async
 
 log = logging.getLogger(__name__)
@@ -57,40 +59,39 @@ def default_max_in_flight(concurrency: int) -> int:
     return max(1000, 10 * concurrency)
 
 
-class ConcurrentDispatcher:
-    def __init__(self, dispatch: Dispatcher, handler: Handler, concurrency: int, max_in_flight: int,
-                 max_in_flight_bytes: int, assignment: set[TP], ops_paused: Callable[[], bool]) -> None:
-        self.d = dispatch
+class ConcurrentStrategy:
+    def __init__(self, ctx: WorkerContext, outcomes: Outcomes, handler: Handler, concurrency: int,
+                 max_in_flight: int, max_in_flight_bytes: int, assignment: set[TP],
+                 ops_paused: Callable[[], bool]) -> None:
+        self.ctx = ctx
+        self.outcomes = outcomes
         self.scheduler = KeyScheduler(concurrency, max_in_flight, max_in_flight_bytes)
-        self.outcomes: SimpleQueue[Outcome] = SimpleQueue()
+        self.outcome_queue: SimpleQueue[Outcome] = SimpleQueue()
         self.runner: AsyncRunner | ThreadRunner = (
-            AsyncRunner(handler, self.outcomes) if is_async(handler)
-            else ThreadRunner(handler, concurrency, self.outcomes))
+            AsyncRunner(handler, self.outcome_queue) if is_async(handler)  # type: ignore[arg-type]
+            else ThreadRunner(handler, concurrency, self.outcome_queue))  # type: ignore[arg-type]
         self.assignment = assignment  # the worker's live set
         self._ops_paused = ops_paused
         self.pressed: set[TP] = set()  # partitions paused because the caps were reached
         self.revoking: set[TP] = set()
-        registry = dispatch.metrics.registry
-        self.in_flight = Gauge("kw_worker_in_flight_messages", "Messages taken and not done yet (concurrency)",
-                               ["group"], registry=registry).labels(dispatch.group)
-        self.blocked_keys = Gauge("kw_worker_blocked_keys", "Keys held by a blocking retry (concurrency)",
-                                  ["group"], registry=registry).labels(dispatch.group)
+        self.in_flight, self.blocked_keys = ctx.metrics.concurrency_gauges()
 
     # -- the loop's calls ------------------------------------------------------------------
     def timeout(self) -> float:
         """How long the loop may wait for messages without leaving outcomes or holds waiting."""
         s = self.scheduler
-        if not self.outcomes.empty():
+        if not self.outcome_queue.empty():
             return 0.0
         if s.running:
             return BUSY_POLL
         return max(0.0, s.next_due() - time.monotonic())
 
-    def handle(self, consumer: Consumer, batch: list[KafkaMessage], done: dict[TP, int]) -> None:
-        self.drain(consumer, done)
-        held, retry_topics, s = self.d.held, self.d.retry_topics, self.scheduler
+    def handle(self, consumer: Consumer, batch: list[KafkaMessage]) -> None:
+        ctx = self.ctx
+        self.drain(consumer)
+        held, read, s, cut = ctx.holds, ctx.boundary.read, self.scheduler, ctx.cut
         for msg in batch:
-            if self.d.stopping:
+            if cut.stopping:
                 break  # not admitted, not stored: the next owner gets it
             err = msg.error()
             if err is not None:
@@ -115,18 +116,22 @@ class ConcurrentDispatcher:
                 track = s.track(tp)
             elif msg.offset() < track.next_admit:
                 continue  # admitted already
-            origin = retry_topics.get(topic)
-            headers = None
-            if origin is not None:
-                headers = h.decode(msg.headers())
-                wait = int(headers.get(h.RETRY_AT, "0")) / 1000 - time.time()
-                if wait > 0 and not forced:
-                    held.hold(consumer, msg, "waiting", wait)
-                    self.d._on_change()
+            inbound = read(msg)
+            if inbound.round is not None and inbound.error is None and not forced:
+                wait = inbound.retry_at / 1000 - time.time()
+                if wait > 0:
+                    held.hold(consumer, msg, "waiting", min(wait, MAX_RETRY_WAIT_S))
+                    ctx.on_change()
                     continue
-            s.admit(Entry(msg, tp, origin, headers), track)
+            if inbound.error is not None:  # refused at the boundary: dead-lettered, never handed over
+                self.outcomes.reject(inbound)
+                offset = s.passed(track, msg.offset())
+                if offset is not None:
+                    ctx.checkpoint.done(tp, offset)
+                continue
+            s.admit(Entry(msg, tp, inbound), track)
         self._start()
-        self._pressure(consumer, done)
+        self._pressure(consumer)
         self.in_flight.set(s.messages)
 
     def _start(self) -> None:
@@ -139,9 +144,10 @@ class ConcurrentDispatcher:
 
     def _message(self, entry: Entry) -> Message:
         """The handler's view; the value is decoded when the handler first reads it."""
-        return Message(entry.msg, headers=self._headers(entry) if entry.failures else entry.headers)
+        return Message(entry.msg, headers=self._headers(entry) if entry.failures else entry.headers,
+                       base=entry.inbound.base)
 
-    def _pressure(self, consumer: Consumer, done: dict[TP, int]) -> None:
+    def _pressure(self, consumer: Consumer) -> None:
         """At the caps, stop taking messages: first by not consuming (librdkafka's prefetch queue is
         capped too), for up to PAUSE_AFTER seconds; then by pausing the assigned partitions, so the
         loop can go on polling (rebalances, liveness) while the calls drain. Resume once drained to
@@ -151,20 +157,20 @@ class ConcurrentDispatcher:
         if s.full():
             if not self.pressed:
                 deadline = time.monotonic() + PAUSE_AFTER
-                while s.running and not s.drained() and not self.d.stopping and time.monotonic() < deadline:
-                    self.drain(consumer, done, wait=0.05)
+                while s.running and not s.drained() and not self.ctx.cut.stopping and time.monotonic() < deadline:
+                    self.drain(consumer, wait=0.05)
             if s.full():  # (partitions assigned while pressed are paused too)
                 more = [tp for tp in self.assignment if tp not in self.pressed]
                 if more:
                     consumer.pause([TopicPartition(*tp) for tp in more])
                     self.pressed.update(more)
         if self.pressed:
-            if s.running and not self.d.stopping:
-                self.drain(consumer, done, wait=0.1)
+            if s.running and not self.ctx.cut.stopping:
+                self.drain(consumer, wait=0.1)
             # Not before: with every admitted message behind held keys nothing runs, and resuming
             # then would admit past the caps.
             if s.drained():
-                held = self.d.held
+                held = self.ctx.holds
                 back = [tp for tp in self.pressed if tp in self.assignment
                         and (tp not in held or held[tp].due == FOREVER)]
                 if back and not self._ops_paused():
@@ -172,69 +178,48 @@ class ConcurrentDispatcher:
                 self.pressed.clear()
 
     # -- outcomes --------------------------------------------------------------------------
-    def drain(self, consumer: Consumer, done: dict[TP, int], wait: float = 0.0) -> None:
+    def drain(self, consumer: Consumer, wait: float = 0.0) -> None:
         """Carry out every outcome waiting (the first one waited for up to `wait` seconds)."""
-        outcomes = self.outcomes
+        queue = self.outcome_queue
         try:
-            outcome = outcomes.get(timeout=wait) if wait > 0 else outcomes.get_nowait()
+            outcome = queue.get(timeout=wait) if wait > 0 else queue.get_nowait()
         except Empty:
             return
         while True:
-            self._outcome(consumer, *outcome, done)
+            self._outcome(consumer, *outcome)
             try:
-                outcome = outcomes.get_nowait()
+                outcome = queue.get_nowait()
             except Empty:
                 break
         self._start()
 
-    def _outcome(self, consumer: Consumer, entry: Entry, exc: Exception | None, elapsed: float,
-                 done: dict[TP, int]) -> None:
-        s, d = self.scheduler, self.d
+    def _outcome(self, consumer: Consumer, entry: Entry, exc: Exception | None, elapsed: float) -> None:
+        s, ctx = self.scheduler, self.ctx
         s.returned(entry)
         if entry.abandoned:
             return
-        msg = entry.msg
-        base = entry.origin[0] if entry.origin else entry.tp[0]
+        inbound = entry.inbound
         if exc is None:
-            d._tally(base, elapsed)
-            if d.writes.store_client is not None:
-                d.writes.report(self._headers(entry), None)
+            ctx.tallies.call(inbound.base, elapsed)
+            self.outcomes.done(inbound)
             if entry.failures:
-                d._on_change()
+                ctx.on_change()
                 log.info("%s[%d]@%d succeeded after %d failed attempt(s); key unblocked", *entry.tp, entry.offset,
                          entry.failures)
-            self._finished(entry, done)
+            self._finished(entry)
             return
         if entry.tp in self.revoking:
             return  # not done, not stored: the partition's next owner handles it
-        headers = self._headers(entry)
-        if isinstance(exc, MessageDecodeError) and exc.record is msg:  # decoding again cannot help
-            log.error("%s; dead-lettering it", exc)
-            d.dead_letter(msg, headers, entry.origin, exc)
-            self._finished(entry, done)
-            return
-        d.stats.failed += 1
-        d.metrics.failed.labels(d.group, base, type(exc).__name__).inc()
-        failures = entry.failures + 1
-        decision = decide(d.policy, exc, failures=failures, retry_round=entry.origin[1] if entry.origin else None)
-        if decision.kind == HOLD:
-            entry.failures = failures
-            s.hold(entry, decision.delay, f"{type(exc).__name__}: {exc}")
-            self.blocked_keys.set(len(s.holds))
-            d._on_change()
-            log.warning("handler failed on %s[%d]@%d key %r (attempt %d): %s: %s; key held for %.2fs", *entry.tp,
-                        entry.offset, msg.key(), failures, type(exc).__name__, exc, decision.delay)
-            return
-        if decision.kind == RETRY:
-            d.writes.retry(msg, headers, base, exc, decision.round, decision.delay)
-            d.stats.retried += 1
-            d.metrics.child(d.metrics.retried, base).inc()
-            log.info("%s[%d]@%d failed (%s); retry %d in %.1fs", *entry.tp, entry.offset, type(exc).__name__,
-                     decision.round, decision.delay)
-        else:
-            log.warning("%s[%d]@%d: %s; dead-lettering", *entry.tp, entry.offset, decision.reason)
-            d.dead_letter(msg, headers, entry.origin, exc)
-        self._finished(entry, done)
+        if self.outcomes.failed(inbound, self._headers(entry), exc, entry.failures + 1, self._holder(entry)):
+            self._finished(entry)
+
+    def _holder(self, entry: Entry) -> Hold:
+        """How a failed message of this strategy waits: its key held, other keys flowing."""
+        def hold(delay: float, error: str) -> None:
+            entry.failures += 1
+            self.scheduler.hold(entry, delay, error)
+            self.blocked_keys.set(len(self.scheduler.holds))
+        return hold
 
     @staticmethod
     def _headers(entry: Entry) -> dict[str, str]:
@@ -243,15 +228,15 @@ class ConcurrentDispatcher:
             entry.headers = h.decode(entry.msg.headers())
         if not entry.failures:
             return entry.headers
-        return {**entry.headers, h.ATTEMPT: str(int(entry.headers.get(h.ATTEMPT, "1")) + entry.failures)}
+        return {**entry.headers, h.ATTEMPT: str(entry.inbound.attempt_after(entry.failures))}
 
-    def _finished(self, entry: Entry, done: dict[TP, int]) -> None:
+    def _finished(self, entry: Entry) -> None:
         had_hold = entry.lane is not None and entry.lane.hold is not None
         offset = self.scheduler.finished(entry)
         if had_hold:
             self.blocked_keys.set(len(self.scheduler.holds))
         if offset is not None:
-            done[entry.tp] = offset
+            self.ctx.checkpoint.done(entry.tp, offset)
 
     # -- revoke, stop, status, operations --------------------------------------------------
     def revoke(self, consumer: Consumer, tps: set[TP], grace: float = REVOKE_GRACE) -> None:
@@ -262,16 +247,15 @@ class ConcurrentDispatcher:
             return
         self.revoking |= tps
         s.drop_waiting(tps)
-        done: dict[TP, int] = {}
         deadline = time.monotonic() + grace
         try:
             while s.running_in(tps) and time.monotonic() < deadline:
-                self.drain(consumer, done, wait=min(0.1, max(0.0, deadline - time.monotonic())))
+                self.drain(consumer, wait=min(0.1, max(0.0, deadline - time.monotonic())))
             abandoned = s.forget(tps)
             if abandoned:
                 log.warning("%d handler call(s) of revoked partitions still running after %.0fs: abandoned, "
                             "their offsets not stored", len(abandoned), grace)
-            self.d.store(consumer, done)
+            self.ctx.commit(consumer)
         finally:
             self.revoking -= tps
             self.pressed -= tps
@@ -296,7 +280,7 @@ class ConcurrentDispatcher:
                  if (hold.entry.msg.topic(), hold.entry.msg.partition()) == tp
                  and (offset is None or hold.entry.offset == offset)
                  and (key is None or hold.describe()["key"] == key)]
-        partition_hold = self.d.held.get(tp)
+        partition_hold = self.ctx.holds.get(tp)
         if not holds and op == "unblock" and partition_hold is not None and key is None and (
                 offset is None or offset == partition_hold.offset):
             partition_hold.due, partition_hold.forced = 0.0, True
@@ -315,16 +299,8 @@ class ConcurrentDispatcher:
         return f"skipped {where}@{hold.entry.offset} key {hold.describe()['key']!r} to the dead-letter topic"
 
     def _skip(self, consumer: Consumer, hold: KeyHold, record: Mapping[str, Any]) -> None:
-        from kafka_workflows.ops.apply import Skipped
-        from kafka_workflows.retry.provenance import SKIP_REASON, SKIPPED_AT, SKIPPED_BY
-
         entry = hold.entry
-        error = hold.error.split(":", 1)
-        exc = Skipped(error[1].strip() if len(error) > 1 else "skipped by an operator", error[0] or "Skipped")
-        self.d.dead_letter(entry.msg, h.decode(entry.msg.headers()), entry.origin, exc, extra={
-            SKIPPED_BY: record.get("by"), SKIP_REASON: record.get("reason") or "",
-            SKIPPED_AT: int(record.get("at", time.time()) * 1000)})
-        done: dict[TP, int] = {}
-        self._finished(entry, done)
-        self.d.store(consumer, done)
+        self.outcomes.skip(entry.inbound, hold.error, record)
+        self._finished(entry)
+        self.ctx.commit(consumer)
         self._start()

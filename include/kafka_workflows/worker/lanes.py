@@ -27,6 +27,8 @@ from typing import Any
 
 from confluent_kafka import Message as KafkaMessage
 
+from kafka_workflows.worker.inbound import Inbound
+
 TP = tuple[str, int]
 LaneId = tuple[str, int, Any]  # topic, partition, key bytes (or the offset, for a message with no key)
 
@@ -34,17 +36,17 @@ LaneId = tuple[str, int, Any]  # topic, partition, key bytes (or the offset, for
 class Entry:
     """One admitted message."""
 
-    __slots__ = ("abandoned", "failures", "headers", "lane", "msg", "offset", "origin", "size", "tp")
+    __slots__ = ("abandoned", "failures", "headers", "inbound", "lane", "msg", "offset", "size", "tp")
 
-    def __init__(self, msg: KafkaMessage, tp: TP, origin: tuple[str, int] | None,
-                 headers: dict[str, str] | None) -> None:
+    def __init__(self, msg: KafkaMessage, tp: TP, inbound: Inbound | None = None) -> None:
         self.msg = msg
         self.tp = tp
         self.offset: int = msg.offset()
         key = msg.key()
         self.size = len(msg.value() or b"") + (len(key) if key is not None else 0)
-        self.origin = origin  # (request topic, retry round) when read from a retry topic
-        self.headers = headers
+        # read at the boundary (worker/inbound.py): origin and kw- headers, parsed once
+        self.inbound = inbound if inbound is not None else Inbound(msg, msg.topic(), None)
+        self.headers: dict[str, str] | None = None  # decoded when first needed
         self.failures = 0  # failed attempts in place (blocking retries) so far
         self.lane: Lane | None = None
         self.abandoned = False  # its partition was revoked while it ran: its outcome is not ours
@@ -62,7 +64,7 @@ class KeyHold:
 
     def describe(self) -> dict[str, Any]:
         msg, entry = self.entry.msg, self.entry
-        attempt = int((entry.headers or {}).get("kw-attempt", "1")) + entry.failures - 1
+        attempt = entry.inbound.attempt_after(entry.failures - 1)
         return {"kind": "blocked", "scope": "key", "topic": msg.topic(), "partition": msg.partition(),
                 "offset": entry.offset, "key": msg.key().decode("utf-8", "replace") if msg.key() is not None else None,
                 "failures": entry.failures, "attempt": attempt, "error": self.error, "since": self.since,
@@ -135,6 +137,13 @@ class KeyScheduler:
         if track is None:
             track = self.tracks[tp] = Track()
         return track
+
+    def passed(self, track: Track, offset: int) -> int | None:
+        """A record done as it was admitted, without a lane or a call (refused at the inbound
+        boundary and dead-lettered): the offset to store, if it moved."""
+        track.pending.append(offset)
+        track.next_admit = offset + 1
+        return track.complete(offset)
 
     def admit(self, entry: Entry, track: Track) -> None:
         key = entry.msg.key()

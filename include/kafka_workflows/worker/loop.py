@@ -1,10 +1,15 @@
 """The companion worker: consume requests in a group, call a handler, commit only what is done.
 
-The worker's rooms: this loop (lifecycle, consumer settings, rebalance, control and status), the
-dispatcher (worker/dispatch.py: the handler calls and what failures become), the holds
-(worker/holds.py: paused partitions), the offset checkpoint (worker/checkpoint.py: at-least-once)
-and the writes (worker/writes.py: retries, dead letters, store reports). Operator commands are
-applied by ops/apply.py; retries are decided by retry/decision.py.
+The worker's rooms: this loop (lifecycle, consumer settings, rebalance, control and status); the
+inbound boundary (worker/inbound.py: every consumed record parsed and bounded once, its origin
+decided here); one strategy per kind of handler (worker/dispatch.py: a message handler one at a
+time, batches.py: a @batch_handler, concurrent.py: concurrency > 1), each given the worker
+context (worker/context.py) instead of sharing one another's state; the outcome executor
+(worker/outcomes.py: done, hold, retry, dead letter, skip, written once); the holds
+(worker/holds.py: paused partitions), the offset checkpoint (worker/checkpoint.py: at-least-once,
+it owns the offsets to store) and the writes (worker/writes.py: retries, dead letters made to fit,
+store reports). Operator commands are applied by worker/operations.py; retries are decided by
+retry/decision.py.
 
 No thread ever sleeps for a retry. A blocking retry pauses the failing partition and rewinds it
 to the failed message until its backoff is due; a retry-topic partition whose head is not due
@@ -32,17 +37,21 @@ from kafka_workflows.kafka.admin import TopicSpec, ensure_topics, wait_for_topic
 from kafka_workflows.kafka.config import check_reachable, client_config
 from kafka_workflows.kafka.errors import error_code
 from kafka_workflows.kafka.group_protocol import group_protocol_settings
-from kafka_workflows.ops.apply import Operations
 from kafka_workflows.ops.control import ControlFollower, ensure_control_topics
 from kafka_workflows.ops.status import StatusPublisher, group_paused
 from kafka_workflows.retry.policy import RetryPolicy
 from kafka_workflows.retry.topics import dead_letter_topic, retry_topic
 from kafka_workflows.store.topics import ensure_store_topics
+from kafka_workflows.worker.batches import BatchStrategy
 from kafka_workflows.worker.checkpoint import OffsetCheckpoint
-from kafka_workflows.worker.concurrent import DEFAULT_MAX_BYTES, ConcurrentDispatcher, default_max_in_flight
-from kafka_workflows.worker.dispatch import Dispatcher, Handler, WorkerStats
+from kafka_workflows.worker.concurrent import DEFAULT_MAX_BYTES, ConcurrentStrategy, default_max_in_flight
+from kafka_workflows.worker.context import WorkerContext, WorkerStats
+from kafka_workflows.worker.dispatch import Handler, MessageStrategy
 from kafka_workflows.worker.holds import HoldTable
+from kafka_workflows.worker.inbound import Boundary
 from kafka_workflows.worker.metrics import WorkerMetrics
+from kafka_workflows.worker.operations import Operations
+from kafka_workflows.worker.outcomes import Outcomes
 from kafka_workflows.worker.pacing import BatchPacing
 from kafka_workflows.worker.runners import blocking_call, is_async
 from kafka_workflows.worker.writes import Writes
@@ -118,18 +127,23 @@ class Worker:
         self.checkpoint = OffsetCheckpoint(self.writes)
         self.status = StatusPublisher(self.config, group, self.member, status_interval,
                                       on_failure=self.metrics.status_failures.labels(group).inc)
+        self.ctx = WorkerContext(group, self.policy, self.retry_topics, Boundary(self.retry_topics, store is not None),
+                                 self.held, self.writes, self.checkpoint, self.metrics, self.stats, self.status.soon)
+        self.outcomes = Outcomes(self.ctx)
         one_at_a_time = blocking_call(self.handler) if is_async(self.handler) else self.handler  # type: ignore[arg-type]
-        self.dispatch = Dispatcher(group, one_at_a_time, self.batch, self.policy, self.retry_topics, self.held,
-                                   self.writes, self.checkpoint, self.metrics, self.stats, self.status.soon)
-        self.operations = Operations(group, self.member, self.dispatch, self._assignment, self.status.send,
-                                     self.status.soon, self._ignored)
+        self.dispatch = MessageStrategy(self.ctx, self.outcomes, one_at_a_time, self.batch)
+        self.operations = Operations(self.ctx, self.outcomes, self.member, self._assignment, self.status.send,
+                                     self._ignored)
         self._stopping = False  # set from a signal handler or another thread; read once a batch
+        self.batches: BatchStrategy | None = (
+            BatchStrategy(self.ctx, self.outcomes, self.handler, self.dispatch) if self.batch else None)
         # -- concurrency (issue 13): the key-ordered engine, when on ------------------------
-        self.keyed: ConcurrentDispatcher | None = None
+        self.keyed: ConcurrentStrategy | None = None
         if concurrency > 1:
-            self.keyed = ConcurrentDispatcher(
-                self.dispatch, self.handler, concurrency, max_in_flight or default_max_in_flight(concurrency),
-                max_in_flight_bytes, self._assignment, lambda: self.operations.paused)
+            self.keyed = ConcurrentStrategy(
+                self.ctx, self.outcomes, self.handler, concurrency,
+                max_in_flight or default_max_in_flight(concurrency), max_in_flight_bytes, self._assignment,
+                lambda: self.operations.paused)
             self.operations.keyed = self.keyed
             # librdkafka's prefetch queue is capped like the work in flight (its defaults: 100k, 64 MiB).
             self.consumer_overrides = {"queued.max.messages.kbytes": max(1024, max_in_flight_bytes // 1024),
@@ -140,8 +154,7 @@ class Worker:
     def stop(self, *_: object) -> None:
         """Ask the loop to finish the message (or batch) in hand, commit and leave the group."""
         self._stopping = True
-        self.dispatch.stopping = True
-        self.dispatch.interrupted = True
+        self.ctx.cut.stop()
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -159,6 +172,7 @@ class Worker:
             derived += [TopicSpec(name, partitions, config={"retention.ms": str(RETRY_TOPIC_RETENTION_MS)})
                         for name, (base, _) in self.retry_topics.items() if base == topic]
         ensure_topics(self.config, derived)
+        self.writes.learn_limits(dead_letter_topic(topic, self.group) for topic in self.topics)
         ensure_control_topics(self.config)
         if self.store is not None:
             ensure_store_topics(self.config, self.store)
@@ -207,7 +221,7 @@ class Worker:
                  self.handler_name)
         if ready is not None:
             ready.set()
-        handle = (self.dispatch.handle_batches if self.batch else
+        handle = (self.batches.handle if self.batches is not None else
                   self.keyed.handle if self.keyed is not None else self.dispatch.handle)
         try:
             while not self._stopping:
@@ -215,17 +229,16 @@ class Worker:
                     self.operations.apply(consumer, record)
                 if not self.operations.paused:
                     self.held.resume_due(consumer)
-                done: dict[TP, int] = {}
                 try:
                     batch = consumer.consume(num_messages=self.pacing.size, timeout=self._timeout())
                     self.checkpoint.start_batch()
-                    self.dispatch.begin_batch(self.pacing.budget_s)
+                    self.ctx.cut.begin(self.pacing.budget_s)
                     started = time.monotonic()
-                    handle(consumer, batch, done)
-                    given_back = self.dispatch.rewind_rest(consumer, batch)
+                    handle(consumer, batch)
+                    given_back = self.ctx.cut.rewind_rest(consumer, batch, self.held)
                     self.pacing.observe(len(batch) - given_back, time.monotonic() - started)
                 finally:
-                    self.dispatch.store(consumer, done)
+                    self.ctx.commit(consumer)
                 self._publish_status()
         finally:
             # Every step runs, whichever raises (the first error is raised after the rest): a worker

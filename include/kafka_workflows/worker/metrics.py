@@ -88,6 +88,24 @@ class WorkerMetrics:
         self.headers_untrusted = Counter("kw_worker_untrusted_headers", "Messages dead-lettered for kw- headers "
                                          "that cannot be trusted", ["group", "topic"], registry=self.registry)
         self._children: dict[tuple[str, str], Any] = {}
+        self._concurrency: tuple[Gauge, Gauge] | None = None
+        self._lock = threading.Lock()
+
+    def concurrency_gauges(self) -> tuple[Any, Any]:
+        """(in-flight messages, blocked keys) of a worker with concurrency, for this group.
+
+        Registered once per registry, when first asked: a worker rebuilt after an error (the
+        supervisor keeps its metrics) gets the same gauges instead of a DuplicateTimeseries error.
+        """
+        with self._lock:
+            if self._concurrency is None:
+                self._concurrency = (
+                    Gauge("kw_worker_in_flight_messages", "Messages taken and not done yet (concurrency)",
+                          ["group"], registry=self.registry),
+                    Gauge("kw_worker_blocked_keys", "Keys held by a blocking retry (concurrency)",
+                          ["group"], registry=self.registry))
+        in_flight, blocked_keys = self._concurrency
+        return in_flight.labels(self.group), blocked_keys.labels(self.group)
 
     def child(self, metric: Counter, topic: str) -> Any:
         """Cached labelled child: labels() is too slow for the per-message path."""

@@ -6,22 +6,33 @@ Every write here must be durable before the offset of the message it moves on is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import Message as KafkaMessage
-
 from kafka_workflows import headers as h
+from kafka_workflows.kafka.msgsize import PRODUCER_DEFAULT, message_limit
 from kafka_workflows.kafka.producer import RequestProducer
+from kafka_workflows.retry.fit import fit_dead_letter, record_size
 from kafka_workflows.retry.provenance import dead_letter_headers, error_type, retry_headers
 from kafka_workflows.retry.topics import dead_letter_topic, retry_topic
 from kafka_workflows.store.client import StoreClient
+from kafka_workflows.worker.inbound import Inbound
+
+log = logging.getLogger(__name__)
 
 MAX_REPORTED_REASON = 500
+LIMIT_TIMEOUT = 5.0  # seconds to ask the broker for a dead-letter topic's max.message.bytes
 
 
 class Writes:
-    """One worker's producer of retry and dead-letter messages, and its store reporter."""
+    """One worker's producer of retry and dead-letter messages, and its store reporter.
+
+    A dead letter always fits (retry/fit.py); a retry that would not fit is refused (the caller
+    dead-letters it instead). A dead-letter topic's limit is the smaller of the producer's
+    `message.max.bytes` and the dead-letter topic's `max.message.bytes`, asked once per topic
+    (`learn_limits`, from Worker.prepare; the producer's limit when the broker does not answer).
+    """
 
     def __init__(self, config: Mapping[str, Any], group: str, store: str | None = None) -> None:
         self.config = dict(config)
@@ -29,46 +40,65 @@ class Writes:
         self.store_client: StoreClient | None = StoreClient(self.config, store) if store else None
         self._producer: RequestProducer | None = None
         self.unflushed = False
+        self.producer_limit = int(self.config.get("message.max.bytes", PRODUCER_DEFAULT))
+        self.limits: dict[str, int] = {}  # dead-letter topic -> bytes
 
     def producer(self) -> RequestProducer:
         if self._producer is None:
             self._producer = RequestProducer(self.config)
         return self._producer
 
-    def retry(self, msg: KafkaMessage, headers: Mapping[str, str], base: str, exc: BaseException, round: int,
-              delay: float) -> None:
-        """Write `msg` to retry topic number `round` of `base`, due in `delay` seconds."""
-        self._write(retry_topic(base, self.group, round), msg, retry_headers(msg, headers, self.group, exc, delay))
+    def learn_limits(self, topics: Iterable[str], timeout: float = LIMIT_TIMEOUT) -> None:
+        """Ask the broker once per dead-letter topic how large a record may be there."""
+        for topic in topics:
+            try:
+                self.limits[topic] = message_limit(self.config, topic, timeout=timeout).max_bytes
+            except Exception as exc:  # noqa: BLE001 - the producer's own limit is a safe fallback
+                log.warning("could not read max.message.bytes of %s (%s); dead letters there fit %d bytes",
+                            topic, type(exc).__name__, self.producer_limit)
+                self.limits[topic] = self.producer_limit
 
-    def dead_letter(self, msg: KafkaMessage, headers: Mapping[str, str], base: str, exc: BaseException,
+    def limit(self, topic: str) -> int:
+        return min(self.limits.get(topic, self.producer_limit), self.producer_limit)
+
+    def retry(self, inbound: Inbound, headers: Mapping[str, str], exc: BaseException, round: int,
+              delay: float) -> bool:
+        """Write the record to retry topic number `round` of its base, due in `delay` seconds.
+        False (nothing written) when it would not fit there with its retry headers: a retry cannot
+        be truncated, so it is the dead letter's to keep. HeaderError when its attempt count cannot
+        be carried on."""
+        msg = inbound.msg
+        out = retry_headers(msg, headers, self.group, exc, delay, origin=inbound.provenance())
+        topic = retry_topic(inbound.base, self.group, round)
+        if record_size(msg.key(), msg.value(), out) > self.limit(topic):
+            return False
+        self._write(topic, msg.key(), msg.value(), out)
+        return True
+
+    def dead_letter(self, inbound: Inbound, headers: Mapping[str, str], exc: BaseException,
                     extra: Mapping[str, object] | None = None) -> None:
-        """Write `msg` to the dead-letter topic of `base`; a job counts as failed in its store."""
-        out = dead_letter_headers(msg, headers, self.group, exc, extra)
-        self._write(dead_letter_topic(base, self.group), msg, out)
-        self.report(headers, f"{error_type(exc)}: {out[h.ERROR_MESSAGE]}")
+        """Write the record to the dead-letter topic of its base, made to fit; a job counts as
+        failed in its store."""
+        msg = inbound.msg
+        out = dead_letter_headers(msg, headers, self.group, exc, extra, origin=inbound.provenance())
+        topic = dead_letter_topic(inbound.base, self.group)
+        key, value, fitted = fit_dead_letter(msg.key(), msg.value(), out, self.limit(topic))
+        self._write(topic, key, value, fitted)
+        self.report(inbound, f"{error_type(exc)}: {out[h.ERROR_MESSAGE]}")
 
-    def report(self, headers: Mapping[str, str], failure: str | None) -> h.HeaderError | None:
+    def report(self, inbound: Inbound, failure: str | None) -> None:
         """Tell the store a job is done (or failed for good). Flushed with the batch, before its
         offsets are stored; the store counts job indices, so a repeat after a crash changes nothing.
-
-        A kw-job-index that is not an integer cannot be counted: the error is returned (the message
-        was not written by a split), and nothing is reported.
-        """
-        if self.store_client is None:
-            return None
-        request_id = headers.get(h.REQUEST_ID)
-        try:
-            job = h.int_header(headers, h.JOB_INDEX, -1)
-        except h.HeaderError as exc:
-            return exc
-        if request_id is None or job < 0:
-            return None
+        A record that is not a job (no kw-request-id or kw-job-index: the boundary decided) is not
+        reported; one rejected at the boundary is never a job."""
+        if self.store_client is None or inbound.job_index < 0 or inbound.request_id is None or inbound.error:
+            return
         if failure is None:
-            self.store_client.complete(request_id, job, flush=False)
+            self.store_client.complete(inbound.request_id, inbound.job_index, flush=False)
         else:
-            self.store_client.fail(request_id, job, failure[:MAX_REPORTED_REASON], flush=False)
+            self.store_client.fail(inbound.request_id, inbound.job_index, failure[:MAX_REPORTED_REASON],
+                                   flush=False)
         self.unflushed = True
-        return None
 
     def flush(self) -> None:
         """Make every write durable; raises DeliveryError when one failed."""
@@ -92,7 +122,7 @@ class Writes:
             if self.store_client is not None:
                 self.store_client.close()
 
-    def _write(self, topic: str, msg: KafkaMessage, headers: Mapping[str, object]) -> None:
+    def _write(self, topic: str, key: bytes | None, value: bytes | None, headers: Mapping[str, object]) -> None:
         # The key as it is on the wire: a key that is not UTF-8 keeps its partition and its order.
-        self.producer().send(topic, msg.value() or b"", key=msg.key(), headers=headers, raw=True)
+        self.producer().send(topic, value or b"", key=key, headers=headers, raw=True)
         self.unflushed = True

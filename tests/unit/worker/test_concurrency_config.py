@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import pytest
 from confluent_kafka import Message as KafkaMessage
@@ -11,6 +12,7 @@ from kafka_workflows.errors import ConfigError
 from kafka_workflows.handlers import batch_handler
 from kafka_workflows.messages import Message, MessageBatch
 from kafka_workflows.spec.model import WorkerSpec
+from kafka_workflows.supervise import shared_metrics
 from kafka_workflows.worker import Worker
 from kafka_workflows.worker.runners import AsyncRunner, ThreadRunner
 
@@ -48,6 +50,15 @@ def test_without_concurrency_an_async_handler_is_awaited_to_the_end() -> None:
     worker = Worker(CONFIG, ["t"], "g", awaits)
     worker.dispatch.handler(Message(KafkaMessage(topic="t", partition=0, offset=0, value=b'{"n": 7}')))
     assert seen == [7]
+
+
+def test_a_concurrent_worker_rebuilt_by_its_supervisor_counts_into_the_same_metrics() -> None:
+    """Issue 17 defect 6: the rebuild died on DuplicateTimeseries (kw_worker_in_flight_messages)."""
+    build = shared_metrics(partial(Worker, CONFIG, ["t"], "g", lambda m: None, concurrency=8), None)
+    first, again = build(), build()
+    assert again.metrics is first.metrics
+    again.keyed.in_flight.set(3)  # type: ignore[union-attr]
+    assert first.metrics.registry.get_sample_value("kw_worker_in_flight_messages", {"group": "g"}) == 3
 
 
 def test_the_spec_takes_concurrency() -> None:

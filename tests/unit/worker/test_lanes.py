@@ -11,7 +11,7 @@ TP = ("t", 0)
 
 def entry(offset: int, key: str | None) -> Entry:
     msg = KafkaMessage(topic="t", partition=0, offset=offset, key=None if key is None else key.encode(), value=b"{}")
-    return Entry(msg, TP, None, None)
+    return Entry(msg, TP)
 
 
 def admit(s: KeyScheduler, *items: tuple[int, str | None]) -> list[Entry]:

@@ -9,6 +9,12 @@ skip and unblock act only on a partition this worker owns, and only when the off
 one held (skip always names it). Each command that was acted on gets an `applied` record on the
 control topic, next to the command: the audit log. A record of the wrong shape is logged, counted
 (`kw_worker_control_ignored_total`) and otherwise ignored: no record can stop a worker.
+
+With a control secret (KAFKA_WORKFLOWS_CONTROL_SECRET), an unsigned, wrongly signed, stale or
+repeated command is refused (ops/control.py `CommandGate`): counted like an ignored record and
+answered in the audit with `result: "refused: …"`. Those answers are rate-limited
+(REFUSALS_PER_MINUTE per worker), so a flood of forged commands cannot make every worker flood the
+control topic in turn; past the limit refusals are only logged and counted.
 """
 
 from __future__ import annotations
@@ -20,56 +26,62 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from kafka_workflows import headers as h
-from kafka_workflows.ops.control import CONTROL_TOPIC, CommandRecord, parse_command_record
-from kafka_workflows.retry.provenance import SKIP_REASON, SKIPPED_AT, SKIPPED_BY
-from kafka_workflows.worker.dispatch import Dispatcher
+from kafka_workflows.ops.control import CONTROL_TOPIC, CommandGate, CommandRecord, is_refusal, refusal_record
+from kafka_workflows.worker.context import WorkerContext
 from kafka_workflows.worker.holds import FOREVER, Hold
+from kafka_workflows.worker.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
 KNOWN_KINDS = ("command", "applied", "replayed")
-
-
-class Skipped(Exception):
-    """Stands for the last error of a message an operator skipped; named after that error."""
-
-    def __init__(self, message: str, error_type: str) -> None:
-        super().__init__(message)
-        self.error_type = error_type
+REFUSALS_PER_MINUTE = 10
 
 
 class Operations:
     """The operator-facing state of one worker (paused or not) and the commands that change it."""
 
-    def __init__(self, group: str, member: str, dispatcher: Dispatcher, assignment: set[TP],
-                 send: Callable[[str, Mapping[str, Any], str], None], on_change: Callable[[], None],
-                 on_ignored: Callable[[str], None], paused: bool = False) -> None:
-        self.group = group
+    def __init__(self, ctx: WorkerContext, outcomes: Outcomes, member: str, assignment: set[TP],
+                 send: Callable[[str, Mapping[str, Any], str], None], on_ignored: Callable[[str], None],
+                 paused: bool = False) -> None:
+        self.ctx = ctx
+        self.outcomes = outcomes
+        self.group = ctx.group
         self.member = member
-        self.dispatcher = dispatcher
         self.assignment = assignment  # the worker's live set
         self._send = send  # an advisory write: the applied record
-        self._on_change = on_change
+        self._on_change = ctx.on_change
         self.on_ignored = on_ignored
         self.paused = paused  # the group's state when the worker started (ops.status.group_paused)
         self.keyed: Any = None  # a worker with concurrency: skip/unblock act on a key's hold there
+        self.gate = CommandGate()  # the secret from KAFKA_WORKFLOWS_CONTROL_SECRET, when set
+        self._refusals: list[float] = []  # when the last refusal answers were written (rate limit)
 
     def apply(self, consumer: Consumer, raw: Mapping[str, Any]) -> None:
         kind, group = raw.get("kind"), raw.get("group")
         if (kind in KNOWN_KINDS and kind != "command") or (kind == "command" and isinstance(group, str)
                                                           and group != self.group):
             return  # applied records, replays, other groups' commands: not ours
-        record, why = parse_command_record(raw, str(raw.get("_where", CONTROL_TOPIC)))
+        where = str(raw.get("_where", CONTROL_TOPIC))
+        record, why = self.gate.admit(raw, where)
         if record is None:
-            self.on_ignored(why or "control record ignored")
+            self.on_ignored(f"{where}: {why}" if is_refusal(why) else why or "control record ignored")
+            if is_refusal(why) and self._may_answer_refusal():
+                self._send(CONTROL_TOPIC, refusal_record(raw, self.group, self.member, why or ""), self.group)
             return
         self._apply(consumer, record)
 
+    def _may_answer_refusal(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        self._refusals = [t for t in self._refusals if t > now - 60.0]
+        if len(self._refusals) >= REFUSALS_PER_MINUTE:
+            return False
+        self._refusals.append(now)
+        return True
+
     def _apply(self, consumer: Consumer, record: CommandRecord) -> None:
         op, tp = record.op, (record.topic, record.partition)
-        held = self.dispatcher.held
+        held = self.ctx.holds
         result: str | None = None
         if op in ("skip", "unblock") and self.keyed is not None:
             if tp not in self.assignment:
@@ -107,14 +119,11 @@ class Operations:
         self._on_change()
 
     def _skip(self, consumer: Consumer, tp: TP, hold: Hold, record: CommandRecord) -> None:
-        msg = hold.raw
-        dispatcher = self.dispatcher
-        error = hold.error.split(":", 1)
-        exc = Skipped(error[1].strip() if len(error) > 1 else "skipped by an operator", error[0] or "Skipped")
-        dispatcher.dead_letter(msg, h.decode(msg.headers()), dispatcher.retry_topics.get(msg.topic()), exc, extra={
-            SKIPPED_BY: record.by, SKIP_REASON: record.reason, SKIPPED_AT: int(record.at * 1000)})
-        del dispatcher.held[tp]
-        dispatcher.store(consumer, {tp: hold.offset + 1})
+        ctx = self.ctx
+        self.outcomes.skip(ctx.boundary.read(hold.raw), hold.error, record.model_dump())
+        del ctx.holds[tp]
+        ctx.checkpoint.done(tp, hold.offset + 1)
+        ctx.commit(consumer)
         consumer.seek(TopicPartition(tp[0], tp[1], hold.offset + 1))
         if not self.paused:
             consumer.resume([TopicPartition(*tp)])

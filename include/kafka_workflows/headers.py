@@ -48,6 +48,10 @@ def decode(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]
 
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# The contract's bounds, checked where a record enters a worker (worker/inbound.py) or an exactly-once
+# processor (eos/inbound.py), and by the store (store/limits.py): one set of numbers for every boundary.
+MAX_REQUEST_ID_BYTES = 512  # kw-request-id, non-empty (ids are dag.task.run[.map_index])
+MAX_KW_HEADER_BYTES = 8192  # any other kw- header (kw-error-message is at most 1,000 characters)
 
 
 class HeaderError(MessageDecodeError):

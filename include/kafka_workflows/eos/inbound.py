@@ -20,8 +20,8 @@ from confluent_kafka import Message as KafkaMessage
 from kafka_workflows import headers as h
 from kafka_workflows.errors import MessageDecodeError
 
-MAX_REQUEST_ID_BYTES = 512  # the store's default too (store/limits.py takes it from here)
-MAX_KW_HEADER_BYTES = 4096
+MAX_REQUEST_ID_BYTES = h.MAX_REQUEST_ID_BYTES
+MAX_KW_HEADER_BYTES = h.MAX_KW_HEADER_BYTES
 
 
 class InboundError(MessageDecodeError):

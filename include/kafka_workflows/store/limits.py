@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kafka_workflows.eos.inbound import MAX_REQUEST_ID_BYTES
 from kafka_workflows.errors import ConfigError
+from kafka_workflows.headers import MAX_REQUEST_ID_BYTES
 from kafka_workflows.store.indexcodec import MAX_SIZE
 
 MAX_TOTAL = MAX_SIZE  # 10,000,000

@@ -26,8 +26,8 @@ from confluent_kafka import Message as KafkaMessage
 from kafka_workflows import headers as h
 from kafka_workflows.retry.provenance import Origin
 
-MAX_REQUEST_ID = 1024  # bytes of kw-request-id (a store's request ids are dag.task.run[.index])
-MAX_KW_HEADER = 8192  # bytes of any other kw- header (kw-error-message is at most 1000 characters)
+MAX_REQUEST_ID = h.MAX_REQUEST_ID_BYTES  # the store refuses longer ids too (store/limits.py)
+MAX_KW_HEADER = h.MAX_KW_HEADER_BYTES
 INT64_MAX = h.INT64_MAX
 
 TP = tuple[str, int]

@@ -21,6 +21,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from kafka_workflows.supervise import Runnable, Supervised
 from tests.helpers.fuzz_records import MARKER
 
+ABORTS_IN_A_LOOP = 3
+
 
 class SupervisedUnit:
     """`Supervised(name, factory)` run in a daemon thread; `trouble()` says what went wrong, if anything."""
@@ -48,10 +50,15 @@ class SupervisedUnit:
         return self.supervised.current
 
     def trouble(self) -> str | None:
+        """The unit gone, rebuilt by its supervisor, or (an exactly-once one) aborting transactions in a row:
+        the fuzz's transforms never raise out of a transaction, so each abort is a record it could not carry."""
         if not self.thread.is_alive() and self.error is not None:
             return f"the unit is gone for good ({type(self.error).__name__}: {str(self.error)[:200]})"
         if self.supervised.restarts:
             return f"restarted {self.supervised.restarts} time(s) by its supervisor"
+        stats = getattr(getattr(self.current, "processor", self.current), "stats", None)
+        if getattr(stats, "aborts", 0) >= ABORTS_IN_A_LOOP:
+            return f"aborted {stats.aborts} transactions"  # type: ignore[union-attr]
         return None
 
     def stop(self, timeout: float = 30.0) -> None:

@@ -9,6 +9,7 @@ beginning, read_committed, in a thread of its own, and keeps per topic what the 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -22,6 +23,22 @@ from kafka_workflows.supervise import Runnable, Supervised
 from tests.helpers.fuzz_records import MARKER
 
 ABORTS_IN_A_LOOP = 3
+
+
+class _GaveUp(logging.Handler):
+    """Keeps the first "<unit> gave up (<error>); restarting it" line the supervisor logs for each unit."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.first: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args and isinstance(record.args, tuple) and "gave up" in str(record.msg):
+            self.first.setdefault(str(record.args[0]), f"{record.args[1]}: {str(record.args[2])[:160]}")
+
+
+GAVE_UP = _GaveUp()
+logging.getLogger("kafka_workflows.supervise").addHandler(GAVE_UP)
 
 
 class SupervisedUnit:
@@ -52,10 +69,12 @@ class SupervisedUnit:
     def trouble(self) -> str | None:
         """The unit gone, rebuilt by its supervisor, or (an exactly-once one) aborting transactions in a row:
         the fuzz's transforms never raise out of a transaction, so each abort is a record it could not carry."""
+        gave_up = GAVE_UP.first.get(self.name)
+        why = f" after it gave up on {gave_up}" if gave_up else ""
         if not self.thread.is_alive() and self.error is not None:
-            return f"the unit is gone for good ({type(self.error).__name__}: {str(self.error)[:200]})"
-        if self.supervised.restarts:
-            return f"restarted {self.supervised.restarts} time(s) by its supervisor"
+            return f"the unit is gone for good{why} ({type(self.error).__name__}: {str(self.error)[:200]})"
+        if self.supervised.restarts or gave_up:
+            return f"restarted by its supervisor ({self.supervised.restarts} time(s) so far){why}"
         stats = getattr(getattr(self.current, "processor", self.current), "stats", None)
         if getattr(stats, "aborts", 0) >= ABORTS_IN_A_LOOP:
             return f"aborted {stats.aborts} transactions"  # type: ignore[union-attr]

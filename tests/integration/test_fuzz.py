@@ -8,6 +8,11 @@ read by processes that keep running across the batches. The last test then check
 process is still up, every good record was handled exactly as without the fuzz, every bad one is
 in a dead-letter topic (its key kept byte for byte), and every control record of the wrong shape
 was ignored and counted.
+
+The second part (below) draws sizes and empties, not only shapes: one record of any kind (1 MB
+values, empty keys and values, 400-digit integers, totals of 10^13, odd kw- headers, forged
+provenance), then a canary behind it, in front of every worker strategy, the store and an
+exactly-once processor, each run under its supervisor. Run alone with `-k "any_kind or any_single"`.
 """
 
 from __future__ import annotations

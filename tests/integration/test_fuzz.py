@@ -222,7 +222,7 @@ def test_after_the_fuzz_every_process_is_up_and_every_record_accounted_for(
 # all of them are listed by the last test. derandomize=True: the same examples every run; each failure
 # line holds the case's repr, which is enough to replay it (`ExampleCase`s below show how).
 
-EXAMPLES = 10  # generated examples, after the explicit ones below
+EXAMPLES = 20  # generated examples, after the explicit ones below
 SETTLE_S = 45.0  # generous: the machine is shared; a unit that gave up is noticed within a second or two
 FUZZ_POLICY = RetryPolicy(non_blocking=NonBlockingRetry(intervals=[0.1]))
 

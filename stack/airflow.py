@@ -71,6 +71,10 @@ class AirflowStandalone:
             # standalone starts its components as `airflow ...` subprocesses, found on PATH
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "AIRFLOW_HOME": str(self.home),
+            # This checkout's core and plugins, also when another checkout (a git worktree) is installed
+            # in the venv in editable mode.
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO / "include"), str(REPO / "plugins"),
+                                                      os.environ.get("PYTHONPATH", "")) if p),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -119,11 +119,21 @@ def test_a_group_page_gets_the_last_known_lag_at_once_while_another_broker_round
         page.start()
         page.join(30)
         assert not page.is_alive(), "the page waited for the slow broker round"
-    assert answers == [known]
+    assert answers == [{**known, "error": "the broker is slow to answer"}]
     unknown = threading.Thread(target=lambda: answers.append(lag.fresh("never-seen", ["t"])), daemon=True)
     with lag._admin_lock:
         unknown.start()
         unknown.join(30)
         assert not unknown.is_alive()
     assert answers[-1]["state"] == "unknown" and answers[-1]["partitions"] == []
+    lag.reader.close()
+
+
+def test_a_group_page_gets_the_last_known_lag_when_the_broker_does_not_answer() -> None:
+    lag = LagMonitor({"bootstrap.servers": "127.0.0.1:1", "log_level": 0}, dict, interval=3600)
+    known = {"group": "g", "state": "stable", "members": [], "partitions": [], "lag": 7, "error": None, "at": 1.0}
+    lag._keep("g", known)
+    answer = lag.fresh("g", ["t"])  # no broker listens there: every call times out
+    assert answer["lag"] == 7 and "did not answer" in answer["error"], answer
+    assert lag.fresh("other", ["t"])["state"] == "unknown"
     lag.reader.close()

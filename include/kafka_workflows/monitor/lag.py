@@ -217,6 +217,7 @@ class LagMonitor:
 
     def __init__(self, config: Mapping[str, Any], groups: Callable[[], Mapping[str, Iterable[str]]], *,
                  interval: float = 5.0) -> None:
+        self.config = dict(config)
         self.admin = AdminClient(client_config(config))
         self.reader = CommittedReader(config)
         self.counter = ReadableCounter(config)
@@ -266,20 +267,40 @@ class LagMonitor:
         round is under way (the refresher, another page; slow when the broker is), the last known
         answer instead, or "unknown": the caller never queues behind a slow broker."""
         if not self._admin_lock.acquire(timeout=LOCK_WAIT):
-            return self.latest(group) or {"group": group, "state": "unknown", "members": [], "partitions": [],
-                                          "lag": None, "at": None, "error": "the broker is slow to answer"}
+            return self._known(group, "the broker is slow to answer")
         try:
             info = groups_lag(self.admin, self.reader, {group: list(topics)}, counter=self.counter)[group]
+        except Exception as exc:  # noqa: BLE001 - the broker is away: the last answer, saying so
+            self._renew_clients()
+            return self._known(group, f"the broker did not answer ({type(exc).__name__})")
         finally:
             self._admin_lock.release()
         self._keep(group, info)
         return info
 
+    def _renew_clients(self) -> None:
+        """New clients after a failed round (the caller holds `_admin_lock`): an admin client whose
+        broker was paused was seen failing every later call with a transport failure, for good."""
+        self.admin = AdminClient(client_config(self.config))
+        self.reader.close()
+        self.counter.close()
+
+    def _known(self, group: str, why: str) -> dict[str, Any]:
+        latest = self.latest(group)
+        if latest is not None:
+            return {**latest, "error": why}
+        return {"group": group, "state": "unknown", "members": [], "partitions": [], "lag": None, "at": None,
+                "error": why}
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
                 with self._admin_lock:
-                    latest = groups_lag(self.admin, self.reader, self.groups(), counter=self.counter)
+                    try:
+                        latest = groups_lag(self.admin, self.reader, self.groups(), counter=self.counter)
+                    except Exception:
+                        self._renew_clients()
+                        raise
                 for group, info in latest.items():
                     self._keep(group, info)
                 self.error = None

@@ -45,8 +45,9 @@ def _p95(samples: list[float]) -> float:
 
 
 def _sample_dags(standalone: AirflowStandalone, token: str, count: int = 20) -> list[float]:
-    samples = []
-    for _ in range(count):
+    """`count` latencies, fewer when two are over 1 s already: then the p95 of `count` is over 1 s."""
+    samples: list[float] = []
+    while len(samples) < count and sum(s >= 1.0 for s in samples) < 2:
         samples.append(_dags_latency(standalone, token))
         time.sleep(0.5)
     return samples

@@ -19,8 +19,12 @@ means nothing is allowed. Every check happens before a byte of the source is rea
 - `http(s)://`: `egress.Egress` rules (allowed prefixes, public addresses unless
   `[kafka_workflows] allowed_networks`, every redirect checked again).
 
-Files are read through Airflow's `ObjectStoragePath` (fsspec), http(s) through the egress guard.
-A refusal is `SourceRefusedError` (the task fails without retries); it names the rule, never content.
+Local files are opened by their checked, resolved path (any name: spaces, `%`, `#`; never a URL
+that something would have to decode again), object stores through Airflow's `ObjectStoragePath`
+(fsspec), http(s) through the egress guard. A refusal is `SourceRefusedError` and a local file that
+does not exist `SourceMissingError`: the task fails at once, without retries (a retry cannot make
+either right). `SourceUnreadableError` (retried) is left for what may pass: a network failure, an
+HTTP error, an object store that did not answer. Errors name the rule, never content.
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ RULE = f"[{SECTION}] allowed_sources or the split step's allowed_sources"
 
 class SourceRefusedError(CsvSourceError):
     """The source lies outside every allowed root (or tries to climb out of one): nothing was read."""
+
+
+class SourceMissingError(CsvSourceError):
+    """The local file does not exist (or is a directory): failing again later would not help."""
 
 
 def _normalize_root(root: str) -> str:
@@ -132,14 +140,25 @@ def _open_file(url: str, name: str, policy: SourcePolicy) -> IO[bytes]:
     try:
         info = os.stat(real)
     except FileNotFoundError as exc:
-        raise SourceUnreadableError(f"{name}: no such file") from exc
+        raise SourceMissingError(f"{name}: no such file") from exc
     except OSError as exc:
         raise SourceUnreadableError(f"{name}: cannot open it ({exc.strerror or type(exc).__name__})") from exc
     if stat.S_ISDIR(info.st_mode):
-        raise SourceUnreadableError(f"{name}: is a directory, not a CSV file")
+        raise SourceMissingError(f"{name}: is a directory, not a CSV file")
     if not stat.S_ISREG(info.st_mode):
         raise policy.refuse(name, "it is not a regular file (a device, FIFO or socket)")
-    return _open_path("file://" + urllib.request.pathname2url(real), name, None)
+    try:
+        # O_NONBLOCK: should the path have become a FIFO since the check, opening it does not hang
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as exc:
+        raise SourceMissingError(f"{name}: no such file") from exc
+    except OSError as exc:
+        raise SourceUnreadableError(f"{name}: cannot open it ({exc.strerror or type(exc).__name__})") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise policy.refuse(name, "it is not a regular file (a device, FIFO or socket)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _open_object(url: str, name: str, scheme: str, policy: SourcePolicy, conn_id: str | None) -> IO[bytes]:

@@ -13,9 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from kafka_workflows.sources.csv_source import CsvJobSource, SourceUnreadableError
+from kafka_workflows.sources.csv_source import CsvJobSource, CsvSourceError, SourceUnreadableError
 from kafka_workflows_airflow.egress import EgressRefused, has_dot_segments, parse_networks, under_prefix, why_refused
-from kafka_workflows_airflow.sources import SourcePolicy, SourceRefusedError, open_source, step_roots
+from kafka_workflows_airflow.sources import (
+    SourceMissingError,
+    SourcePolicy,
+    SourceRefusedError,
+    open_source,
+    step_roots,
+)
 from tests.helpers.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.airflow
@@ -44,6 +50,25 @@ def test_a_file_under_an_allowed_root_is_read_through_object_storage(imports: Pa
     policy = _policy(f"file://{imports}/")
     assert _read(open_source(str(imports / "ok.csv"), policy)) == CSV
     assert _read(open_source(f"file://{imports}/ok.csv", policy)) == CSV
+
+
+@pytest.mark.parametrize("name", ["a b.csv", "p%41.csv", "q#1.csv", "r%20?x=1.csv"])
+def test_a_file_whose_name_has_spaces_percent_or_hash_opens_by_path_and_by_its_file_url(imports: Path,
+                                                                                      name: str) -> None:
+    import urllib.request
+
+    (imports / name).write_bytes(CSV)
+    policy = _policy(f"file://{imports}/")
+    assert _read(open_source(str(imports / name), policy)) == CSV
+    assert _read(open_source("file://" + urllib.request.pathname2url(str(imports / name)), policy)) == CSV
+
+
+def test_a_missing_file_fails_once_with_a_clear_error_that_the_split_does_not_retry(imports: Path) -> None:
+    """The split task retries `SourceUnreadableError` only (operators/split.py): a missing file is not one."""
+    for missing in (imports / "gone.csv", imports / "gone b.csv"):
+        with pytest.raises(CsvSourceError, match="no such file") as raised:
+            open_source(str(missing), _policy(f"file://{imports}/"))
+        assert isinstance(raised.value, SourceMissingError) and not isinstance(raised.value, SourceUnreadableError)
 
 
 @pytest.mark.parametrize("where", ["{tmp}/secret.txt", "file://{tmp}/secret.txt", "/etc/passwd",

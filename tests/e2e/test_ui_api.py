@@ -172,3 +172,22 @@ def test_unknown_names_are_404_naming_them_and_bad_filters_422_naming_the_field(
                           {"reason": ""})) == ["reason"]
     assert field_of(*call(standalone, "POST", f"/api/workflows/{WORKFLOW}/groups/{GROUP}/explode", admin,
                           {"reason": "x"})) == ["op"]
+
+
+def test_mixing_a_naive_and_an_aware_since_until_is_422_naming_until_not_500(
+        standalone: AirflowStandalone, tokens: dict[str, str]) -> None:
+    admin = tokens["admin"]
+    for since, until in (("2026-01-01T00:00:00", "2026-01-02T00:00:00Z"),
+                         ("2026-01-01T00:00:00Z", "2026-01-02T00:00:00")):
+        status, body = call(standalone, "GET", f"/api/workflows/{WORKFLOW}/dead-letters?since={since}&until={until}",
+                            admin)
+        assert status == 422 and [e["loc"][-1] for e in body["detail"]] == ["until"], (since, until, status, body)
+        status, body = call(standalone, "GET", f"/api/workflows/{WORKFLOW}/dead-letters/fingerprints?since={since}"
+                                               f"&until={until}", admin)
+        assert status == 422, body
+        status, body = call(standalone, "POST", f"/api/workflows/{WORKFLOW}/dead-letters/replay", admin,
+                            {"filter": {"since": since, "until": until}, "dry_run": True})
+        assert status == 422, body
+    status, body = call(standalone, "GET", f"/api/workflows/{WORKFLOW}/dead-letters?since=2026-01-01T00:00:00"
+                                           "&until=2026-01-02T00:00:00", admin)
+    assert status == 200, body  # both naive is fine

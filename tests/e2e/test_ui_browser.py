@@ -7,8 +7,11 @@ copies for the README.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ import pytest
 from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
+from confluent_kafka import Producer
 from playwright.sync_api import (
     Browser,
     BrowserContext,
@@ -30,6 +34,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from kafka_workflows.ops.control import CONTROL_TOPIC, ensure_control_topics
 from kafka_workflows.ops.deadletters import list_dead_letters
 from kw_examples import contacts
 from stack.airflow import ADMIN, AirflowStandalone
@@ -271,3 +276,74 @@ def _dag_known(dags: DAGApi, dag_id: str) -> bool:
         return dags.get_dag(dag_id).dag_id == dag_id
     except af.ApiException:
         return False
+
+
+# -- forged control records (issue 17, defects 3 and 8) -----------------------------------------------------
+
+PROBE = "/kw-xss-probe"
+XSS = f"<img src=x onerror=\"window.top.kwPwned=1;fetch('{PROBE}')\">"
+
+
+def forge_control_record(config: dict[str, str], **fields: Any) -> str:
+    """Write a control record as any producer with access to the topic could; returns its reason (a marker).
+    Its op is one no worker accepts, so no worker acts on it."""
+    marker = f"forged-{uuid.uuid4().hex[:8]}"
+    record = {"kind": "command", "id": uuid.uuid4().hex, "op": "replay", "group": GROUP, "by": "mallory",
+              "reason": marker, "at": time.time(), **fields}
+    ensure_control_topics(config)
+    errors: list[object] = []
+    producer = Producer(config)
+    producer.produce(CONTROL_TOPIC, key=GROUP, value=json.dumps(record).encode(),
+                     on_delivery=lambda err, _msg: errors.append(err) if err is not None else None)
+    assert producer.flush(30) == 0 and not errors, errors
+    return marker
+
+
+def test_a_forged_control_record_runs_no_script_and_the_audit_table_still_renders(
+        page: Page, standalone: AirflowStandalone, config: dict[str, str]) -> None:
+    marker = forge_control_record(config, letters={"length": XSS}, by=XSS, topic=XSS)
+    probes: list[str] = []
+    page.on("request", lambda request: probes.append(request.url) if PROBE in request.url or request.url.endswith(
+        "/x") else None)
+    page.goto(f"{standalone.url}/kafka-workflows/ui/workflows/{WORKFLOW}")  # the workflow's page: its audit table
+    expect(page.locator("table.audit")).to_be_visible()
+    row = page.locator("table.audit tr", has_text=marker)
+    page.wait_for_timeout(5000)  # the record is shown by now, and an onerror handler would have run
+    assert page.evaluate("window.kwPwned") is None, "the forged record's script ran in the admin's session"
+    assert probes == [], f"the forged record's markup ran or loaded: {probes}"
+    expect(row).to_contain_text("(unknown letters)")
+    expect(row).to_contain_text("<img src=x onerror=")  # shown as text, not markup
+    page.goto(f"{standalone.url}/kafka-workflows/ui/")  # the overview's recent operations, outside the iframe
+    expect(page.locator("table.audit tr", has_text=marker)).to_be_visible()
+    page.wait_for_timeout(2000)
+    assert page.evaluate("window.kwPwned") is None
+    assert probes == [], f"the forged record's markup ran or loaded: {probes}"
+
+
+def test_a_control_record_with_a_bad_time_shows_unknown_and_blanks_no_page(
+        page: Page, standalone: AirflowStandalone, config: dict[str, str]) -> None:
+    marker = forge_control_record(config, at="soon")
+    base = f"{standalone.url}/kafka-workflows/ui"
+    for path, table in (("/", "#kw-workflows"), (f"/workflows/{WORKFLOW}", "#kw-units"),
+                        (f"/workflows/{WORKFLOW}/groups/{GROUP}", "#kw-partitions")):
+        page.goto(base + path)
+        expect(page.locator(table)).to_be_visible()
+        row = page.locator("table.audit tr", has_text=marker)
+        expect(row).to_be_visible()
+        expect(row.locator("td").first).to_have_text("unknown")
+        expect(page.locator("#kw")).not_to_contain_text("Invalid time value")
+
+
+def test_every_page_and_asset_of_the_plugin_sends_a_csp_without_inline_script(standalone: AirflowStandalone) -> None:
+    token = standalone.token()
+    for path in ("/ui/", f"/ui/workflows/{WORKFLOW}", "/ui/static/kw.js", "/ui/static/kw.css", "/api/workflows",
+                 "/docs"):
+        request = urllib.request.Request(f"{standalone.url}/kafka-workflows{path}",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            csp, body = response.headers["Content-Security-Policy"], response.read().decode()
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp, (path, csp)
+        if path.endswith((".js", ".css")) or path.startswith("/api"):
+            continue
+        assert not re.search(r"<script(?![^>]*\bsrc=)", body), f"{path} has an inline script"
+        assert not re.search(r"\son\w+\s*=", body), f"{path} has an inline event handler"

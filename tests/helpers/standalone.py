@@ -1,6 +1,7 @@
 """One `airflow standalone` per test session, shared by tests/e2e and tests/security (a pytest plugin).
 
-It has two users: `admin` (role admin) and `viewer` (role viewer: reads, never acts).
+It has three users: `admin` (role admin), `viewer` (role viewer: reads, never acts) and `op` (role op:
+acts on DAGs, as an operator would).
 
 Starting one takes a minute or more, so every end-to-end test of the session uses the same one. Its
 sources and callbacks are allow-listed the way a deployment would configure them:
@@ -27,6 +28,7 @@ from tests.helpers.webhook import WebhookReceiver
 # The HMAC secret of the contacts import's webhook (the password of connection kw_webhook).
 WEBHOOK_SECRET = "e2e-webhook-secret"
 VIEWER = "viewer"  # a second user, role viewer: reads, never acts (the UI's API tests)
+OP = "op"  # a third user, role op: acts on DAGs (the UI's responsiveness tests)
 METADATA_ROOT = "http://169.254.169.254/latest/"
 
 
@@ -45,7 +47,7 @@ def standalone(broker: Broker, stack_receiver: WebhookReceiver, postgres: Postgr
     (home / "imports").mkdir()
     allowed = stack_receiver.allow_env({
         "AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_SOURCES": f"file://{home / 'imports'}/, {METADATA_ROOT}"})
-    instance = AirflowStandalone(home, free_port(), broker.bootstrap_servers, users={VIEWER: "viewer"},
+    instance = AirflowStandalone(home, free_port(), broker.bootstrap_servers, users={VIEWER: "viewer", OP: "op"},
                                  metadata_db=postgres.fresh_database("airflow"), extra_env={
         "KW_EXAMPLES_DB": str(home / "examples.sqlite"),
         "AIRFLOW_CONN_KW_WEBHOOK": json.dumps({"conn_type": "http", "password": WEBHOOK_SECRET}),

@@ -1,14 +1,21 @@
-"""The monitor's pure parts: error fingerprints, dead-letter filters, request progress."""
+"""The monitor's parts that need no broker: error fingerprints, dead-letter filters, request progress,
+what a workflow's reader sees of shared stores, and a group page that never waits behind a slow broker."""
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.monitor.deadletters import LetterQuery, fingerprint, normalise
+from kafka_workflows.monitor.lag import LagMonitor
 from kafka_workflows.monitor.requests import progress_of
+from kafka_workflows.monitor.service import Monitor, NotFound
 
 
 def test_a_fingerprint_ignores_numbers_ids_and_quoted_text_but_not_the_error_type() -> None:
@@ -52,3 +59,81 @@ def test_a_status_record_of_the_wrong_shape_loses_its_bad_parts_instead_of_break
     assert status is not None
     assert (status["held"], status["assigned"], status["paused"]) == ([good], ["t[0]"], False)
     assert progress_of({"total": "many", "completed": "x", "failed": -3, "status": "running"})["done"] == 0
+
+
+# -- the monitor's view is filtered by workflow, and never waits behind a slow broker -------------------------
+
+class _Record:
+    """A store-topic record as the follower hands it to `apply()`."""
+
+    def __init__(self, key: str, value: dict[str, object]) -> None:
+        self._key, self._value = key.encode(), json.dumps(value).encode()
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+
+@pytest.fixture
+def shared_store(tmp_path: Path) -> Iterator[Monitor]:
+    """Two workflows whose split steps use the same store, `contacts`, with one request each."""
+    spec = (Path(__file__).resolve().parents[2] / "dags" / "workflows" / "contacts_import.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(spec)
+    (tmp_path / "b.yaml").write_text(spec.replace("name: contacts_import", "name: contacts_other", 1))
+    monitor = Monitor({"bootstrap.servers": "127.0.0.1:1", "log_level": 0}, tmp_path)  # never started: no broker needed
+    index = monitor.store_index("contacts")
+    for dag_id in ("contacts_import", "contacts_other"):
+        index.apply(_Record(f"{dag_id}-request", {  # type: ignore[arg-type]
+            "request_id": f"{dag_id}-request", "status": "running", "total": 2, "completed": 1, "failed": 0,
+            "meta": {"dag_id": dag_id, "run_id": "manual__1"}}))
+    yield monitor
+    monitor.lag.reader.close()
+
+
+def test_a_workflows_store_requests_are_only_its_own_when_two_workflows_share_a_store(shared_store: Monitor) -> None:
+    for name, other in (("contacts_import", "contacts_other"), ("contacts_other", "contacts_import")):
+        page = shared_store.requests(name, "contacts")
+        assert [r["request_id"] for r in page["items"]] == [f"{name}-request"] and page["total"] == 1, page
+        assert shared_store.request(name, "contacts", f"{name}-request")["request_id"] == f"{name}-request"
+        with pytest.raises(NotFound, match=f"{other}-request"):
+            shared_store.request(name, "contacts", f"{other}-request")
+
+
+def test_health_shows_only_the_store_followers_of_the_workflows_the_caller_reads(shared_store: Monitor) -> None:
+    shared_store.store_index("private")  # a store of no workflow the caller reads
+    names = lambda allowed: {f["name"] for f in shared_store.describe(allowed)["followers"]}  # noqa: E731
+    assert names({"contacts_import"}) == {"status", "audit", "dead-letters", "store-contacts"}
+    assert names(set()) == {"status", "audit", "dead-letters"}
+    assert "store-private" not in names({"contacts_import", "contacts_other"})
+
+
+def test_a_group_page_gets_the_last_known_lag_at_once_while_another_broker_round_is_slow() -> None:
+    lag = LagMonitor({"bootstrap.servers": "127.0.0.1:1", "log_level": 0}, dict, interval=3600)
+    known = {"group": "g", "state": "stable", "members": [], "partitions": [], "lag": 7, "error": None, "at": 1.0}
+    lag._keep("g", known)
+    answers: list[dict[str, object]] = []
+    with lag._admin_lock:  # a refresh stuck on a paused broker holds the admin client
+        page = threading.Thread(target=lambda: answers.append(lag.fresh("g", ["t"])), daemon=True)
+        page.start()
+        page.join(30)
+        assert not page.is_alive(), "the page waited for the slow broker round"
+    assert answers == [{**known, "error": "the broker is slow to answer"}]
+    unknown = threading.Thread(target=lambda: answers.append(lag.fresh("never-seen", ["t"])), daemon=True)
+    with lag._admin_lock:
+        unknown.start()
+        unknown.join(30)
+        assert not unknown.is_alive()
+    assert answers[-1]["state"] == "unknown" and answers[-1]["partitions"] == []
+    lag.reader.close()
+
+
+def test_a_group_page_gets_the_last_known_lag_when_the_broker_does_not_answer() -> None:
+    lag = LagMonitor({"bootstrap.servers": "127.0.0.1:1", "log_level": 0}, dict, interval=3600)
+    known = {"group": "g", "state": "stable", "members": [], "partitions": [], "lag": 7, "error": None, "at": 1.0}
+    lag._keep("g", known)
+    answer = lag.fresh("g", ["t"])  # no broker listens there: every call times out
+    assert answer["lag"] == 7 and "did not answer" in answer["error"], answer
+    assert lag.fresh("other", ["t"])["state"] == "unknown"
+    lag.reader.close()

@@ -100,8 +100,15 @@ class Monitor:
         ok = all(f.wait_caught_up(max(deadline - time.monotonic(), 0.0)) for f in followers)
         return ok and self.lag.wait_refreshed(max(deadline - time.monotonic(), 0.0))
 
-    def describe(self) -> dict[str, Any]:
-        return {"followers": [f.describe() for f in (self.status, self.audit, self.letters, *self.stores.values())],
+    def describe(self, allowed: set[str] | None = None) -> dict[str, Any]:
+        """The followers' health: the shared ones, and the store followers of the workflows in `allowed`
+        (every one when None), so a caller learns nothing of stores it may not read."""
+        if allowed is None:
+            stores = list(self.stores.values())
+        else:
+            names = {store for name, spec in self.specs().items() if name in allowed for store in self._stores_of(spec)}
+            stores = [index for store, index in sorted(self.stores.items()) if store in names]
+        return {"followers": [f.describe() for f in (self.status, self.audit, self.letters, *stores)],
                 "lag_error": self.lag.error, "dead_letters_dropped": self.letters.dropped}
 
     # -- specs -----------------------------------------------------------------------------
@@ -251,11 +258,13 @@ class Monitor:
 
     def requests(self, name: str, store: str, *, status: str | None = None, offset: int = 0,
                  limit: int = 50) -> dict[str, Any]:
-        return self._store_of(name, store).recent(dag_id=None, status=status, offset=offset, limit=limit)
+        """The store's requests made by this workflow's runs (a store may be shared by workflows)."""
+        return self._store_of(name, store).recent(dag_id=name, status=status, offset=offset, limit=limit)
 
     def request(self, name: str, store: str, request_id: str) -> dict[str, Any]:
         index = self._store_of(name, store)
-        value = index.value(request_id)
+        summary = index.summary(request_id)
+        value = index.value(request_id) if summary is not None and summary.get("dag_id") == name else None
         if value is None:
             raise NotFound("request", request_id, f"in store {store!r}")
         return self._request_view(store, value)

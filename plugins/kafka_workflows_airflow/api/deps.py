@@ -18,7 +18,7 @@ from typing import Annotated
 from airflow.api_fastapi.app import get_auth_manager
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from airflow.configuration import conf
-from fastapi import Depends
+from fastapi import Depends, HTTPException
 
 from kafka_workflows.monitor.service import Monitor
 
@@ -34,14 +34,20 @@ def specs_folder() -> Path:
     return Path(configured) if configured else Path(conf.get("core", "dags_folder")) / "workflows"
 
 
-def get_monitor() -> Monitor:
+def get_monitor(user: GetUserDep) -> Monitor:
+    """The process's monitor; `user` makes every route authenticate before it is resolved."""
     global _monitor
     with _lock:
         if _monitor is None:
             from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
 
-            config = KafkaWorkflowsHook(conf.get("kafka_workflows", "kafka_config_id", fallback="kafka_default"))
-            _monitor = Monitor(config.get_kafka_config(), specs_folder()).start()
+            conn_id = conf.get("kafka_workflows", "kafka_config_id", fallback="kafka_default")
+            try:
+                config = KafkaWorkflowsHook(conn_id).get_kafka_config()
+            except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException and friends
+                raise HTTPException(503, f"the Kafka connection {conn_id!r} is not usable "
+                                         f"({type(exc).__name__})") from None
+            _monitor = Monitor(config, specs_folder()).start()
         return _monitor
 
 

@@ -2,7 +2,9 @@
 
 Each page is one small HTML shell naming its kind and subject; `static/kw.js` fills it from the
 JSON API with the session cookie the Airflow UI already holds, and follows the UI's light/dark
-theme (the parent page's `dark` class). Same auth as the API: read access to the DAG.
+theme (the parent page's `dark` class). Same auth as the API: read access to the DAG. A page holds
+no inline script or style (the app's Content-Security-Policy forbids both); its subject travels as
+an HTML-escaped JSON attribute that kw.js reads as data.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from kafka_workflows_airflow.api.deps import READ
 
 STATIC = Path(__file__).with_name("static")
-ASSETS = {"kw.js": "text/javascript", "kw.css": "text/css"}
+ASSETS = {"kw.js": "text/javascript", "kw.css": "text/css", "docs.js": "text/javascript"}
 router = APIRouter(prefix="/ui", include_in_schema=False, dependencies=READ)
 
 

@@ -1,4 +1,8 @@
-"""The JSON API: thin routes over `kafka_workflows.monitor` (see deps.py for who may call what)."""
+"""The JSON API: thin routes over `kafka_workflows.monitor` (see deps.py for who may call what).
+
+Routes are `async`: whatever may block runs through `offload.read()` / `offload.act()` on the
+plugin's own bounded threads, never on the thread pool Airflow's own routes need.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from kafka_workflows.errors import ConfigError
 from kafka_workflows.monitor import actions
 from kafka_workflows.monitor.deadletters import LetterQuery, letter_detail, read_letters
 from kafka_workflows.monitor.service import Invalid, NotFound, units_of
+from kafka_workflows_airflow.api import offload
 from kafka_workflows_airflow.api.deps import EDIT, READ, MonitorDep, ReadableDep, UserNameDep
 from kafka_workflows_airflow.control import control_secret
 
@@ -48,6 +53,8 @@ def _query(monitor: MonitorDep, dag_id: str, f: LetterFilter) -> LetterQuery:
     groups = frozenset(u["group"] for u in units_of(monitor.spec(dag_id)))
     if f.group is not None and f.group not in groups:
         raise NotFound("group", f.group, f"in workflow {dag_id!r}")
+    if f.since is not None and f.until is not None and (f.since.tzinfo is None) != (f.until.tzinfo is None):
+        raise Invalid("until", "since and until must both carry a time zone offset, or neither")
     try:
         return LetterQuery(groups=groups, **f.model_dump())
     except ConfigError as exc:
@@ -65,54 +72,62 @@ def _filter(group: str | None = None, topic: str | None = None, key: str | None 
 FilterDep = Annotated[LetterFilter, Depends(_filter)]
 
 
-@router.get("/workflows", summary="Every workflow at a glance")
-def overview(monitor: MonitorDep, readable: ReadableDep) -> list[dict[str, Any]]:
-    return monitor.overview(readable)
+@router.get("/workflows", dependencies=READ, summary="Every workflow at a glance")
+async def overview(monitor: MonitorDep, readable: ReadableDep) -> list[dict[str, Any]]:
+    return await offload.read(monitor.overview, readable)
 
 
-@router.get("/health", summary="The warm readers of this API server")
-def health(monitor: MonitorDep, readable: ReadableDep) -> dict[str, Any]:
-    return monitor.describe()
+@router.get("/health", dependencies=READ, summary="The warm readers of this API server (of the workflows you read)")
+async def health(monitor: MonitorDep, readable: ReadableDep) -> dict[str, Any]:
+    return await offload.read(monitor.describe, readable)
 
 
-@router.get("/audit", summary="The audit log of every workflow the caller may read, newest first")
-def audit(monitor: MonitorDep, readable: ReadableDep, offset: Offset = 0, limit: Limit = 50) -> dict[str, Any]:
-    groups = {u["group"] for name in readable for u in units_of(monitor.spec(name))}
+def _audit_of(monitor: MonitorDep, names: set[str], offset: int, limit: int) -> dict[str, Any]:
+    groups = {u["group"] for name in names for u in units_of(monitor.spec(name))}
     return monitor.audit.page(groups=groups, offset=offset, limit=limit)
 
 
+@router.get("/audit", dependencies=READ, summary="The audit log of every workflow the caller may read, newest first")
+async def audit(monitor: MonitorDep, readable: ReadableDep, offset: Offset = 0, limit: Limit = 50) -> dict[str, Any]:
+    return await offload.read(_audit_of, monitor, readable, offset, limit)
+
+
 @router.get("/workflows/{dag_id}", dependencies=READ, summary="One workflow: units, health, stores, audit")
-def workflow(dag_id: str, monitor: MonitorDep) -> dict[str, Any]:
-    return monitor.workflow(dag_id)
+async def workflow(dag_id: str, monitor: MonitorDep) -> dict[str, Any]:
+    return await offload.read(monitor.workflow, dag_id)
 
 
 @router.get("/workflows/{dag_id}/audit", dependencies=READ, summary="The workflow's audit log, newest first")
-def workflow_audit(dag_id: str, monitor: MonitorDep, offset: Offset = 0, limit: Limit = 50) -> dict[str, Any]:
-    return monitor.audit.page(groups={u["group"] for u in units_of(monitor.spec(dag_id))}, offset=offset,
-                              limit=limit)
+async def workflow_audit(dag_id: str, monitor: MonitorDep, offset: Offset = 0, limit: Limit = 50) -> dict[str, Any]:
+    return await offload.read(_audit_of, monitor, {dag_id}, offset, limit)
 
 
 @router.get("/workflows/{dag_id}/groups/{group}", dependencies=READ,
             summary="A group's members and partitions: committed/end offset, lag, state, held message")
-def group(dag_id: str, group: str, monitor: MonitorDep) -> dict[str, Any]:
-    return monitor.group(dag_id, group)
+async def group(dag_id: str, group: str, monitor: MonitorDep) -> dict[str, Any]:
+    return await offload.read(monitor.group, dag_id, group)
 
 
 @router.post("/workflows/{dag_id}/groups/{group}/{op}", dependencies=EDIT,
              summary="skip / unblock a held partition, pause / resume the group (recorded with your name)",
              responses={404: {"description": "unknown workflow/group/topic"},
                         409: {"description": "the offset is no longer held: nothing done"},
+                        429: {"description": "too many actions in flight on this API server: try again"},
                         504: {"description": "no worker answered"}})
-def act(dag_id: str, group: str, op: Literal["skip", "unblock", "pause", "resume"], body: ActionBody,
-        monitor: MonitorDep, by: UserNameDep) -> dict[str, Any]:
-    return actions.act(monitor, dag_id, group, op, by=by, reason=body.reason, topic=body.topic,
-                       partition=body.partition, offset=body.offset, secret=control_secret())
+async def act(dag_id: str, group: str, op: Literal["skip", "unblock", "pause", "resume"], body: ActionBody,
+              monitor: MonitorDep, by: UserNameDep) -> dict[str, Any]:
+    return await offload.act(actions.act, monitor, dag_id, group, op, by=by, reason=body.reason, topic=body.topic,
+                             partition=body.partition, offset=body.offset, secret=control_secret())
 
 
 @router.get("/workflows/{dag_id}/dead-letters", dependencies=READ,
             summary="Dead letters of the workflow's groups, newest first, filtered and paged")
-def dead_letters(dag_id: str, monitor: MonitorDep, f: FilterDep,
-                 offset: Offset = 0, limit: Limit = 50) -> dict[str, Any]:
+async def dead_letters(dag_id: str, monitor: MonitorDep, f: FilterDep,
+                       offset: Offset = 0, limit: Limit = 50) -> dict[str, Any]:
+    return await offload.read(_letters_page, monitor, dag_id, f, offset, limit)
+
+
+def _letters_page(monitor: MonitorDep, dag_id: str, f: LetterFilter, offset: int, limit: int) -> dict[str, Any]:
     page = monitor.letters.page(_query(monitor, dag_id, f), offset, limit)
     for row in page["items"]:
         row["replayed"] = monitor.audit.replayed(row["id"])
@@ -121,13 +136,17 @@ def dead_letters(dag_id: str, monitor: MonitorDep, f: FilterDep,
 
 @router.get("/workflows/{dag_id}/dead-letters/fingerprints", dependencies=READ,
             summary="Matching dead letters grouped by error fingerprint, with counts")
-def fingerprints(dag_id: str, monitor: MonitorDep, f: FilterDep) -> list[dict[str, Any]]:
-    return monitor.letters.fingerprints(_query(monitor, dag_id, f))
+async def fingerprints(dag_id: str, monitor: MonitorDep, f: FilterDep) -> list[dict[str, Any]]:
+    return await offload.read(lambda: monitor.letters.fingerprints(_query(monitor, dag_id, f)))
 
 
 @router.get("/workflows/{dag_id}/dead-letters/{letter_id}", dependencies=READ,
             summary="One dead letter: its headers and a size-capped preview of its value")
-def dead_letter(dag_id: str, letter_id: str, monitor: MonitorDep) -> dict[str, Any]:
+async def dead_letter(dag_id: str, letter_id: str, monitor: MonitorDep) -> dict[str, Any]:
+    return await offload.read(_letter, dag_id, letter_id, monitor)
+
+
+def _letter(dag_id: str, letter_id: str, monitor: MonitorDep) -> dict[str, Any]:
     groups = {u["group"] for u in units_of(monitor.spec(dag_id))}
     row = monitor.letters.get(letter_id)
     if row is None or row["group"] not in groups:
@@ -140,27 +159,28 @@ def dead_letter(dag_id: str, letter_id: str, monitor: MonitorDep) -> dict[str, A
 
 @router.post("/workflows/{dag_id}/dead-letters/replay", dependencies=EDIT,
              summary="Replay selected (or filtered) dead letters to their topic; dry_run shows what would move")
-def replay(dag_id: str, monitor: MonitorDep, by: UserNameDep, body: Annotated[ReplayBody, Body()]) -> dict[str, Any]:
+async def replay(dag_id: str, monitor: MonitorDep, by: UserNameDep,
+                 body: Annotated[ReplayBody, Body()]) -> dict[str, Any]:
     query = _query(monitor, dag_id, body.filter) if body.filter is not None else None
-    return actions.replay(monitor, dag_id, by=by, reason=body.reason, ids=body.ids, query=query,
-                          dry_run=body.dry_run, secret=control_secret())
+    return await offload.act(actions.replay, monitor, dag_id, by=by, reason=body.reason, ids=body.ids, query=query,
+                             dry_run=body.dry_run, secret=control_secret())
 
 
 @router.get("/workflows/{dag_id}/stores/{store}/requests", dependencies=READ,
             summary="A store's recent requests with status and counts")
-def requests(dag_id: str, store: str, monitor: MonitorDep, offset: Offset = 0, limit: Limit = 50,
-             status: Literal["pending", "running", "succeeded", "completed_with_failures"] | None = None,
-             ) -> dict[str, Any]:
-    return monitor.requests(dag_id, store, status=status, offset=offset, limit=limit)
+async def requests(dag_id: str, store: str, monitor: MonitorDep, offset: Offset = 0, limit: Limit = 50,
+                   status: Literal["pending", "running", "succeeded", "completed_with_failures"] | None = None,
+                   ) -> dict[str, Any]:
+    return await offload.read(monitor.requests, dag_id, store, status=status, offset=offset, limit=limit)
 
 
 @router.get("/workflows/{dag_id}/stores/{store}/requests/{request_id}", dependencies=READ,
             summary="One request: progress, rate, ETA, failed jobs with reasons, the split's row counts")
-def request(dag_id: str, store: str, request_id: str, monitor: MonitorDep) -> dict[str, Any]:
-    return monitor.request(dag_id, store, request_id)
+async def request(dag_id: str, store: str, request_id: str, monitor: MonitorDep) -> dict[str, Any]:
+    return await offload.read(monitor.request, dag_id, store, request_id)
 
 
 @router.get("/workflows/{dag_id}/runs/{run_id}", dependencies=READ,
             summary="The store requests of one DAG run, with their progress")
-def run(dag_id: str, run_id: str, monitor: MonitorDep) -> dict[str, Any]:
-    return monitor.run(dag_id, run_id)
+async def run(dag_id: str, run_id: str, monitor: MonitorDep) -> dict[str, Any]:
+    return await offload.read(monitor.run, dag_id, run_id)

@@ -205,9 +205,12 @@
     return table({class: "audit"}, ["When", "Operation", "Group", "By", "Reason", "Result"], rows(items, (c) => {
       const applied = list(c.applied);
       return h("tr", {},
-        h("td", {}, when(c.at)),
+        // The API serves every record in one shape, a field it could not read as null: every operation has
+        // a time, and a replay its letters, so null there is shown as unknown.
+        h("td", {}, c.at === null || c.at === undefined ? h("span", {class: "muted"}, "unknown") : when(c.at)),
         h("td", {}, text(c.op), " ", c.topic ? h("code", {}, `${text(c.topic)}[${text(c.partition)}]@${text(c.offset)}`) : null,
-          c.letters !== undefined && c.letters !== null ? ` (${Array.isArray(c.letters) ? num(c.letters.length) : "unknown"} letters)` : null),
+          c.op === "replay" || (c.letters !== undefined && c.letters !== null)
+            ? ` (${Array.isArray(c.letters) ? num(c.letters.length) : "unknown"} letters)` : null),
         h("td", {}, text(c.group)), h("td", {}, text(c.by)), h("td", {}, text(c.reason)),
         h("td", {}, applied.length ? applied.map((a, i) => [i ? h("br") : null, text(a && a.result)])
           : c.op === "replay" ? "replayed" : h("span", {class: "muted"}, "no answer")));

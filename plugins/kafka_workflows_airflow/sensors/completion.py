@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from kafka_workflows.store import COMPLETED_WITH_FAILURES, CORRUPT, TERMINAL_STATUSES, StoreClient, StoreError
 from kafka_workflows.store.indexcodec import decode_ranges
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
+from kafka_workflows_airflow.links import LINKS
 from kafka_workflows_airflow.triggers.completion import StoreCompletionTrigger
 
 
@@ -57,6 +58,7 @@ class AwaitCompletionSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("request_id", "store")
     ui_color = "#e6f1f2"
+    operator_extra_links = LINKS  # Kafka progress, Kafka group, Dead letters (links.py)
 
     def __init__(self, *, request_id: str, store: str, kafka_config_id: str = KafkaWorkflowsHook.default_conn_name,
                  deferrable: bool = True, fail_on_job_failures: bool = False, end_from_trigger: bool = False,

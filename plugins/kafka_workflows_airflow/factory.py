@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, BaseOperator, Param
+from airflow.sdk import DAG, Asset, BaseOperator, Param
 
 from kafka_workflows.handlers import resolve_callable
 from kafka_workflows.spec import NAME, Problem, SpecError, StepSpec, WorkflowSpec, line_of, load_specs
@@ -87,6 +87,8 @@ def _operator(step: StepSpec, dag: DAG) -> BaseOperator:
     cls = resolve_callable(KIND_OPERATORS[step.kind], f"{step.kind} operator")
     # produce: every field; split/await/notify: what the spec says (declared fields such as allowed_sources too).
     args = step.body.model_dump(by_alias=False, exclude_unset=step.kind != "produce")
+    if step.kind == "await" and args.get("outlets"):  # URIs in the spec, Assets in Airflow
+        args["outlets"] = [Asset(name=uri, uri=uri) for uri in args["outlets"]]
     operator: BaseOperator = cls(**args, **common)
     return operator
 

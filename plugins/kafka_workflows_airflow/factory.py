@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, BaseOperator, Param
+from airflow.sdk import DAG, Asset, BaseOperator, Param
 
 from kafka_workflows.handlers import resolve_callable
 from kafka_workflows.spec import NAME, Problem, SpecError, StepSpec, WorkflowSpec, line_of, load_specs
@@ -48,6 +48,25 @@ def _param(spec: Any) -> Param:
     return Param(spec.default, type=kind, description=spec.description, **extra)
 
 
+def kafka_group(spec: WorkflowSpec, step: StepSpec) -> str | None:
+    """The consumer group handling a step's messages, for its "Kafka group" link (links.py): the worker
+    (or exactly-once processor) consuming a split/produce step's topic; for await, the worker reporting
+    to its store (the only one that reports to a store when the store is templated). None when the spec
+    does not say."""
+    body = step.body.model_dump(by_alias=False)
+    if step.kind in ("split", "produce"):
+        topic = body.get("topic")
+        groups = [u.group for u in (*spec.workers, *spec.processors) if isinstance(topic, str) and topic in u.topics]
+    elif step.kind == "await":
+        store = body.get("store")
+        groups = [w.group for w in spec.workers if w.store is not None and w.store == store]
+        if not groups and not (isinstance(store, str) and "{{" not in store):
+            groups = list(dict.fromkeys(w.group for w in spec.workers if w.store is not None))
+    else:
+        return None
+    return groups[0] if len(set(groups)) == 1 else None
+
+
 def _operator(step: StepSpec, dag: DAG) -> BaseOperator:
     common: dict[str, Any] = {"task_id": step.id, "retries": step.retries,
                               "retry_delay": pendulum.duration(seconds=step.retry_delay), "dag": dag}
@@ -68,7 +87,10 @@ def _operator(step: StepSpec, dag: DAG) -> BaseOperator:
     cls = resolve_callable(KIND_OPERATORS[step.kind], f"{step.kind} operator")
     # produce: every field; split/await/notify: what the spec says (declared fields such as allowed_sources too).
     args = step.body.model_dump(by_alias=False, exclude_unset=step.kind != "produce")
-    return cls(**args, **common)  # type: ignore[no-any-return]
+    if step.kind == "await" and args.get("outlets"):  # URIs in the spec, Assets in Airflow
+        args["outlets"] = [Asset(name=uri, uri=uri) for uri in args["outlets"]]
+    operator: BaseOperator = cls(**args, **common)
+    return operator
 
 
 def _dag(spec: WorkflowSpec, file: str) -> DAG:
@@ -96,6 +118,9 @@ def build_dag(spec: WorkflowSpec, text: str = "", file: str = "<spec>") -> DAG:
     for index, step in enumerate(spec.steps):
         try:
             tasks[step.id] = _operator(step, dag)
+            group = kafka_group(spec, step)
+            if group is not None:
+                tasks[step.id].kafka_group = group  # type: ignore[attr-defined]  # read by links.KafkaGroupLink
         except Exception as exc:  # any refusal becomes a spec error naming the step
             loc = ("steps", index, "await" if step.kind == "await" else step.kind)
             raise SpecError(file, [Problem(f"steps[{index}].{step.kind}", f"{type(exc).__name__}: {exc}",

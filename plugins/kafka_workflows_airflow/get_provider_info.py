@@ -71,6 +71,9 @@ def get_provider_info() -> dict[str, Any]:
         "notifications": ["kafka_workflows_airflow.notifiers.WebhookNotifier",
                           "kafka_workflows_airflow.notifiers.LogNotifier",
                           "kafka_workflows_airflow.notifiers.EmailNotifier"],
+        "extra-links": ["kafka_workflows_airflow.links.KafkaProgressLink",
+                        "kafka_workflows_airflow.links.KafkaGroupLink",
+                        "kafka_workflows_airflow.links.DeadLettersLink"],
         # The connection type is the Kafka provider's own (`kafka`, KafkaBaseHook): declared there, used here.
         "config": CONFIG,
     }

@@ -5,6 +5,8 @@
 - `external_views`: the "Kafka workflows" navigation page, a "Kafka" tab on every DAG, a "Kafka
   progress" tab on every DAG run, and the API docs in the Docs menu. They are server-rendered pages
   shown in iframes (same origin, so the UI's session authenticates them).
+- `operator_extra_links`: "Kafka progress", "Kafka group" and "Dead letters" buttons on split, produce
+  and await task instances (links.py).
 
 Installed with pip, the plugin registers through the distribution's `airflow.plugins` entry point. In
 the Astro layout Airflow also imports every file of the plugins folder (this one as module `plugin`):
@@ -21,10 +23,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
 from kafka_workflows_airflow.api import PREFIX
+from kafka_workflows_airflow.links import LINKS
+from kafka_workflows_airflow.links import ui_path as _path
 
 
 def running_on_api_server(argv: list[str] | None = None) -> bool:
@@ -54,15 +57,6 @@ def _fastapi_apps() -> list[dict[str, Any]]:
     return [{"app": create_app(), "url_prefix": PREFIX, "name": "kafka-workflows"}]
 
 
-def _path(path: str) -> str:
-    """`path` under the API server's base URL path (as Airflow's own plugins do)."""
-    from urllib.parse import urlparse
-
-    base = conf.get("api", "base_url", fallback="/") or "/"
-    base = urlparse(base).path if base.startswith(("http://", "https://")) else base
-    return base.rstrip("/") + path
-
-
 class KafkaWorkflowsPlugin(AirflowPlugin):
     name = "kafka_workflows"
     fastapi_apps = _fastapi_apps()
@@ -76,6 +70,8 @@ class KafkaWorkflowsPlugin(AirflowPlugin):
         {"name": "Kafka workflows API", "href": _path(f"{PREFIX}/docs"), "destination": "nav",
          "category": "docs", "url_route": "kafka-workflows-api"},
     ]
+    # Kafka progress, Kafka group, Dead letters on split/produce/await task instances (links.py).
+    operator_extra_links = list(LINKS)
 
 
 if SHADOWED:

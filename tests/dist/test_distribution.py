@@ -135,6 +135,9 @@ def test_airflow_at_the_floors_lists_the_provider_its_plugin_and_its_config_and_
     providers = json.loads(run([airflow, "providers", "list", "-o", "json"], env=airflow_env))
     ours = [p for p in providers if p["package_name"] == "kafka-workflows"]
     assert len(ours) == 1 and ours[0]["version"] == PYPROJECT["version"], providers
+    links = json.loads(run([airflow, "providers", "links", "-o", "json"], env=airflow_env))
+    assert {link["extra_link_class_name"] for link in links} >= {  # the provider info's extra-links
+        f"kafka_workflows_airflow.links.{name}" for name in ("KafkaProgressLink", "KafkaGroupLink", "DeadLettersLink")}
 
     plugins = json.loads(run([airflow, "plugins", "-o", "json"], env=airflow_env))
     assert [p["name"] for p in plugins if p["name"] == "kafka_workflows"] == ["kafka_workflows"], plugins
@@ -151,7 +154,8 @@ def test_airflow_at_the_floors_lists_the_provider_its_plugin_and_its_config_and_
                   "print(json.dumps({'dags': sorted(b.dag_ids), 'errors': {k: v[:300] for k, v in "
                   "b.import_errors.items()}}))"], env=airflow_env)
     result = json.loads(parsed.strip().splitlines()[-1])
-    assert result == {"dags": ["checkout", "contacts_import", "subscription_renewals"], "errors": {}}, result
+    assert result == {"dags": ["checkout", "contacts_import", "contacts_imported", "subscription_renewals"],
+                      "errors": {}}, result
 
 
 @pytest.mark.airflow

@@ -164,3 +164,21 @@ def test_validate_cli_reports_each_file_and_fails_on_any_bad_one(tmp_path: Path)
     assert bad.returncode == 1
     assert f"{tmp_path / 'bad.yaml'}:3: workers[0].handler: expected a dotted import path" in bad.stderr
     assert "good.yaml: ok" in bad.stdout
+
+
+def test_await_outlets_become_airflow_assets_and_a_bad_uri_is_named() -> None:
+    from airflow.sdk import Asset
+
+    spec = load_spec(WORKFLOWS / "contacts_import.yaml")
+    [outlet] = build_dag(spec).get_task("await").outlets
+    assert outlet == Asset(name="kafka-workflows://contacts/imported", uri="kafka-workflows://contacts/imported")
+    text = "name: x\nsteps:\n  - id: a\n    await: {request_id: r, store: s, outlets: ['no scheme', 'ok://x']}\n"
+    assert problems(text) == ["wf.yaml:4: steps[0].await.outlets[0]: 'no scheme' is not an asset URI (scheme://path, "
+                              "no spaces or templates; airflow:// is Airflow's own)"]
+
+
+def test_the_kafka_group_link_names_the_group_that_handles_each_step() -> None:
+    groups = {d.dag_id: {t.task_id: getattr(t, "kafka_group", None) for t in d.tasks}
+              for d in dags_from_folder(WORKFLOWS).values()}
+    assert groups["contacts_import"] == {"split": "contacts-importers", "await": "contacts-importers", "notify": None}
+    assert groups["subscription_renewals"]["produce_renewal_requests"] == "renewals"

@@ -133,6 +133,30 @@ class SplitArgs(OperatorArgs):
         return self
 
 
+ASSET_URI = r"^[a-z][a-z0-9+.\-]*://[^\s{}]{1,1000}$"
+
+
+class AwaitArgs(OperatorArgs):
+    """await: AwaitCompletionSensor's keyword arguments; `outlets` names the assets a finished request updates.
+
+    The spec carries the URIs as strings (the core knows nothing of Airflow); the DAG factory makes
+    them Airflow Assets, so a DAG scheduled on one runs when a request this step awaits finishes.
+    """
+
+    outlets: list[str] | None = Field(
+        default=None, description="asset URIs updated once the awaited request is terminal (one asset event "
+        "per finished request, its extra: request_id, store, status, total, completed, failed), e.g. "
+        "kafka-workflows://contacts/imported")
+
+    @model_validator(mode="after")
+    def _uris(self) -> Self:
+        for index, uri in enumerate(self.outlets or ()):
+            if not re.match(ASSET_URI, uri) or uri.startswith("airflow://"):
+                raise RuleError(("outlets", index), f"{uri[:200]!r} is not an asset URI (scheme://path, no "
+                                "spaces or templates; airflow:// is Airflow's own)")
+        return self
+
+
 class StepSpec(_Spec):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True,
                               json_schema_extra={"oneOf": [{"required": [k]} for k in STEP_KINDS]})
@@ -144,7 +168,7 @@ class StepSpec(_Spec):
     doc: str | None = None
     produce: ProduceSpec | None = None
     split: SplitArgs | None = None
-    await_: OperatorArgs | None = Field(default=None, alias="await")
+    await_: AwaitArgs | None = Field(default=None, alias="await")
     notify: OperatorArgs | None = None
     python: PythonSpec | None = None
     operator: OperatorSpec | None = None

@@ -13,6 +13,7 @@ from kafka_workflows.kafka.config import check_reachable
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.messages import request_id_for
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
+from kafka_workflows_airflow.links import LINKS
 
 
 class ProduceRequestsOperator(BaseOperator):
@@ -37,6 +38,7 @@ class ProduceRequestsOperator(BaseOperator):
     template_fields: Sequence[str] = ("topic", "key", "value", "requests", "key_field")
     template_fields_renderers = {"value": "json", "requests": "json"}
     ui_color = "#e8f4fa"
+    operator_extra_links = LINKS  # Kafka progress, Kafka group, Dead letters (links.py)
 
     def __init__(self, *, topic: str, value: Any = None, key: str | None = None,
                  requests: Any = None, key_field: str | None = None, workflow: str | None = None,

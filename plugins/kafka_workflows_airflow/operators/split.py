@@ -29,6 +29,7 @@ from kafka_workflows.sources.csv_source import (
 from kafka_workflows.split.jobs import jobs_transactional_id, produce_jobs
 from kafka_workflows.store import StoreClient, StoreError
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
+from kafka_workflows_airflow.links import LINKS
 from kafka_workflows_airflow.sources import SourcePolicy, open_source, step_roots
 
 SchemaSpec = Schema | Mapping[str, Any] | Sequence[Mapping[str, Any]] | str
@@ -66,6 +67,7 @@ class SplitToJobsOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("source", "topic", "store", "rows_per_job", "on_bad_rows")
     ui_color = "#fdf1e0"
+    operator_extra_links = LINKS  # Kafka progress, Kafka group, Dead letters (links.py)
 
     def __init__(self, *, source: str, topic: str, store: str, schema: SchemaSpec, rows_per_job: int | str = 500,
                  on_bad_rows: str = "skip", max_bad_examples: int = 10, workflow: str | None = None,

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
+from airflow.sdk import Asset, BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 from kafka_workflows.store import COMPLETED_WITH_FAILURES, CORRUPT, TERMINAL_STATUSES, StoreClient, StoreError
 from kafka_workflows.store.indexcodec import decode_ranges
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
+from kafka_workflows_airflow.links import LINKS
 from kafka_workflows_airflow.triggers.completion import StoreCompletionTrigger
 
 
@@ -33,6 +34,11 @@ class AwaitCompletionSensor(BaseSensorOperator):
     and no database is polled. `execute_complete` returns the final value (request_id, total,
     completed, failed, status, failed_jobs, failure_reasons, meta, ...) as the XCom return value.
 
+    A retry (try 2 or later) first reads the store once: a request that already finished ends the
+    task at once, without a deferral whose trigger would fire within seconds (Airflow 3.3 can fail a
+    task resumed that quickly: the executor's late report of the deferring try finds the resumed try
+    queued; contacts_import retries its await for that reason).
+
     A request that ends `completed_with_failures` succeeds this task (the notification reports the
     failed jobs) unless `fail_on_job_failures`. A request that is `corrupt` (its stored value could
     not be restored) fails the task for good (AirflowFailException, no retry) with the store's reason.
@@ -43,6 +49,16 @@ class AwaitCompletionSensor(BaseSensorOperator):
     resuming it on a worker (lower latency to the notification); `execute_complete` then only runs
     for timeouts, errors and `fail_on_job_failures`.
 
+    Assets out: with `outlets` (Airflow Assets), the task's success records one asset event per
+    outlet whose extra is the request's summary (request_id, store, status, total, completed, failed),
+    so a DAG scheduled on the asset runs for every finished request. A task ended by the triggerer
+    records no outlet events in Airflow 3 (the triggerer marks it success without the task runner), so
+    with outlets the task always resumes on a worker, whatever `end_from_trigger` says. The event is
+    recorded with the task's success, once: a failed or cleared try that did not succeed records none,
+    and a trigger that fires again after a triggerer restart resumes the task once (a deferred task
+    instance leaves the deferred state with its first event). Clearing a task that already succeeded
+    runs it again and records a second event, as for any Airflow task with outlets.
+
     With `deferrable=False` it pokes the store every `poke_interval` seconds (one partition read each).
 
     :param request_id: the request to wait for (the split task's request id).
@@ -50,13 +66,14 @@ class AwaitCompletionSensor(BaseSensorOperator):
     :param kafka_config_id: the Airflow connection of the Kafka provider (`kafka_default`).
     :param deferrable: wait in the triggerer (True) or poke from a worker slot (False).
     :param fail_on_job_failures: fail the task when the request ends completed_with_failures.
-    :param end_from_trigger: let the triggerer end the task when the request succeeded.
+    :param end_from_trigger: let the triggerer end the task when the request succeeded (not with outlets).
     :param progress_log_interval: seconds between progress lines in the task log.
     :param poke_interval: seconds between pokes when not deferrable.
     """
 
     template_fields: Sequence[str] = ("request_id", "store")
     ui_color = "#e6f1f2"
+    operator_extra_links = LINKS  # Kafka progress, Kafka group, Dead letters (links.py)
 
     def __init__(self, *, request_id: str, store: str, kafka_config_id: str = KafkaWorkflowsHook.default_conn_name,
                  deferrable: bool = True, fail_on_job_failures: bool = False, end_from_trigger: bool = False,
@@ -81,19 +98,37 @@ class AwaitCompletionSensor(BaseSensorOperator):
         self._check_inputs()
         if not self.deferrable:
             return super().execute(context)
+        if context["ti"].try_number > 1:  # a retry: the request may have finished already
+            finished = self._terminal_value()
+            if finished is not None:  # end now: no deferral whose trigger would fire at once
+                return self._finish(finished, context)
         self.log.info("deferring until request %s of store %r is terminal (timeout %.0fs)", self.request_id,
                       self.store, self.timeout)
+        end_from_trigger = self.end_from_trigger and not self._assets()
+        if self.end_from_trigger and not end_from_trigger:
+            self.log.info("outlets declared: the task resumes on a worker to record its asset events "
+                          "(the triggerer cannot)")
         self.defer(
             trigger=StoreCompletionTrigger(request_id=self.request_id, store=self.store,
                                            kafka_config_id=self.kafka_config_id, deadline=time.time() + self.timeout,
                                            progress_log_interval=self.progress_log_interval,
-                                           end_from_trigger=self.end_from_trigger,
+                                           end_from_trigger=end_from_trigger,
                                            fail_on_job_failures=self.fail_on_job_failures),
             method_name="execute_complete",
             # A backstop should the triggerer be down at the deadline; the trigger's own timeout
             # event comes first and carries the progress.
             timeout=timedelta(seconds=self.timeout + 300),
         )
+
+    def _terminal_value(self) -> dict[str, Any] | None:
+        """The request's store value when it is terminal (one point read), else None."""
+        config = KafkaWorkflowsHook(self.kafka_config_id).get_kafka_config()
+        try:
+            value = StoreClient(config, self.store).get(self.request_id)
+        except StoreError as exc:
+            self.log.info("store %r not readable yet: %s", self.store, exc)
+            return None
+        return value if value is not None and value.get("status") in TERMINAL_STATUSES else None
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         config = KafkaWorkflowsHook(self.kafka_config_id).get_kafka_config()
@@ -105,7 +140,7 @@ class AwaitCompletionSensor(BaseSensorOperator):
         if value is None or value.get("status") not in TERMINAL_STATUSES:
             self.log.info("request %s: %s", self.request_id, describe_progress(value))
             return False
-        return PokeReturnValue(True, self._finish(value))
+        return PokeReturnValue(True, self._finish(value, context))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | str) -> dict[str, Any]:
         if not isinstance(event, dict):
@@ -116,11 +151,11 @@ class AwaitCompletionSensor(BaseSensorOperator):
             if value is None:
                 raise AirflowException(f"request {self.request_id} ended in the triggerer ({event!r}) but store "
                                        f"{self.store!r} has no value for it")
-            return self._finish(value)
+            return self._finish(value, context)
         status = event.get("status")
         if status in ("done", CORRUPT):
             return self._finish(event["value"] if isinstance(event.get("value"), dict) else
-                                {"status": CORRUPT, "error": event.get("message")})
+                                {"status": CORRUPT, "error": event.get("message")}, context)
         if status == "timeout":
             progress = event.get("progress")
             where = describe_progress(progress) if progress else (
@@ -131,7 +166,10 @@ class AwaitCompletionSensor(BaseSensorOperator):
         raise AirflowException(f"waiting for request {self.request_id} of store {self.store!r} failed: "
                                f"{event.get('message', event)}")
 
-    def _finish(self, value: dict[str, Any]) -> dict[str, Any]:
+    def _assets(self) -> list[Asset]:
+        return [outlet for outlet in self.outlets if isinstance(outlet, Asset)]
+
+    def _finish(self, value: dict[str, Any], context: Context) -> dict[str, Any]:
         if value.get("status") == CORRUPT:  # retrying cannot bring the accounting back: fail for good
             raise AirflowFailException(
                 f"request {self.request_id} is corrupt in store {self.store!r}: its stored value could not be "
@@ -145,7 +183,20 @@ class AwaitCompletionSensor(BaseSensorOperator):
             if self.fail_on_job_failures:
                 raise AirflowFailException(f"request {self.request_id}: {describe_progress(value)} "
                                            f"(failed jobs {failed})")
+        summary = asset_extra(self.request_id, self.store, value)
+        for asset in self._assets():  # recorded by Airflow with the task's success
+            context["outlet_events"][asset].extra = dict(summary)
         return value
+
+
+def asset_extra(request_id: str, store: str, value: dict[str, Any]) -> dict[str, Any]:
+    """The extra of a finished request's asset event: small, JSON, the request's summary only."""
+    def count(name: str) -> int | None:
+        number = value.get(name)
+        return number if isinstance(number, int) and not isinstance(number, bool) else None
+
+    return {"request_id": request_id, "store": store, "status": str(value.get("status")),
+            "total": count("total"), "completed": count("completed"), "failed": count("failed")}
 
 
 def describe_ranges(ranges: list[list[int]], limit: int = 20) -> str:

@@ -1,4 +1,4 @@
-"""Aggregation throughput: commands/s through the atomic KV store, exactly-once vs at-least-once vs Quix Streams.
+"""Aggregation throughput: commands/s through the atomic KV store, exactly-once vs at-least-once, Quix, Kafka Streams.
 
 Starts its own broker, writes the same command stream (R requests x J jobs: one init each, then
 every job's completion in shuffled order plus 5 % duplicates) to three 3-partition command topics,
@@ -14,11 +14,16 @@ code measured ratios of 0.82 and 0.99). Then, once:
   accounting (per-key state: one entry per seen job index, a count, the total; one completion
   message when count == total). Quix pins confluent-kafka<2.13, so it runs in its own venv
   (.state/bench/quix-venv, created on first use) instead of downgrading the project's.
+- streams: Kafka Streams (the Kafka version the stack runs) with processing.guarantee=exactly_once_v2,
+  commit.interval.ms=1000, one stream thread, the same accounting in a RocksDB store with its
+  changelog (bench/streams/: StreamsStore.java). Maven builds it on first use into
+  .state/bench/streams (rebuilt when its pom or source changes); `--no-streams` skips it. A smoke
+  run includes it (a tiny stream): the build is seconds once Maven's cache holds the jars.
 
 Each rate is commands / (last completion visible to a read_committed reader - first command
 processed), so process start-up and group joins are not counted. Last line: one JSON object.
 
-    .venv/bin/python bench/aggregation.py [--requests 400] [--jobs 1000] [--no-quix]
+    .venv/bin/python bench/aggregation.py [--requests 400] [--jobs 1000] [--no-quix] [--no-streams]
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from bench.common import add_bench_args, bench_broker  # noqa: E402
 
 QUIX_VERSION = "3.28.1"
 QUIX_VENV = REPO / ".state" / "bench" / "quix-venv"
+STREAMS_SRC = REPO / "bench" / "streams"
+STREAMS_BUILD = REPO / ".state" / "bench" / "streams"
 
 
 # -- the Quix app (runs in the Quix venv: only the standard library and quixstreams) -------------
@@ -106,6 +113,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of eos and alo, taking turns at going first")
     parser.add_argument("--no-quix", action="store_true", help="skip the Quix Streams run")
+    parser.add_argument("--no-streams", action="store_true", help="skip the Kafka Streams run")
     parser.add_argument("--no-latency", action="store_true",
                         help="skip the completion-to-notify latency in airflow standalone")
     parser.add_argument("--latency-requests", type=int, default=5)
@@ -118,7 +126,7 @@ def main() -> int:
         return 0
 
     sys.path.insert(1, str(REPO / "include"))
-    if args.smoke:  # the Quix venv and the Airflow stack are minutes of set-up: a smoke run checks ours
+    if args.smoke:  # the Quix venv and the Airflow stack are minutes of set-up: a smoke run checks ours and Streams
         args.requests, args.jobs, args.rounds, args.no_quix, args.no_latency = 4, 20, 1, True, True
     commands = command_stream(args.requests, args.jobs)
     results: dict[str, Any] = {"smoke": args.smoke, "requests": args.requests, "jobs_per_request": args.jobs,
@@ -140,9 +148,16 @@ def main() -> int:
             results["commands_per_s_quix"] = round(rate)
             results["quix_version"] = QUIX_VERSION
             print(f"quix {QUIX_VERSION} exactly-once: {rate:,.0f} commands/s", flush=True)
+        if not args.no_streams:
+            rate, version = run_streams(config, commands, args.requests)
+            results["commands_per_s_streams"] = round(rate)
+            results["streams_version"] = version
+            print(f"kafka streams {version} exactly_once_v2: {rate:,.0f} commands/s", flush=True)
     results["ratio_vs_alo"] = round(results["commands_per_s_eos"] / results["commands_per_s_alo"], 3)
     if "commands_per_s_quix" in results:
         results["ratio_vs_quix"] = round(results["commands_per_s_eos"] / results["commands_per_s_quix"], 3)
+    if "commands_per_s_streams" in results:
+        results["ratio_vs_streams"] = round(results["commands_per_s_eos"] / results["commands_per_s_streams"], 3)
     if not args.no_latency:
         # The last job's completion acknowledged -> notify's start_date, the DAG as shipped.
         sys.path.insert(0, str(REPO / "bench"))
@@ -330,6 +345,72 @@ def run_quix(config: dict[str, str], commands: list[tuple[str, bytes]], requests
             log.close()
         first = float(started.read_text())
     return len(commands) / (watcher.done_at - first)
+
+
+# -- Kafka Streams (a Java app built by Maven, cached under .state/bench/streams) ----------------
+def ensure_streams_app() -> tuple[str, str]:
+    """The classpath of the built StreamsStore app and its Kafka Streams version; builds it when its
+    pom or source changed (the stamp), the way stack/broker.py resolves the broker's jars."""
+    import hashlib
+    import re
+    import shutil
+
+    sources = [STREAMS_SRC / "pom.xml", *sorted((STREAMS_SRC / "src").rglob("*.java"))]
+    stamp = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()
+    target = STREAMS_BUILD / "target"
+    stamp_file = STREAMS_BUILD / ".stamp"
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", (STREAMS_SRC / "pom.xml").read_text())
+    version = match.group(1) if match else "?"
+    classpath = f"{target / 'classes'}:{target / 'libs'}/*"
+    if stamp_file.exists() and stamp_file.read_text() == stamp and (target / "classes").is_dir():
+        return classpath, version
+    if shutil.which("mvn") is None or shutil.which("java") is None:
+        raise RuntimeError("Java 17+ and Maven are needed to build the Kafka Streams app (mvn/java not on PATH)")
+    shutil.rmtree(STREAMS_BUILD, ignore_errors=True)
+    STREAMS_BUILD.mkdir(parents=True)
+    print(f"building the Kafka Streams app into {STREAMS_BUILD} (once)", flush=True)
+    done = subprocess.run(["mvn", "-B", "-q", "-f", str(STREAMS_SRC / "pom.xml"), "package",
+                           "dependency:copy-dependencies", f"-DbuildDirectory={target}",
+                           f"-DoutputDirectory={target / 'libs'}", "-DincludeScope=runtime"],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"Maven could not build the Kafka Streams app:\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
+    stamp_file.write_text(stamp)
+    return classpath, version
+
+
+def run_streams(config: dict[str, str], commands: list[tuple[str, bytes]], requests: int) -> tuple[float, str]:
+    from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+
+    classpath, version = ensure_streams_app()
+    topic = f"bench-streams-{uuid.uuid4().hex[:6]}"
+    output = f"{topic}.completions"
+    ensure_topics(config, [TopicSpec(topic, 3), TopicSpec(output, 3)])
+    produce(config, topic, commands)
+    watcher = CompletionWatcher(config, output, requests)
+    watcher.start()
+    with tempfile.TemporaryDirectory(prefix="kw-bench-streams-") as tmp:
+        started = Path(tmp) / "started"
+        log_path = Path(tmp) / "streams.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - the child writes it
+        proc = subprocess.Popen(["java", "-cp", classpath, "io.kafkaworkflows.bench.StreamsStore",
+                                 config["bootstrap.servers"], topic, output, f"{topic}-app", str(Path(tmp) / "state"),
+                                 str(started)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while not watcher.done.wait(0.5):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the Kafka Streams app exited with {proc.returncode}:\n"
+                                       f"{log_path.read_text(errors='replace')[-3000:]}")
+        finally:
+            proc.terminate()  # its shutdown hook closes the Streams client
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+            log.close()
+        first = float(started.read_text())
+    return len(commands) / (watcher.done_at - first), version
 
 
 if __name__ == "__main__":

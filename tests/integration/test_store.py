@@ -192,6 +192,20 @@ def test_wait_returns_the_final_value_when_the_request_finishes(kafka_config: di
     assert client.wait("req-w", timeout=5) == waited[0]  # already terminal: found in the store
 
 
+def test_a_completion_commits_when_the_input_is_drained_not_at_the_commit_interval(
+        kafka_config: dict[str, Any], name: str, running: list[Running]) -> None:
+    """The await waits for the completion event: an idle store commits it at once (commit_soon), the
+    commit interval (here longer than the wait below) only batches progress under load."""
+    ensure_store_topics(kafka_config, name)
+    running.append(Running(kafka_config, name, commit_interval=300.0, transaction_timeout_ms=600_000))
+    client = StoreClient(kafka_config, name)
+    client.init("req-soon", 2)
+    for job in range(2):
+        client.complete("req-soon", job)
+    events = _events(kafka_config, name, expected=1)  # read_committed, 30 s: far less than the interval
+    assert [(e["request_id"], e["status"], e["completed"]) for e in events] == [("req-soon", SUCCEEDED, 2)]
+
+
 def test_zero_jobs_succeed_at_init(kafka_config: dict[str, Any], name: str, running: list[Running]) -> None:
     ensure_store_topics(kafka_config, name)
     running.append(Running(kafka_config, name))

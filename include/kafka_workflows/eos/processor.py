@@ -4,7 +4,10 @@
 the messages to a `TransactionalHandler`, and produces what the handler returns together with
 the consumed offsets (`send_offsets_to_transaction` with the consumer's group metadata) in one
 Kafka transaction. Many input messages share one transaction: it commits every
-`commit_interval` seconds or after `max_batch` messages, whichever comes first.
+`commit_interval` seconds or after `max_batch` messages, whichever comes first, or as soon as the
+input is drained (a consume returned a short batch) while the handler says someone waits for an
+output of the open transaction (`commit_soon`, e.g. the store's completion events): latency when
+idle, the interval's batching under load.
 
 Error handling follows librdkafka's transactional rules (kept in kafka/transactional.py):
 
@@ -63,6 +66,7 @@ from kafka_workflows.kafka.deadline import CallHungError
 from kafka_workflows.kafka.errors import is_fatal, kafka_error
 from kafka_workflows.kafka.group_protocol import group_protocol_settings, is_incremental
 from kafka_workflows.kafka.msgsize import PRODUCER_DEFAULT, message_limit
+from kafka_workflows.kafka.reader import consume_ready
 from kafka_workflows.kafka.transactional import TransactionalProducer
 from kafka_workflows.retry.topics import dead_letter_topic
 
@@ -185,13 +189,15 @@ class TransactionalProcessor:
             if ready is not None:
                 ready.set()
             while not self._stop.is_set():
-                messages = self._consumer.consume(num_messages=self._txn.room(), timeout=self.poll_timeout)
+                room = self._txn.room()
+                messages = consume_ready(self._consumer, room, self.poll_timeout)
                 batch = self._accept(messages)
                 if batch:
                     self._process(batch)
                 self._maybe_punctuate()
                 self._poll_producer()
-                if self._txn.expired():
+                # Drained (a short batch) with a waited-for output in hand: commit now, not at the interval.
+                if self._txn.expired() or (len(messages) < room and self._txn.open and self.handler.commit_soon()):
                     self._commit()
             self._commit()
         finally:

@@ -1,8 +1,10 @@
-"""Reading one partition read_committed up to the end it had when reading started.
+"""Reading one partition read_committed up to the end it had when reading started; `consume_ready`.
 
 Used to restore state (the store processor), for point reads (the store client) and by
 operations views. Transaction markers and aborted records take offsets, so the end is found by
-partition EOF at or past the high watermark, never by counting messages.
+partition EOF at or past the high watermark, never by counting messages. `consume_ready` is the
+batch read of every loop that follows a topic and must react to a lone record at once (the store
+processor, the completion reader).
 """
 
 from __future__ import annotations
@@ -46,6 +48,17 @@ def partition_reader(config: Mapping[str, Any]) -> Consumer:
         "auto.offset.reset": "earliest",
         "fetch.wait.max.ms": 10,  # the end (EOF) is what we wait for: do not let the broker hold fetches
     }))
+
+
+def consume_ready(consumer: Consumer, num_messages: int, timeout: float) -> list[KafkaMessage]:
+    """Up to `num_messages` records: waits up to `timeout` for the first, then takes only what the
+    client has already fetched. `Consumer.consume(n, timeout)` waits the whole timeout unless n
+    records arrive, which delays a lone record (the last completion of a request) by that timeout;
+    under load the fetched queue is full, so batches stay as large as before."""
+    first = consumer.consume(num_messages=1, timeout=timeout)
+    if not first or num_messages <= 1:
+        return first
+    return first + consumer.consume(num_messages=num_messages - 1, timeout=0)
 
 
 def read_partition(consumer: Consumer, admin: AdminClient, topic: str, partition: int,

@@ -26,6 +26,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from kafka_workflows.kafka.config import client_config
+from kafka_workflows.kafka.reader import consume_ready
 from kafka_workflows.store.state import TERMINAL_STATUSES, corrupt_value
 from kafka_workflows.store.topics import store_topic
 
@@ -149,7 +150,7 @@ class SharedStoreReader:
             }))
             pending_eof = self._assign(consumer)
             while not self._stopping.is_set():
-                for msg in consumer.consume(num_messages=1000, timeout=0.2):
+                for msg in consume_ready(consumer, 1000, 0.2):  # a lone completion value at once
                     err = msg.error()
                     if err is None:
                         self._apply(msg.key(), msg.value(), msg.offset())

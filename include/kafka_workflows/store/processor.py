@@ -8,7 +8,9 @@ For a store named `S` (DESIGN.md contract):
   The processor writes the value of a request to the *same partition number* as the request's
   commands, so a processor restores exactly the state of the command partitions it owns.
 - `S.events` gets one completion event (the final value) per request, in the same transaction
-  as the store update that made the request terminal.
+  as the store update that made the request terminal. That transaction commits as soon as the
+  processor has drained its input (`commit_soon`), not at the commit interval: the interval batches
+  progress updates under load, it never delays a completion on an idle store.
 
 See store/state.py for the accounting rules and store/limits.py for the bounds. Every command is
 parsed and bounded once, where it enters (`parse_command`); one outside the limits is dead-lettered
@@ -244,6 +246,11 @@ class StoreHandler(TransactionalHandler):
                 outputs.append(Output(self.events, request_id, final, {h.REQUEST_ID: request_id}))
         self._dirty, self._completed = {}, {}
         return outputs
+
+    def commit_soon(self) -> bool:
+        """A request became terminal in the open transaction: its waiter (the DAG's await) should not
+        wait out the commit interval for its completion event."""
+        return any(self._completed.values())
 
     def _encode(self, p: int, state: RequestState) -> bytes:
         """The store value of `state`; one too large for a record of S.store ends its request corrupt."""

@@ -126,7 +126,8 @@ def test_60_concurrent_actions_by_an_op_user_leave_airflows_api_responsive(stand
             f.result(180)
     assert _p95(during) < 1.0, f"GET /api/v2/dags took {sorted(during)} s during 60 actions"
     statuses = [s for s, _ in answers]
-    assert set(statuses) <= {200, 429, 504}, [a for a in answers if a[0] not in (200, 429, 504)][:3]
+    # 503: a broker call of the action timed out on a loaded machine (named, never a 500).
+    assert set(statuses) <= {200, 429, 503, 504}, [a for a in answers if a[0] not in (200, 429, 503, 504)][:3]
     refused = [body for s, body in answers if s == 429]
     assert len(refused) >= 40, statuses
     assert all("actions are already in progress" in str(body) for body in refused), refused[:1]

@@ -244,12 +244,15 @@ def send_command(config: Mapping[str, Any], op: str, group: str, *, topic: str |
     follower = ControlFollower(config)  # start following before sending, so no reply is missed
     try:
         producer = RequestProducer(config)
-        producer.send(CONTROL_TOPIC, sign(command.to_json(), secret), key=group)
-        if op in ("pause", "resume"):  # the group's state, for workers that start later
-            producer.send(STATUS_TOPIC, sign({"paused": op == "pause", "group": group, "by": command.by,
-                                              "reason": reason, "at": command.at, "command": command.id}, secret),
-                          key=paused_key(group))
-        producer.flush()
+        try:
+            producer.send(CONTROL_TOPIC, sign(command.to_json(), secret), key=group)
+            if op in ("pause", "resume"):  # the group's state, for workers that start later
+                producer.send(STATUS_TOPIC, sign({"paused": op == "pause", "group": group, "by": command.by,
+                                                  "reason": reason, "at": command.at, "command": command.id},
+                                                 secret), key=paused_key(group))
+            producer.flush()
+        finally:
+            producer.close()  # one producer per command: never left to the garbage collector
         applied: list[dict[str, Any]] = []
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

@@ -17,10 +17,13 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from confluent_kafka import KafkaException
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kafka_workflows.errors import DeliveryError
+from kafka_workflows.kafka.errors import kafka_error
 from kafka_workflows.monitor.service import Conflict, Invalid, NoAnswer, NotFound
 from kafka_workflows_airflow.api import pages, routes
 from kafka_workflows_airflow.api.deps import READ
@@ -75,6 +78,12 @@ def _docs_page(base: str) -> HTMLResponse:
     return HTMLResponse(body, headers={"Content-Security-Policy": DOCS_CSP, "Cache-Control": "no-store"})
 
 
+def _broker_unavailable(exc: KafkaException) -> JSONResponse:
+    """503 naming librdkafka's error (its code and text, never record content)."""
+    err = kafka_error(exc)
+    return _error(503, f"the Kafka broker did not answer: {err.str() if err is not None else exc}")
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="kafka-workflows operations API", version="1",
                   description="Workflows, consumer groups, lag, held partitions, dead letters, store requests and "
@@ -96,6 +105,10 @@ def create_app() -> FastAPI:
     app.add_exception_handler(Conflict, lambda _r, e: _error(409, str(e)))  # type: ignore[arg-type,return-value]
     app.add_exception_handler(NoAnswer, lambda _r, e: _error(504, str(e)))  # type: ignore[arg-type,return-value]
     app.add_exception_handler(Unavailable, lambda _r, e: _error(503, str(e)))  # type: ignore[arg-type,return-value]
+    # The broker did not answer a call in time (or refused it): the plugin's backend is unavailable, not
+    # broken. The error names the call's failure (librdkafka's code and text), never record content.
+    app.add_exception_handler(KafkaException, lambda _r, e: _broker_unavailable(e))  # type: ignore[arg-type,return-value]
+    app.add_exception_handler(DeliveryError, lambda _r, e: _error(503, str(e)))  # type: ignore[arg-type,return-value]
     app.add_exception_handler(TooBusy, lambda _r, e: _error(  # type: ignore[arg-type,return-value]
         429, str(e), {"Retry-After": str(RETRY_AFTER)}))
     app.add_exception_handler(Invalid, lambda _r, e: _error(  # type: ignore[arg-type,return-value]

@@ -65,6 +65,16 @@ def outage(message: Message) -> None:
 
 
 @batch_handler
+def outage_batch(messages: MessageBatch) -> None:
+    """`outage` as a batch handler: the first message that fails is named with BatchItemFailed."""
+    for i, message in enumerate(messages):
+        try:
+            outage(message)
+        except Exception as exc:
+            raise BatchItemFailed(i) from exc
+
+
+@batch_handler
 def record_batch(messages: MessageBatch) -> None:
     """`record` as a batch handler: the first message that fails is named with BatchItemFailed."""
     for i, message in enumerate(messages):

@@ -39,13 +39,21 @@ def breaker_gauge(port: int) -> int | None:
             return int(float(line.rsplit(" ", 1)[1]))
     return 0  # not set yet: closed
 
+# (strategy, handler, worker flags, outage seconds): the 30 s outage once; the other strategies shorter
+STRATEGIES = [("message", OUTAGE, (), 30.0),
+              ("concurrency", OUTAGE, ("--concurrency", "4"), 10.0),
+              ("batch", "tests.helpers.handlers.outage_batch", (), 10.0)]
+
+
+@pytest.mark.parametrize("strategy, handler, flags, seconds", STRATEGIES, ids=[s[0] for s in STRATEGIES])
 def test_a_provider_outage_opens_the_breaker_and_nothing_is_dead_lettered_lost_or_doubled(
-        kafka_config: dict[str, Any], topic: str, group: str, tmp_path: Path) -> None:
+        kafka_config: dict[str, Any], topic: str, group: str, tmp_path: Path, strategy: str, handler: str,
+        flags: tuple[str, ...], seconds: float) -> None:
     ensure_topics(kafka_config, [TopicSpec(topic, partitions=3)])
     record, outage, port = tmp_path / "calls.jsonl", tmp_path / "provider-down", free_port()
     breaker = json.dumps({"errors": ["ConnectionError"], "repeats": 3, "cooldown": 3})
-    worker = start_worker(kafka_config, topic, group, OUTAGE, record, "--policy", POLICY, "--breaker", breaker,
-                          "--metrics-port", str(port), env={"KW_TEST_OUTAGE": str(outage)})
+    worker = start_worker(kafka_config, topic, group, handler, record, "--policy", POLICY, "--breaker", breaker,
+                          "--metrics-port", str(port), *flags, env={"KW_TEST_OUTAGE": str(outage)})
     sent: list[str] = []
     stop = threading.Event()
 
@@ -73,8 +81,8 @@ def test_a_provider_outage_opens_the_breaker_and_nothing_is_dead_lettered_lost_o
                     timeline.append((round(time.monotonic() - started, 1), NAMES[state]))
                 time.sleep(0.2)
 
-        outage.touch()  # the payment provider goes down for 30 s
-        watch(30)
+        outage.touch()  # the payment provider goes down
+        watch(seconds)
         outage.unlink()
         back = round(time.monotonic() - started, 1)
         watch(5)
@@ -82,7 +90,7 @@ def test_a_provider_outage_opens_the_breaker_and_nothing_is_dead_lettered_lost_o
         thread.join(10)
         wait_for(lambda: breaker_gauge(port) == 0, 60, "the breaker to close after the outage")
         watch(0.5)
-        print(f"\noutage 0.0 s .. {back} s; breaker (seconds since the outage began, state): {timeline}")
+        print(f"\n{strategy}: outage 0.0 s .. {back} s; breaker (seconds since the outage began, state): {timeline}")
         assert "open" in [s for _, s in timeline], timeline
         assert timeline[-1][1] == "closed", timeline
 

@@ -97,7 +97,8 @@ def build_units(config: Mapping[str, Any], specs: list[WorkflowSpec], only: Iter
             if not only or w.name in only:
                 add(spec.name, w.name, partial(Worker, config, w.topics, w.group, w.handler, policy=w.retry,
                                                topic_partitions=w.partitions, store=w.store,
-                                               batch_size=w.batch_size, concurrency=w.concurrency))
+                                               batch_size=w.batch_size, concurrency=w.concurrency,
+                                               breaker=w.breaker))
         for p in spec.processors:
             if not only or p.name in only:
                 add(spec.name, p.name, partial(TransactionalProcessor, config, p.topics, p.group, _transform(p),

@@ -14,11 +14,14 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 
+from kafka_workflows.retry.breaker import BreakerPolicy
+from kafka_workflows.retry.policy import BlockingRetry, RetryPolicy
+from kafka_workflows.worker import Worker
 from kafka_workflows_airflow.api.app import create_app
 from stack.airflow import AirflowStandalone
 from stack.broker import Broker
 from tests.e2e.conftest import VIEWER
-from tests.helpers.kafka import wait_for
+from tests.helpers.kafka import start_in_thread, stop_thread, wait_for
 from tests.helpers.ui import GROUP, TOPIC, WORKFLOW, call, held, produce, renewals_worker
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
@@ -64,13 +67,16 @@ def test_every_route_answers_401_without_credentials_and_every_action_403_for_a_
     anonymous = {(m, p): call(standalone, m, p, body={"reason": "x"} if m == "POST" else None)[0] for m, p in routes}
     assert anonymous == {r: 401 for r in routes}
     actions = [(m, p) for m, p in routes if m != "GET"]
-    assert len(actions) == 2, actions  # the group actions and the replay
-    for op in ("skip", "unblock", "pause", "resume"):
+    assert len(actions) == 3, actions  # the group actions, the replay and the canary replay
+    for op in ("skip", "unblock", "pause", "resume", "open", "close"):
         status, body = call(standalone, "POST", f"/api/workflows/{WORKFLOW}/groups/{GROUP}/{op}", tokens["viewer"],
                             {"reason": "viewer tries", "topic": TOPIC, "partition": 0, "offset": 0})
         assert status == 403, (op, body)
     status, body = call(standalone, "POST", f"/api/workflows/{WORKFLOW}/dead-letters/replay", tokens["viewer"],
                         {"ids": [], "dry_run": True})
+    assert status == 403, body
+    status, body = call(standalone, "POST", f"/api/workflows/{WORKFLOW}/canary-replays", tokens["viewer"],
+                        {"group": GROUP, "reason": "viewer tries"})
     assert status == 403, body
     status, overview = call(standalone, "GET", "/api/workflows", tokens["viewer"])  # a viewer reads
     assert status == 200 and WORKFLOW in [w["workflow"] for w in overview]
@@ -191,3 +197,55 @@ def test_mixing_a_naive_and_an_aware_since_until_is_422_naming_until_not_500(
     status, body = call(standalone, "GET", f"/api/workflows/{WORKFLOW}/dead-letters?since=2026-01-01T00:00:00"
                                            "&until=2026-01-02T00:00:00", admin)
     assert status == 200, body  # both naive is fine
+
+
+def test_an_admin_opens_and_closes_the_groups_breaker_and_starts_a_canary_replay_from_the_ui(
+        standalone: AirflowStandalone, tokens: dict[str, str], config: dict[str, str], record: Path) -> None:
+    admin = tokens["admin"]
+    worker = Worker(config, [TOPIC], GROUP, "tests.helpers.handlers.record", status_interval=1.0,
+                    policy=RetryPolicy(blocking=BlockingRetry(intervals=[1])), breaker=BreakerPolicy(cooldown=1))
+    thread = start_in_thread(worker)
+
+    def breaker(state: str) -> dict[str, Any] | None:
+        _, group = call(standalone, "GET", f"/api/workflows/{WORKFLOW}/groups/{GROUP}", admin)
+        found = group.get("breaker")
+        return group if found and found["state"] == state else None
+
+    try:
+        status, body = call(standalone, "POST", f"/api/workflows/{WORKFLOW}/groups/{GROUP}/open", admin,
+                            {"reason": "provider maintenance"})
+        assert status == 200 and "-> open (until closed)" in body["answers"][0]["result"], body
+        group = wait_for(lambda: breaker("open"), 30, "the group page to show the breaker open", 0.5)
+        assert group["breaker"]["forced"] is True and "provider maintenance" in group["breaker"]["reason"]
+        _, overview = call(standalone, "GET", "/api/workflows", admin)
+        [unit] = [u for w in overview if w["workflow"] == WORKFLOW for u in w["units"] if u["group"] == GROUP]
+        assert unit["breaker"]["state"] == "open", unit
+        status, body = call(standalone, "POST", f"/api/workflows/{WORKFLOW}/groups/{GROUP}/close", admin,
+                            {"reason": "maintenance over"})
+        assert status == 200 and "open -> closed" in body["answers"][0]["result"], body
+        wait_for(lambda: breaker("closed"), 30, "the group page to show the breaker closed", 0.5)
+    finally:
+        stop_thread(worker, thread)
+
+    key = f"no-such-key-{uuid.uuid4().hex[:8]}"  # nothing matches: the canary ends at once, audited
+    status, started = call(standalone, "POST", f"/api/workflows/{WORKFLOW}/canary-replays", admin,
+                           {"group": GROUP, "key": key, "rate": 5, "canary": 2, "reason": "after the outage"})
+    assert status == 200 and started["by"] == "admin", started
+
+    def ended() -> dict[str, Any] | None:
+        _, items = call(standalone, "GET", f"/api/workflows/{WORKFLOW}/canary-replays", admin)
+        return next((c for c in items if c["state"] in ("done", "stopped", "failed")
+                     and c["started_at"] == started["started_at"]), None)
+
+    canary = wait_for(ended, 60, "the canary replay to end", 0.5)
+    assert (canary["state"], canary["reason"], canary["total"]) == ("done", "nothing to replay", 0), canary
+    status, body = call(standalone, "POST", f"/api/workflows/{WORKFLOW}/canary-replays", admin,
+                        {"group": "no-such-group", "reason": "x"})
+    assert status == 404 and "no-such-group" in str(body), body
+
+    def audited() -> dict[str, Any] | None:
+        _, page = call(standalone, "GET", f"/api/workflows/{WORKFLOW}/audit", admin)
+        return next((c for c in page["items"] if c["op"] == "canary-replay" and c["id"] == canary["id"]), None)
+
+    entry = wait_for(audited, 30, "the canary replay in the audit log", 0.5)
+    assert entry["by"] == "admin" and entry["result"] == "nothing to replay", entry

@@ -56,6 +56,24 @@ def record(message: Message) -> None:
         raise error
 
 
+def outage(message: Message) -> None:
+    """A provider call that fails (ConnectionError) while the file $KW_TEST_OUTAGE exists."""
+    if Path(os.environ["KW_TEST_OUTAGE"]).exists():
+        _append(message, "ConnectionError")
+        raise ConnectionError(f"{message.key}: provider down")
+    _append(message, "ok")
+
+
+@batch_handler
+def outage_batch(messages: MessageBatch) -> None:
+    """`outage` as a batch handler: the first message that fails is named with BatchItemFailed."""
+    for i, message in enumerate(messages):
+        try:
+            outage(message)
+        except Exception as exc:
+            raise BatchItemFailed(i) from exc
+
+
 @batch_handler
 def record_batch(messages: MessageBatch) -> None:
     """`record` as a batch handler: the first message that fails is named with BatchItemFailed."""

@@ -61,6 +61,22 @@ def test_a_status_record_of_the_wrong_shape_loses_its_bad_parts_instead_of_break
     assert progress_of({"total": "many", "completed": "x", "failed": -3, "status": "running"})["done"] == 0
 
 
+def test_a_workers_breaker_state_is_shown_only_when_well_formed_and_the_group_shows_the_worst() -> None:
+    from kafka_workflows.monitor.status import _checked, breaker_of
+
+    def status(breaker: object) -> dict[str, object]:
+        checked = _checked({"group": "g", "worker": "w", "at": 1, "breaker": breaker})
+        assert checked is not None
+        return checked
+
+    assert status({"state": "exploded"})["breaker"] is None and status("open")["breaker"] is None
+    opened = status({"state": "open", "forced": "yes", "reason": "x" * 10_000, "probe_in": "soon"})["breaker"]
+    assert opened == {"state": "open", "forced": False, "reason": "x" * 500, "since": None, "probe_in": None}
+    live = [status({"state": "closed"}), status({"state": "open", "reason": "r"}), status({"state": "half_open"})]
+    assert breaker_of(live)["state"] == "open"  # type: ignore[index]
+    assert breaker_of([status(None)]) is None
+
+
 # -- the monitor's view is filtered by workflow, and never waits behind a slow broker -------------------------
 
 class _Record:

@@ -60,6 +60,9 @@ COMMANDS: tuple[Command, ...] = (
                 arg("--handler", help="dotted path, e.g. mypkg.handlers.renew, without specs"),
                 arg("--policy", help='retry policy as JSON or @file, e.g. \'{"blocking": {"intervals": [1, 5], '
                                      '"attempts": 3}, "non_blocking": {"intervals": [30, 300]}}\''),
+                arg("--breaker", help='circuit breaker settings as JSON, e.g. \'{"failure_rate": 0.5, "min_calls": 10, '
+                                      '"window": 30, "cooldown": 30}\' or \'{"errors": ["ConnectionError"], '
+                                      '"repeats": 3}\''),
                 arg("--partitions", type=int, default=3, help="partitions for topics it creates"),
                 arg("--metrics-port", type=int, help="serve Prometheus metrics on this port"),
                 arg("--store", help="report each job's completion or failure to this atomic store"),
@@ -98,6 +101,10 @@ COMMANDS: tuple[Command, ...] = (
             OPERATION_ARGS + UNBLOCK_ARGS),
     Command("pause", "pause a group's handler on every worker", "kafka_workflows.cli.ops:operate", OPERATION_ARGS),
     Command("resume", "resume a paused handler", "kafka_workflows.cli.ops:operate", OPERATION_ARGS),
+    Command("open-breaker", "open a group's circuit breaker on every worker, until closed",
+            "kafka_workflows.cli.ops:operate", OPERATION_ARGS),
+    Command("close-breaker", "close a group's circuit breaker: held messages are retried, partitions resume",
+            "kafka_workflows.cli.ops:operate", OPERATION_ARGS),
     Command("dlq", "list, inspect and replay dead letters (a replay goes back to --topic, never elsewhere)",
             "kafka_workflows.cli.ops:dead_letters", (
         arg("action", choices=["list", "show", "replay"]),
@@ -111,5 +118,10 @@ COMMANDS: tuple[Command, ...] = (
         arg("--dry-run", action="store_true", help="replay: show what would move, move nothing"),
         arg("--again", action="store_true", help="replay: also what an earlier replay sent back already"),
         arg("--reason", default="", help="replay: recorded with who and when"),
+        arg("--rate", help="replay: a canary replay at this many letters a second (e.g. 5/s): first --canary "
+                           "letters, then the rest while none comes back; stops on its own when failures return"),
+        arg("--canary", type=int, default=5, help="replay with --rate: letters in the canary (default 5)"),
+        arg("--window", type=float, default=60.0,
+            help="replay with --rate: seconds to wait for the canary (and the last letters) to be processed"),
     )),
 )

@@ -1,11 +1,14 @@
-"""`kafka-workflows blocked|skip|unblock|pause|resume|dlq`: operations on running workers."""
+"""`kafka-workflows blocked|skip|unblock|pause|resume|open-breaker|close-breaker|dlq`: operations on
+running workers."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import Any
 
+from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.config import kafka_config_from_env
 
 
@@ -24,7 +27,8 @@ def blocked(args: argparse.Namespace) -> int:
 def operate(args: argparse.Namespace) -> int:
     from kafka_workflows.ops.control import is_refusal, send_command
 
-    command, applied = send_command(kafka_config_from_env(), args.command, args.group,
+    op = {"open-breaker": "open", "close-breaker": "close"}.get(args.command, args.command)
+    command, applied = send_command(kafka_config_from_env(), op, args.group,
                                     topic=getattr(args, "topic", None), partition=getattr(args, "partition", None),
                                     offset=getattr(args, "offset", None), reason=args.reason, wait=args.wait,
                                     key=getattr(args, "key", None))
@@ -41,6 +45,28 @@ def operate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _canary(config: dict[str, Any], args: argparse.Namespace, where: Any) -> int:
+    """`dlq replay --rate N/s`: a canary replay (ops/canary.py); progress on stdout, 0 when done, 3 when
+    it stopped on its own."""
+    from kafka_workflows.ops.canary import canary_replay, parse_rate
+
+    if args.dry_run or args.again:
+        raise ConfigError("--rate replays what was not replayed before, for real: no --dry-run or --again")
+    last: list[str] = []
+
+    def show(p: Any) -> None:
+        line = (f"{p.state}: sent {p.sent}/{p.total}, processed {p.processed}, succeeded {p.succeeded}, "
+                f"failed {p.failed}")
+        if not last or last[-1] != line:
+            last.append(line)
+            print(line, flush=True)
+
+    result = canary_replay(config, args.topic, args.group, where, rate=parse_rate(args.rate), canary=args.canary,
+                           window=args.window, reason=args.reason, on_progress=show)
+    print(f"canary replay {result.state}: {result.reason}")
+    return 0 if result.state == "done" else 3
+
+
 def dead_letters(args: argparse.Namespace) -> int:
     from kafka_workflows.ops import deadletters as dlq
 
@@ -49,6 +75,8 @@ def dead_letters(args: argparse.Namespace) -> int:
                        since=dlq.parse_time(args.since, "--since") if args.since else None,
                        until=dlq.parse_time(args.until, "--until") if args.until else None,
                        ids=frozenset(args.id))
+    if args.action == "replay" and args.rate:
+        return _canary(config, args, where)
     if args.action == "replay":
         moved = dlq.replay(config, args.topic, args.group, where, dry_run=args.dry_run, again=args.again,
                            reason=args.reason)

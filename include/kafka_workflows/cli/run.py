@@ -7,8 +7,11 @@ import json
 from functools import partial
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.config import kafka_config_from_env
+from kafka_workflows.retry.breaker import BreakerPolicy
 from kafka_workflows.retry.policy import RetryPolicy
 
 
@@ -30,6 +33,17 @@ def parse_policy(text: str | None) -> RetryPolicy | None:
     return RetryPolicy.parse(data, where=source)
 
 
+def parse_breaker(text: str | None) -> BreakerPolicy | None:
+    """--breaker: the circuit breaker's settings as JSON (retry/breaker.py); errors name the field."""
+    if not text:
+        return None
+    try:
+        return BreakerPolicy.model_validate_json(text)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in err["loc"]) or "(settings)" for err in exc.errors())
+        raise ConfigError(f"--breaker: invalid settings ({fields}): {exc.errors()[0]['msg']}") from exc
+
+
 def worker(args: argparse.Namespace) -> int:
     config = kafka_config_from_env()
     if args.specs is not None:
@@ -49,7 +63,7 @@ def worker(args: argparse.Namespace) -> int:
     run_supervised(f"worker {args.group}", shared_metrics(partial(
         Worker, config, args.topic, args.group, args.handler, policy=parse_policy(args.policy),
         topic_partitions=args.partitions, store=args.store, batch_size=args.batch_size,
-        concurrency=args.concurrency), args.metrics_port), config)
+        concurrency=args.concurrency, breaker=parse_breaker(args.breaker)), args.metrics_port), config)
     return 0
 
 

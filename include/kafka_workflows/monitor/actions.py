@@ -7,17 +7,25 @@ becomes `Conflict` and nothing is skipped. A replay is recorded as a `replayed` 
 the CLI's too: both replay through ops.deadletters.replay_once) listing the letters it moved. A
 replay sends each letter back to the topic its dead-letter topic belongs to, one the spec
 declares, and leaves out letters a replay already sent back: a second click sends nothing.
+
+A canary replay (ops/canary.py) runs in a thread of the API server: `start_canary` starts it (one
+at a time per dead-letter topic in this process), `canaries` lists the ones started here with
+their progress and stop reason; their end is audited as `kind: canary`.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.monitor.deadletters import LetterQuery, Source, replay_selection
 from kafka_workflows.monitor.service import Conflict, Invalid, Monitor, NoAnswer, NotFound, units_of
+from kafka_workflows.ops.canary import canary_replay
 from kafka_workflows.ops.control import OPS, is_refusal, send_command
+from kafka_workflows.ops.deadletters import Filter
 from kafka_workflows.retry.topics import dead_letter_topic
 
 
@@ -102,3 +110,61 @@ def replay(monitor: Monitor, name: str, *, by: str, reason: str, ids: list[str] 
         while monitor.audit.replayed(last) is None and time.monotonic() < deadline:
             time.sleep(0.05)
     return result
+
+
+MAX_CANARIES = 50  # progress of the latest canary replays kept for the page
+_canaries: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_canaries_lock = threading.Lock()
+
+
+def start_canary(monitor: Monitor, name: str, *, group: str, topic: str | None, by: str, reason: str, rate: float,
+                 canary: int, key: str | None = None, error_type: str | None = None,
+                 secret: str | None = None) -> dict[str, Any]:
+    """Start a canary replay of group `group`'s dead letters (of `topic`, one its spec reads) in a
+    thread; returns its first progress. Conflict while one of the same dead-letter topic runs."""
+    unit = monitor.unit(name, group)
+    topics = list(unit["topics"])
+    if topic is None:
+        if len(topics) != 1:
+            raise Invalid("topic", f"group {group!r} reads {len(topics)} topics: name one")
+        topic = topics[0]
+    if topic not in topics:
+        raise NotFound("topic", topic, f"in group {group!r}")
+    if not reason.strip():
+        raise Invalid("reason", "say why (it goes to the audit log)")
+    dlq = dead_letter_topic(topic, group)
+    row: dict[str, Any] = {"id": None, "group": group, "dead_letter_topic": dlq, "to": topic, "state": "starting",
+                           "rate": rate, "canary": canary, "by": by, "reason": "", "sent": 0, "total": None,
+                           "processed": 0, "succeeded": 0, "failed": 0, "started_at": time.time()}
+    with _canaries_lock:
+        if any(c["dead_letter_topic"] == dlq and c["state"] in ("starting", "canary", "running")
+               for c in _canaries.values()):
+            raise Conflict(f"a canary replay of {dlq} is running: wait for it to end")
+        handle = f"pending-{time.monotonic_ns()}"
+        _canaries[handle] = row
+
+    def update(progress: dict[str, Any]) -> None:
+        with _canaries_lock:
+            row.update({k: v for k, v in progress.items() if k != "started_at"})
+
+    def run() -> None:
+        try:
+            canary_replay(monitor.config, topic, group, Filter(key=key, error_type=error_type), rate=rate,
+                          canary=canary, by=by, reason=reason.strip(), declared=topics, secret=secret,
+                          on_progress=lambda p: update(p.to_json()))
+        except Exception as exc:  # noqa: BLE001 - shown on the page, never raised into the server
+            update({"state": "failed", "reason": f"{type(exc).__name__}: {exc}"[:500]})
+        with _canaries_lock:
+            while len(_canaries) > MAX_CANARIES:
+                _canaries.popitem(last=False)
+
+    threading.Thread(target=run, name=f"kw-canary-{dlq}", daemon=True).start()
+    with _canaries_lock:
+        return dict(row)
+
+
+def canaries(monitor: Monitor, name: str) -> list[dict[str, Any]]:
+    """The canary replays started in this process for workflow `name`'s groups, newest first."""
+    groups = _query_groups(monitor, name)
+    with _canaries_lock:
+        return [dict(c) for c in reversed(_canaries.values()) if c["group"] in groups]

@@ -2,7 +2,8 @@
 
 Keeps the newest `limit` commands in memory; each command carries the `applied` records the
 workers answered with (at most MAX_ANSWERS). Paged newest first. `replayed` records (written by
-every replay, the CLI's and the UI's) say which dead letters were replayed, by whom, to where.
+every replay, the CLI's and the UI's) say which dead letters were replayed, by whom, to where;
+`canary` records (ops/canary.py) how a canary replay ended and why (`result`).
 
 A control record may be forged, so what this serves has a fixed shape, normalized where it is
 read (`AuditEntry`, `Answer`): a field of the wrong type or out of bounds (`"at": "soon"`,
@@ -55,7 +56,7 @@ def _count() -> Any:
 
 
 def _op(value: Any) -> str:
-    return value if isinstance(value, str) and (value in OPS or value == "replay") else "unknown"
+    return value if isinstance(value, str) and (value in OPS or value in ("replay", "canary-replay")) else "unknown"
 
 
 Name = _text(500)
@@ -82,7 +83,7 @@ class AuditEntry(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    kind: Literal["command", "replayed"]
+    kind: Literal["command", "replayed", "canary"]
     id: Annotated[StrictStr, Field(min_length=1, max_length=200)]
     op: Annotated[str, WrapValidator(lambda v, _: _op(v))] = "unknown"
     group: Name = None
@@ -97,6 +98,7 @@ class AuditEntry(BaseModel):
     to: TopicName = None
     letters: Letters = None
     count: Count = None
+    result: Text = None  # a canary replay's end: why it stopped
     applied: list[Answer] = Field(default_factory=list)
     control_offset: int | None = None
 
@@ -105,9 +107,13 @@ def audit_entry(record: Mapping[str, Any], control_offset: int | None = None) ->
     """The audit's view of a control record, or None when it is not a command or replay with an id."""
     fields = dict(record)
     if fields.get("kind") == "replayed":
-        fields.update(letters=fields.get("ids"), op="replay", topic=None, partition=None, offset=None, key=None)
+        fields.update(letters=fields.get("ids"), op="replay", topic=None, partition=None, offset=None, key=None,
+                      result=None)
+    elif fields.get("kind") == "canary":
+        fields.update(letters=None, op="canary-replay", topic=None, partition=None, offset=None, key=None,
+                      count=fields.get("sent"))
     else:
-        fields.update(letters=None, count=None, dead_letter_topic=None, to=None)
+        fields.update(letters=None, count=None, dead_letter_topic=None, to=None, result=None)
     fields["applied"] = []
     fields["control_offset"] = control_offset
     try:
@@ -135,7 +141,7 @@ class AuditLog(TopicFollower):
             return
         if not isinstance(record, dict):
             return
-        if record.get("kind") in ("command", "replayed"):
+        if record.get("kind") in ("command", "replayed", "canary"):
             entry = audit_entry(record, msg.offset())
             if entry is None:
                 return

@@ -23,7 +23,7 @@ from kafka_workflows.monitor.audit import AuditLog
 from kafka_workflows.monitor.deadletters import DeadLetterIndex
 from kafka_workflows.monitor.lag import LagMonitor
 from kafka_workflows.monitor.requests import StoreIndex, progress_of
-from kafka_workflows.monitor.status import StatusIndex
+from kafka_workflows.monitor.status import StatusIndex, breaker_of
 from kafka_workflows.spec import WorkflowSpec, load_specs
 from kafka_workflows.store import commands_topic, default_group
 
@@ -209,6 +209,7 @@ class Monitor:
         blocked = sum(1 for s in live for held in s.get("held", []) if held.get("kind") == "blocked")
         return {**unit, "members": members, "up": members > 0, "state": lag["state"] if lag else "unknown",
                 "lag": lag["lag"] if lag else None, "blocked": blocked, "paused": any(s.get("paused") for s in live),
+                "breaker": breaker_of(live),
                 "dead_letters": counts.get(group, 0)}
 
     def workflow(self, name: str) -> dict[str, Any]:
@@ -236,16 +237,18 @@ class Monitor:
                 state = "blocked" if hold["kind"] == "blocked" else "waiting for a retry"
             elif owner is not None and owner.get("paused"):
                 state = "paused"
+            elif owner is not None and (owner.get("breaker") or {}).get("state") == "open":
+                state = "breaker open"
             elif owner is None and row["member"] is None:
                 state = "unassigned"
             else:
                 state = "flowing"
             partitions.append({**row, "state": state, "worker": owner["worker"] if owner else row["member"],
                                "hold": hold})
-        workers = [{k: s.get(k) for k in ("worker", "paused", "assigned", "at", "handled", "failed", "retried",
-                                         "dead_lettered")} for s in live]
+        workers = [{k: s.get(k) for k in ("worker", "paused", "breaker", "assigned", "at", "handled", "failed",
+                                         "retried", "dead_lettered")} for s in live]
         return {"workflow": name, **unit, "state": info["state"], "members": info["members"], "workers": workers,
-                "partitions": partitions, "lag": info["lag"], "error": info["error"],
+                "partitions": partitions, "lag": info["lag"], "error": info["error"], "breaker": breaker_of(live),
                 "lag_history": self.lag.history(group),
                 "dead_letters": self.letters.counts().get(group, 0),
                 "audit": self.audit.page(group=group, limit=10)}

@@ -65,4 +65,24 @@ def _checked(value: Any) -> dict[str, Any] | None:
             and h.get("kind") in ("blocked", "waiting")]
     assigned = [a for a in value.get("assigned") or [] if isinstance(a, str)]
     return {**value, "at": at, "held": held, "assigned": assigned, "worker": str(value.get("worker")),
-            "paused": value.get("paused") is True}
+            "paused": value.get("paused") is True, "breaker": _breaker(value.get("breaker"))}
+
+
+BREAKER_STATES = ("closed", "half_open", "open")  # in order of concern
+
+
+def _breaker(value: Any) -> dict[str, Any] | None:
+    """A worker's circuit breaker as the pages show it: a known state, a bounded reason; else None."""
+    if not isinstance(value, dict) or value.get("state") not in BREAKER_STATES:
+        return None
+    probe_in = value.get("probe_in")
+    return {"state": value["state"], "forced": value.get("forced") is True,
+            "reason": str(value.get("reason") or "")[:500],
+            "since": value.get("since") if isinstance(value.get("since"), int | float) else None,
+            "probe_in": probe_in if isinstance(probe_in, int | float) else None}
+
+
+def breaker_of(live: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The group's breaker as its live workers report it: the most concerning state; None without one."""
+    seen = [s["breaker"] for s in live if s.get("breaker")]
+    return max(seen, key=lambda b: BREAKER_STATES.index(b["state"])) if seen else None

@@ -9,7 +9,10 @@ A topic holds whatever any producer wrote: a worker acts only on records that va
 `CommandRecord` (strict types; skip and unblock name the partition, skip also the offset the
 operator saw held); anything else is logged and counted, never raised. Pause and resume are also
 kept as the group's state in the compacted status topic (key `paused/<group>`), so a worker that
-starts or joins later starts paused. Dead-letter replays are recorded here too (`kind: replayed`).
+starts or joins later starts paused. Likewise open and close of the group's circuit breaker (key
+`breaker/<group>`): an operator's open holds until an operator closes it; a worker's breaker writes
+`auto` ones when it trips and when a probe succeeds (`send_breaker_state`). Dead-letter replays are
+recorded here too (`kind: replayed`).
 
 Commands can be authenticated. With a control secret (`KAFKA_WORKFLOWS_CONTROL_SECRET` for the
 core, the CLI and workers; `[kafka_workflows] control_secret` on the Airflow side, passed in), the
@@ -39,7 +42,7 @@ from typing import Any, Literal
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.admin import REPLICATED, TopicSpec, ensure_topics
@@ -49,8 +52,8 @@ from kafka_workflows.kafka.reader import TopicMissingError, read_topic
 
 CONTROL_TOPIC = "kafka-workflows.control"
 STATUS_TOPIC = "kafka-workflows.status"
-Op = Literal["skip", "unblock", "pause", "resume"]
-OPS: tuple[str, ...] = ("skip", "unblock", "pause", "resume")
+Op = Literal["skip", "unblock", "pause", "resume", "open", "close"]
+OPS: tuple[str, ...] = ("skip", "unblock", "pause", "resume", "open", "close")
 SECRET_ENV = "KAFKA_WORKFLOWS_CONTROL_SECRET"
 SIGNATURE = "sig"
 UNSIGNED_FIELDS = frozenset({SIGNATURE, "_where"})  # `_where` is the follower's note, not the producer's
@@ -118,6 +121,28 @@ def paused_key(group: str) -> str:
     return f"paused/{group}"
 
 
+def breaker_key(group: str) -> str:
+    """The status-topic key of a group's circuit breaker state."""
+    return f"breaker/{group}"
+
+
+def breaker_state_record(group: str, op: str, by: str, reason: str, at: float, command: str, forced: bool
+                         ) -> dict[str, Any]:
+    return {"breaker": "open" if op == "open" else "closed", "forced": forced and op == "open", "group": group,
+            "by": by, "reason": reason, "at": at, "command": command}
+
+
+def send_breaker_state(config: Mapping[str, Any], group: str, op: str, reason: str, by: str,
+                       send: Callable[[str, Mapping[str, Any], str], None], secret: str | None = None) -> None:
+    """A worker's breaker opened (op "open") or closed after a probe ("close"): told to the group as
+    an `auto` command and kept as the group's state, both signed when a secret is configured.
+    Written through `send`, the worker's advisory writer: a failure there never stops a worker."""
+    command = Command(uuid.uuid4().hex, op, group, None, None, None, by, reason[:2000], time.time(), auto=True)
+    send(CONTROL_TOPIC, sign(command.to_json(), secret), group)
+    send(STATUS_TOPIC, sign(breaker_state_record(group, op, by, reason[:2000], command.at, command.id, False),
+                            secret), breaker_key(group))
+
+
 class CommandRecord(BaseModel):
     """A command as a worker accepts it from the control topic; anything else is ignored."""
 
@@ -125,7 +150,7 @@ class CommandRecord(BaseModel):
 
     kind: Literal["command"]
     id: StrictStr = Field(max_length=200)
-    op: Literal["skip", "unblock", "pause", "resume"]
+    op: Op
     group: StrictStr = Field(min_length=1, max_length=500)
     topic: StrictStr | None = Field(default=None, max_length=249)
     partition: StrictInt | None = Field(default=None, ge=0)
@@ -134,6 +159,7 @@ class CommandRecord(BaseModel):
     by: StrictStr | None = Field(default=None, max_length=500)
     reason: StrictStr = Field(default="", max_length=2000)
     at: float
+    auto: StrictBool = False  # open/close: told by a worker's breaker (open probes after its cool-down)
 
     @model_validator(mode="after")
     def _names_what_it_acts_on(self) -> CommandRecord:
@@ -217,6 +243,7 @@ class Command:
     reason: str
     at: float
     key: str | None = None  # skip/unblock on a worker with concurrency: the held key
+    auto: bool = False  # open/close told by a worker's breaker, not an operator
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "command", **self.__dict__}
@@ -250,6 +277,10 @@ def send_command(config: Mapping[str, Any], op: str, group: str, *, topic: str |
                 producer.send(STATUS_TOPIC, sign({"paused": op == "pause", "group": group, "by": command.by,
                                                   "reason": reason, "at": command.at, "command": command.id},
                                                  secret), key=paused_key(group))
+            if op in ("open", "close"):  # an operator's open holds until an operator closes
+                producer.send(STATUS_TOPIC, sign(breaker_state_record(group, op, command.by, reason, command.at,
+                                                                      command.id, True), secret),
+                              key=breaker_key(group))
             producer.flush()
         finally:
             producer.close()  # one producer per command: never left to the garbage collector
@@ -259,7 +290,7 @@ def send_command(config: Mapping[str, Any], op: str, group: str, *, topic: str |
             for record in follower.poll(0.2):
                 if record.get("kind") == "applied" and record.get("command") == command.id:
                     applied.append(record)
-            # skip/unblock act on one partition: one owner answers. pause/resume: every member may.
+            # skip/unblock act on one partition: one owner answers. pause/resume/open/close: every member may.
             if applied and (op in ("skip", "unblock") or time.monotonic() > deadline - wait + 3):
                 break
         return command, applied

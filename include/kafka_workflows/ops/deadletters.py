@@ -31,7 +31,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from kafka_workflows import headers as h
 from kafka_workflows.errors import ConfigError
-from kafka_workflows.kafka.producer import RequestProducer
+from kafka_workflows.kafka.producer import Delivered, RequestProducer
 from kafka_workflows.kafka.reader import TopicMissingError, read_topic
 from kafka_workflows.ops.control import (
     CONTROL_TOPIC,
@@ -170,6 +170,7 @@ class Replayed:
     dead_letter_topic: str
     letters: list[DeadLetter]
     already: list[str]
+    delivered: list[Delivered] = field(default_factory=list)  # where each letter landed in `to`, in order
 
 
 _locks: dict[str, threading.Lock] = {}
@@ -205,9 +206,9 @@ def replay_once(config: Mapping[str, Any], topic: str, group: str,
         result = Replayed(topic, dlq, letters, [letter.id for letter in already])
         if dry_run or not letters:
             return result
-        replay_letters(config, letters, topic)
+        delivered = replay_letters(config, letters, topic)
         record_replay(config, group, dlq, [letter.id for letter in letters], by, reason, to=topic, secret=secret)
-        return result
+        return Replayed(topic, dlq, letters, result.already, delivered)
 
 
 def replay(config: Mapping[str, Any], topic: str, group: str, where: Filter | None = None,
@@ -222,10 +223,12 @@ def replay(config: Mapping[str, Any], topic: str, group: str, where: Filter | No
                        by=by, reason=reason, again=again, dry_run=dry_run, declared=declared).letters
 
 
-def replay_letters(config: Mapping[str, Any], letters: list[DeadLetter], topic: str) -> None:
-    """Send `letters` to `topic` (their source topic, chosen by the caller, never by a header), flushed."""
+def replay_letters(config: Mapping[str, Any], letters: list[DeadLetter], topic: str) -> list[Delivered]:
+    """Send `letters` to `topic` (their source topic, chosen by the caller, never by a header), flushed;
+    where each landed, in order (one producer, one flush: delivery reports come in send order per
+    partition)."""
     producer = RequestProducer(config)
     for letter in letters:
         producer.send(topic, letter.value, key=letter.raw_key, headers=replay_headers(letter.wire_headers, letter.id),
                       raw=True)
-    producer.flush()
+    return producer.flush()

@@ -1,8 +1,10 @@
 """Worker status: each worker publishes its state to the compacted status topic; anyone reads it.
 
 `kafka-workflows.status` is keyed `<group>/<worker>`: assigned partitions, holds (blocked or
-waiting, with the held message's key, offset, failures and error), pause state and counters. A
-worker that stops writes a tombstone. Status is advisory: it is not flushed before offsets.
+waiting, with the held message's key, offset, failures and error), pause state, the circuit
+breaker's state (when declared) and counters. A worker that stops writes a tombstone. The groups'
+own states are kept there too: `paused/<group>` and `breaker/<group>` (ops/control.py). Status is
+advisory: it is not flushed before offsets.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.kafka.reader import read_topic
 from kafka_workflows.ops.control import (
     STATUS_TOPIC,
+    breaker_key,
     control_secret,
     ensure_control_topics,
     paused_key,
@@ -132,13 +135,28 @@ def group_paused(config: Mapping[str, Any], group: str, secret: str | None = Non
     state = read_status_topic(config).get(paused_key(group))
     if state is None or "worker" in state or state.get("paused") is not True:
         return False
-    key = control_secret(secret)
-    if key is not None:
-        problem = signature_problem(state, key) or (None if state.get("group") == group else "another group's")
-        if problem is not None:
-            log.warning("%s[%s]: pause state of group %s refused (%s); the worker starts unpaused", STATUS_TOPIC,
-                        paused_key(group), group, problem)
-            return False
+    return _trusted(state, paused_key(group), group, secret, "pause state", "unpaused")
+
+
+def group_breaker(config: Mapping[str, Any], group: str, secret: str | None = None) -> dict[str, Any] | None:
+    """The group's circuit breaker state when it is open (`forced`: by an operator), else None; with a
+    control secret only a state signed with it, for this group, counts (like `group_paused`)."""
+    state = read_status_topic(config).get(breaker_key(group))
+    if state is None or "worker" in state or state.get("breaker") != "open":
+        return None
+    return state if _trusted(state, breaker_key(group), group, secret, "breaker state", "closed") else None
+
+
+def _trusted(state: Mapping[str, Any], key: str, group: str, secret: str | None, what: str, otherwise: str
+             ) -> bool:
+    secret = control_secret(secret)
+    if secret is None:
+        return True
+    problem = signature_problem(state, secret) or (None if state.get("group") == group else "another group's")
+    if problem is not None:
+        log.warning("%s[%s]: %s of group %s refused (%s); the worker starts %s", STATUS_TOPIC, key, what, group,
+                    problem, otherwise)
+        return False
     return True
 
 

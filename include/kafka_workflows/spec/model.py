@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from kafka_workflows.retry.breaker import BreakerPolicy
 from kafka_workflows.retry.policy import RetryPolicy
 
 NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,249}$"  # DAG ids, step ids, worker names, store names
@@ -198,6 +199,8 @@ class WorkerSpec(_Spec):
     group: str = Field(pattern=NAME)
     handler: str = Field(pattern=DOTTED)
     retry: RetryPolicy | None = None
+    breaker: BreakerPolicy | None = Field(default=None, description="the group's circuit breaker: pause the "
+                                          "group while its handler keeps failing, probe after a cool-down")
     store: str | None = Field(default=None, pattern=NAME, description="report job completions to this store")
     partitions: PositiveInt = 3
     batch_size: int = Field(default=500, ge=1, le=100_000,

@@ -136,6 +136,8 @@ class ConcurrentStrategy:
 
     def _start(self) -> None:
         s = self.scheduler
+        if self.ctx.breaker is not None and not self.ctx.breaker.admits():
+            return  # the circuit breaker is open: nothing starts until it lets probes through
         if s.holds:
             s.release_due(time.monotonic())
         started = s.start()
@@ -215,8 +217,8 @@ class ConcurrentStrategy:
 
     def _holder(self, entry: Entry) -> Hold:
         """How a failed message of this strategy waits: its key held, other keys flowing."""
-        def hold(delay: float, error: str) -> None:
-            entry.failures += 1
+        def hold(delay: float, error: str, given_back: bool) -> None:
+            entry.failures += not given_back
             self.scheduler.hold(entry, delay, error)
             self.blocked_keys.set(len(self.scheduler.holds))
         return hold

@@ -1,11 +1,12 @@
 """The worker context: what every strategy (message, batch, concurrent) and the operator actions
 share, handed to them explicitly (after Quix Streams' `ProcessingContext`).
 
-group, policy and retry topics; the inbound boundary (worker/inbound.py); the partition holds;
-the writes; the offset checkpoint (which owns the offsets to store); metrics and stats (with the
-handler latencies tallied once a batch); `on_change` (publish status soon); and the consumed
-batch's time budget (`cut`): a strategy stops handing messages over once it is interrupted, and
-the loop gives back what was not handled.
+group, policy and retry topics; the inbound boundary (worker/inbound.py); the partition holds; the
+writes; the offset checkpoint (which owns the offsets to store); metrics and stats (with the handler
+latencies tallied once a batch); `on_change` (publish status soon); the group's circuit breaker,
+when declared (retry/breaker.py: told every failure by worker/outcomes.py and the successes once a
+batch by `Tallies`); and the consumed batch's time budget (`cut`): a strategy stops handing messages
+over once it is interrupted, and the loop gives back what was not handled.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
+from kafka_workflows.retry.breaker import Breaker
 from kafka_workflows.retry.policy import RetryPolicy
 from kafka_workflows.worker.checkpoint import OffsetCheckpoint
 from kafka_workflows.worker.holds import HoldTable
@@ -47,10 +49,17 @@ class Tallies:
         self.group, self.metrics, self.stats = group, metrics, stats
         self.latency: dict[str, list[float]] = {}  # per base topic
         self.messages: dict[str, int] = {}  # handled per base topic
+        self.breaker: Breaker | None = None  # told the batch's successes
+
+    def pending(self) -> int:
+        """Handler successes of the batch in hand not merged yet."""
+        return sum(self.messages.values())
 
     def flush(self) -> None:
         if not (self.latency or self.messages):
             return
+        if self.breaker is not None:
+            self.breaker.succeeded(self.pending())
         for base, count in self.messages.items():
             self.metrics.child(self.metrics.handled, base).inc(count)
             self.stats.handled += count
@@ -113,7 +122,8 @@ class BatchCut:
                 first[tp] = msg.offset()
         for (topic, partition), offset in first.items():
             consumer.seek(TopicPartition(topic, partition, offset))
-        log.info("a consumed batch outlasted its time budget: %d message(s) of %d partition(s) come again",
+        log.info("a consumed batch was cut (its time budget, or an open circuit breaker): %d message(s) of %d "
+                 "partition(s) come again",
                  len(batch) - start, len(first))
         return len(batch) - start
 
@@ -132,9 +142,11 @@ class WorkerContext:
     on_change: Callable[[], None]  # a hold or a release: publish status soon
     tallies: Tallies = field(init=False)
     cut: BatchCut = field(default_factory=BatchCut)
+    breaker: Breaker | None = None  # the group's circuit breaker (retry/breaker.py), when declared
 
     def __post_init__(self) -> None:
         self.tallies = Tallies(self.group, self.metrics, self.stats)
+        self.tallies.breaker = self.breaker
 
     def commit(self, consumer: Consumer) -> None:
         """Metrics of the batch, then the checkpoint: writes made durable, offsets stored."""

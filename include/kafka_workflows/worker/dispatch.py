@@ -131,8 +131,8 @@ class MessageStrategy:
         """How a failed message of this strategy waits: its partition paused and rewound to it."""
         ctx = self.ctx
 
-        def hold(delay: float, error: str) -> None:
-            ctx.holds.hold(consumer, msg, "blocked", delay, failures=failures, error=error)
+        def hold(delay: float, error: str, given_back: bool) -> None:
+            ctx.holds.hold(consumer, msg, "blocked", delay, failures=failures - given_back, error=error)
             ctx.metrics.blocked.labels(ctx.group).set(ctx.holds.blocked())
         return hold
 

@@ -14,6 +14,14 @@ retry/decision.py.
 No thread ever sleeps for a retry. A blocking retry pauses the failing partition and rewinds it
 to the failed message until its backoff is due; a retry-topic partition whose head is not due
 yet (kw-retry-at) is paused the same way. Other partitions keep flowing meanwhile.
+
+The group's circuit breaker (retry/breaker.py, `breaker:` in the spec), when declared, is judged
+by worker/outcomes.py on every failure and by the tallies on every batch's successes; this loop
+carries out its state (`_sync_breaker`): open, every assigned partition is paused (and the held
+ones rewound to their message); half-open, the held messages come due as probes (or, with none
+held, the partitions resume); closed, the partitions resume. A worker's own trip or probe success
+is told to the group (a signed `open`/`close` command with `auto`, and the group's state
+`breaker/<group>` in the status topic): a worker that joins an open group starts open.
 """
 
 from __future__ import annotations
@@ -37,8 +45,9 @@ from kafka_workflows.kafka.admin import TopicSpec, ensure_topics, wait_for_topic
 from kafka_workflows.kafka.config import check_reachable, client_config
 from kafka_workflows.kafka.errors import error_code
 from kafka_workflows.kafka.group_protocol import group_protocol_settings
-from kafka_workflows.ops.control import ControlFollower, ensure_control_topics
-from kafka_workflows.ops.status import StatusPublisher, group_paused
+from kafka_workflows.ops.control import ControlFollower, ensure_control_topics, send_breaker_state
+from kafka_workflows.ops.status import StatusPublisher, group_breaker, group_paused
+from kafka_workflows.retry.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerPolicy
 from kafka_workflows.retry.policy import RetryPolicy
 from kafka_workflows.retry.topics import dead_letter_topic, retry_topic
 from kafka_workflows.store.topics import ensure_store_topics
@@ -47,11 +56,11 @@ from kafka_workflows.worker.checkpoint import OffsetCheckpoint
 from kafka_workflows.worker.concurrent import DEFAULT_MAX_BYTES, ConcurrentStrategy, default_max_in_flight
 from kafka_workflows.worker.context import WorkerContext, WorkerStats
 from kafka_workflows.worker.dispatch import Handler, MessageStrategy
-from kafka_workflows.worker.holds import HoldTable
+from kafka_workflows.worker.holds import FOREVER, HoldTable
 from kafka_workflows.worker.inbound import Boundary
 from kafka_workflows.worker.metrics import WorkerMetrics
 from kafka_workflows.worker.operations import Operations
-from kafka_workflows.worker.outcomes import Outcomes
+from kafka_workflows.worker.outcomes import BREAKER_HOLD, Outcomes
 from kafka_workflows.worker.pacing import BatchPacing
 from kafka_workflows.worker.runners import blocking_call, is_async
 from kafka_workflows.worker.writes import Writes
@@ -82,6 +91,7 @@ class Worker:
         time per worker, today's path; see worker/concurrent.py).
     :param max_in_flight: with concurrency, messages admitted and not done before fetching pauses.
     :param max_in_flight_bytes: the same cap in bytes of keys and values.
+    :param breaker: the group's circuit breaker settings (retry/breaker.py); None: no breaker.
     """
 
     def __init__(self, config: Mapping[str, Any], topics: Sequence[str], group: str,
@@ -90,7 +100,8 @@ class Worker:
                  metrics_port: int | None = None, status_interval: float = 2.0, store: str | None = None,
                  consumer_overrides: Mapping[str, Any] | None = None,
                  metrics: WorkerMetrics | None = None, concurrency: int = 1,
-                 max_in_flight: int | None = None, max_in_flight_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_in_flight: int | None = None, max_in_flight_bytes: int = DEFAULT_MAX_BYTES,
+                 breaker: BreakerPolicy | None = None) -> None:
         if not topics:
             raise ConfigError("worker needs at least one topic")
         if not group:
@@ -127,13 +138,19 @@ class Worker:
         self.checkpoint = OffsetCheckpoint(self.writes)
         self.status = StatusPublisher(self.config, group, self.member, status_interval,
                                       on_failure=self.metrics.status_failures.labels(group).inc)
+        self.breaker = Breaker(breaker, self._breaker_changed) if breaker is not None else None
+        self._breaker_paused = False  # the partitions are paused for the breaker
+        self._breaker_state = CLOSED  # as the loop last carried it out
+        self._breaker_opened = 0  # breaker.opened when the loop last paused for it
+        self._breaker_told: list[tuple[str, str]] = []  # (op, reason) of this worker's own transitions, to tell
         self.ctx = WorkerContext(group, self.policy, self.retry_topics, Boundary(self.retry_topics, store is not None),
-                                 self.held, self.writes, self.checkpoint, self.metrics, self.stats, self.status.soon)
+                                 self.held, self.writes, self.checkpoint, self.metrics, self.stats, self.status.soon,
+                                 breaker=self.breaker)
         self.outcomes = Outcomes(self.ctx)
         one_at_a_time = blocking_call(self.handler) if is_async(self.handler) else self.handler  # type: ignore[arg-type]
         self.dispatch = MessageStrategy(self.ctx, self.outcomes, one_at_a_time, self.batch)
         self.operations = Operations(self.ctx, self.outcomes, self.member, self._assignment, self.status.send,
-                                     self._ignored)
+                                     self._ignored, breaker_paused=lambda: self._breaker_paused)
         self._stopping = False  # set from a signal handler or another thread; read once a batch
         self.batches: BatchStrategy | None = (
             BatchStrategy(self.ctx, self.outcomes, self.handler, self.dispatch) if self.batch else None)
@@ -143,7 +160,7 @@ class Worker:
             self.keyed = ConcurrentStrategy(
                 self.ctx, self.outcomes, self.handler, concurrency,
                 max_in_flight or default_max_in_flight(concurrency), max_in_flight_bytes, self._assignment,
-                lambda: self.operations.paused)
+                lambda: self.operations.paused or self._breaker_paused)
             self.operations.keyed = self.keyed
             # librdkafka's prefetch queue is capped like the work in flight (its defaults: 100k, 64 MiB).
             self.consumer_overrides = {"queued.max.messages.kbytes": max(1024, max_in_flight_bytes // 1024),
@@ -212,6 +229,12 @@ class Worker:
         if self.operations.paused:
             log.warning("group %s is paused by an operator: this worker starts paused (kafka-workflows resume)",
                         self.group)
+        if self.breaker is not None:
+            state = group_breaker(self.config, self.group)
+            if state is not None:
+                self.breaker.open(f"the group's breaker is open ({state.get('reason') or 'no reason'})",
+                                  forced=state.get("forced") is True)
+                log.warning("group %s's circuit breaker is open: this worker starts open", self.group)
         settings = self.consumer_settings()
         consumer = Consumer(settings)
         self.pacing = BatchPacing(self.batch_size, float(settings.get("max.poll.interval.ms", 300_000)) / 1000)
@@ -227,7 +250,9 @@ class Worker:
             while not self._stopping:
                 for record in control.poll(0):
                     self.operations.apply(consumer, record)
-                if not self.operations.paused:
+                if self.breaker is not None:
+                    self._sync_breaker(consumer)
+                if not self.operations.paused and self._breaker_state != OPEN:
                     self.held.resume_due(consumer)
                 try:
                     batch = consumer.consume(num_messages=self.pacing.size, timeout=self._timeout())
@@ -239,6 +264,8 @@ class Worker:
                     self.pacing.observe(len(batch) - given_back, time.monotonic() - started)
                 finally:
                     self.ctx.commit(consumer)
+                if self.breaker is not None:
+                    self._sync_breaker(consumer)
                 self._publish_status()
         finally:
             # Every step runs, whichever raises (the first error is raised after the rest): a worker
@@ -258,19 +285,77 @@ class Worker:
     def _timeout(self) -> float:
         """Wait for messages no longer than until the next held partition is due."""
         keyed = self.keyed.timeout() if self.keyed is not None else self.poll_timeout
+        if self._breaker_state == OPEN:
+            return self.poll_timeout  # nothing comes due while the breaker is open
         return max(0.0, min(self.poll_timeout, keyed, self.held.next_due() - time.monotonic()))
 
     def _publish_status(self, final: bool = False) -> None:
         self.status.publish(lambda: {
             "worker": self.member, "group": self.group, "topics": self.topics, "at": time.time(),
-            "paused": self.operations.paused, "assigned": sorted(f"{t}[{p}]" for t, p in self._assignment),
+            "paused": self.operations.paused,
+            **({"breaker": self.breaker.describe()} if self.breaker is not None else {}),
+            "assigned": sorted(f"{t}[{p}]" for t, p in self._assignment),
             "held": [*self.held.describe(), *(self.keyed.describe_holds() if self.keyed is not None else ())],
             **self.stats.__dict__}, final=final)
+
+    # -- the circuit breaker ---------------------------------------------------------------
+    def _breaker_changed(self, old: str, new: str, reason: str, automatic: bool) -> None:
+        """A transition of this worker's breaker (from the loop thread): metrics, status; this
+        worker's own trip (closed -> open) and probe success are told to the group."""
+        self.metrics.breaker_state(self.group, new)
+        if new == OPEN:
+            self.metrics.breaker_opened.labels(self.group).inc()
+        log.warning("group %s: circuit breaker %s -> %s (%s)", self.group, old, new, reason)
+        if automatic and ((old == CLOSED and new == OPEN) or (old == HALF_OPEN and new == CLOSED)):
+            self._breaker_told.append(("open" if new == OPEN else "close", reason))
+        self.status.soon()
+
+    def _sync_breaker(self, consumer: Consumer) -> None:
+        """Carry out the breaker's state on the partitions (see the module docstring)."""
+        breaker = self.breaker
+        assert breaker is not None
+        for op, reason in self._breaker_told:
+            send_breaker_state(self.config, self.group, op, reason, by=f"breaker@{self.member}",
+                               send=self.status.send)
+        self._breaker_told.clear()
+        state = self._breaker_state = breaker.state
+        tps = [TopicPartition(t, p) for t, p in self._assignment]
+        if state == OPEN:
+            if breaker.opened != self._breaker_opened:  # (again) opened since the last look
+                self._breaker_opened = breaker.opened
+                self._breaker_paused = True
+                consumer.pause(tps)
+                until = time.monotonic() + min(breaker.wait(), 24 * 3600.0)
+                for (topic, partition), hold in self.held.items():  # held messages wait for the probe time
+                    if hold.due == FOREVER:  # resumed already: its message may have been fetched and dropped
+                        consumer.seek(TopicPartition(topic, partition, hold.offset))
+                        hold.due = until
+                    else:
+                        hold.due = max(hold.due, until)
+            return
+        if not self._breaker_paused:
+            return
+        if state == HALF_OPEN:
+            if any(hold.kind == "blocked" for hold in self.held.values()) or (
+                    self.keyed is not None and self.keyed.scheduler.holds):
+                return  # the held messages are the probes: they come due, the rest waits
+        else:  # closed: what the breaker held is retried now
+            now = time.monotonic()
+            for hold in self.held.values():
+                if hold.due != FOREVER and hold.error.startswith(BREAKER_HOLD):
+                    hold.due = now
+            if self.keyed is not None:
+                for key_hold in self.keyed.scheduler.holds.values():
+                    if key_hold.error.startswith(BREAKER_HOLD):
+                        key_hold.due = now
+        self._breaker_paused = False
+        if not self.operations.paused:
+            consumer.resume([tp for tp in tps if (tp.topic, tp.partition) not in self.held])
 
     # -- rebalance -------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assignment |= {(p.topic, p.partition) for p in partitions}
-        if self.operations.paused and partitions:
+        if (self.operations.paused or self._breaker_paused) and partitions:
             consumer.incremental_assign(partitions)
             consumer.pause(partitions)
         elif partitions:

@@ -87,6 +87,10 @@ class WorkerMetrics:
                                        ["group"], registry=self.registry)
         self.headers_untrusted = Counter("kw_worker_untrusted_headers", "Messages dead-lettered for kw- headers "
                                          "that cannot be trusted", ["group", "topic"], registry=self.registry)
+        self.breaker = Gauge("kw_worker_breaker_state", "The group's circuit breaker as this worker sees it: "
+                             "0 closed, 1 open, 2 half-open", ["group"], registry=self.registry)
+        self.breaker_opened = Counter("kw_worker_breaker_opened", "Times the circuit breaker opened",
+                                      ["group"], registry=self.registry)
         self._children: dict[tuple[str, str], Any] = {}
         self._concurrency: tuple[Gauge, Gauge] | None = None
         self._lock = threading.Lock()
@@ -106,6 +110,9 @@ class WorkerMetrics:
                           ["group"], registry=self.registry))
         in_flight, blocked_keys = self._concurrency
         return in_flight.labels(self.group), blocked_keys.labels(self.group)
+
+    def breaker_state(self, group: str, state: str) -> None:
+        self.breaker.labels(group).set({"closed": 0, "open": 1, "half_open": 2}.get(state, 0))
 
     def child(self, metric: Counter, topic: str) -> Any:
         """Cached labelled child: labels() is too slow for the per-message path."""

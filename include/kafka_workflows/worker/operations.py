@@ -3,7 +3,10 @@
 skip     dead-letter the held message (marked with who, why and when), move past it, resume;
 unblock  retry the held message now, whatever its backoff or kw-retry-at says;
 pause    pause every assigned partition (kept across rebalances until resumed);
-resume   resume every assigned partition that no hold keeps paused.
+resume   resume every assigned partition that no hold keeps paused (nor an open circuit breaker);
+open     open the group's circuit breaker (retry/breaker.py): an operator's stays open until closed;
+         `auto` (told by a worker whose breaker tripped) probes after its cool-down;
+close    close it: held messages are retried now and the partitions resume (worker/loop.py).
 
 skip and unblock act only on a partition this worker owns, and only when the offset given is the
 one held (skip always names it). Each command that was acted on gets an `applied` record on the
@@ -43,7 +46,7 @@ class Operations:
 
     def __init__(self, ctx: WorkerContext, outcomes: Outcomes, member: str, assignment: set[TP],
                  send: Callable[[str, Mapping[str, Any], str], None], on_ignored: Callable[[str], None],
-                 paused: bool = False) -> None:
+                 paused: bool = False, breaker_paused: Callable[[], bool] = lambda: False) -> None:
         self.ctx = ctx
         self.outcomes = outcomes
         self.group = ctx.group
@@ -53,6 +56,7 @@ class Operations:
         self._on_change = ctx.on_change
         self.on_ignored = on_ignored
         self.paused = paused  # the group's state when the worker started (ops.status.group_paused)
+        self.breaker_paused = breaker_paused  # the partitions are paused for an open circuit breaker
         self.keyed: Any = None  # a worker with concurrency: skip/unblock act on a key's hold there
         self.gate = CommandGate()  # the secret from KAFKA_WORKFLOWS_CONTROL_SECRET, when set
         self._refusals: list[float] = []  # when the last refusal answers were written (rate limit)
@@ -106,10 +110,27 @@ class Operations:
             result = f"paused {len(self.assignment)} partition(s)"
         elif op == "resume":
             self.paused = False
-            ready = [TopicPartition(t, p) for t, p in self.assignment
-                     if (t, p) not in held or held[(t, p)].due == FOREVER]
-            consumer.resume(ready)
-            result = f"resumed {len(ready)} partition(s)"
+            if self.breaker_paused():
+                result = "resumed; the circuit breaker is open: the partitions resume when it closes"
+            else:
+                ready = [TopicPartition(t, p) for t, p in self.assignment
+                         if (t, p) not in held or held[(t, p)].due == FOREVER]
+                consumer.resume(ready)
+                result = f"resumed {len(ready)} partition(s)"
+        elif op in ("open", "close"):
+            breaker = self.ctx.breaker
+            if breaker is None:
+                result = "no circuit breaker declared for this group"
+            elif op == "open":
+                before = breaker.state
+                if not (record.auto and before != "closed"):  # a peer's trip does not undo an operator's open
+                    breaker.open(f"opened by {record.by}: {record.reason or 'no reason'}", forced=not record.auto)
+                result = f"circuit breaker {before} -> open" + ("" if record.auto else " (until closed)")
+            else:
+                before = breaker.state
+                if not (record.auto and breaker.forced):  # a peer's probe does not undo an operator's open
+                    breaker.close(f"closed by {record.by}: {record.reason or 'no reason'}")
+                result = f"circuit breaker {before} -> {breaker.state}"
         if result is None:
             return
         log.warning("operation %s by %s (%s): %s", op, record.by, record.reason or "no reason", result)

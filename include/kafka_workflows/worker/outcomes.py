@@ -1,7 +1,9 @@
 """Carrying out what happens to a record, written once for every strategy and operator action.
 
 done         the handler returned: its job is reported to the store (the strategy times it);
-failed       the handler raised: `retry.decision.decide` says what that becomes, carried out here:
+failed       the handler raised: the group's circuit breaker (retry/breaker.py) is asked first; open,
+             the record is held with its attempt given back (never a retry or a dead letter), for
+             every strategy. Else `retry.decision.decide` says what it becomes, carried out here:
              a hold (the strategy's own: a paused partition, or one key's lane, given as `hold`),
              a retry-topic write or a dead letter;
 dead letter  the record goes to its base's dead-letter topic, made to fit (worker/writes.py);
@@ -29,8 +31,10 @@ from kafka_workflows.worker.inbound import Inbound
 
 log = logging.getLogger(__name__)
 
-# hold(delay seconds, "ErrorType: message"): the strategy pauses what must wait
-Hold = Callable[[float, str], None]
+# hold(delay seconds, "ErrorType: message", given_back): the strategy pauses what must wait;
+# given_back: the failure does not count as an attempt (the circuit breaker is open)
+Hold = Callable[[float, str, bool], None]
+BREAKER_HOLD = "circuit breaker open: "  # the error of a hold the breaker made
 
 
 class Skipped(Exception):
@@ -62,9 +66,20 @@ class Outcomes:
             return True
         ctx.stats.failed += 1
         ctx.metrics.failed.labels(ctx.group, inbound.base, type(exc).__name__).inc()
+        breaker = ctx.breaker
+        if breaker is not None and breaker.failed(exc, ctx.tallies.pending()):
+            # Open (or opened now): the record waits where it is, its attempt given back; the rest
+            # of the consumed batch is given back too (the loop pauses the partitions).
+            wait = breaker.wait()
+            hold(min(wait, 24 * 3600.0), f"{BREAKER_HOLD}{type(exc).__name__}: {exc}", True)
+            ctx.cut.interrupted = True
+            ctx.on_change()
+            log.warning("handler failed on %s: %s; the circuit breaker is open (%s): held, attempt given back",
+                        where(msg), type(exc).__name__, breaker.reason)
+            return False
         decision = decide(ctx.policy, exc, failures=failures, retry_round=inbound.round)
         if decision.kind == HOLD:
-            hold(decision.delay, f"{type(exc).__name__}: {exc}")
+            hold(decision.delay, f"{type(exc).__name__}: {exc}", False)
             ctx.on_change()
             log.warning("handler failed on %s (attempt %d): %s: %s; held for %.2fs", where(msg),
                         inbound.attempt_after(failures - 1), type(exc).__name__, exc, decision.delay)

@@ -109,12 +109,14 @@ async def group(dag_id: str, group: str, monitor: MonitorDep) -> dict[str, Any]:
 
 
 @router.post("/workflows/{dag_id}/groups/{group}/{op}", dependencies=EDIT,
-             summary="skip / unblock a held partition, pause / resume the group (recorded with your name)",
+             summary="skip / unblock a held partition, pause / resume the group, open / close its circuit breaker "
+                     "(recorded with your name)",
              responses={404: {"description": "unknown workflow/group/topic"},
                         409: {"description": "the offset is no longer held: nothing done"},
                         429: {"description": "too many actions in flight on this API server: try again"},
                         504: {"description": "no worker answered"}})
-async def act(dag_id: str, group: str, op: Literal["skip", "unblock", "pause", "resume"], body: ActionBody,
+async def act(dag_id: str, group: str, op: Literal["skip", "unblock", "pause", "resume", "open", "close"],
+              body: ActionBody,
               monitor: MonitorDep, by: UserNameDep) -> dict[str, Any]:
     return await offload.act(actions.act, monitor, dag_id, group, op, by=by, reason=body.reason, topic=body.topic,
                              partition=body.partition, offset=body.offset, secret=control_secret())
@@ -164,6 +166,32 @@ async def replay(dag_id: str, monitor: MonitorDep, by: UserNameDep,
     query = _query(monitor, dag_id, body.filter) if body.filter is not None else None
     return await offload.act(actions.replay, monitor, dag_id, by=by, reason=body.reason, ids=body.ids, query=query,
                              dry_run=body.dry_run, secret=control_secret())
+
+
+class CanaryBody(BaseModel):
+    group: str = Field(max_length=500, description="the group whose dead letters are replayed")
+    topic: str | None = Field(default=None, max_length=300, description="its topic (when it reads several)")
+    key: str | None = Field(default=None, max_length=1000)
+    error_type: str | None = Field(default=None, max_length=500)
+    rate: float = Field(default=5.0, gt=0, le=1000, description="letters a second after the canary")
+    canary: int = Field(default=5, ge=1, le=1000, description="letters sent first, judged before the rest")
+    reason: str = Field(min_length=1, max_length=500, description="why: goes to the audit log")
+
+
+@router.post("/workflows/{dag_id}/canary-replays", dependencies=EDIT,
+             summary="Start a canary replay: K letters first, the rest at a rate while none comes back",
+             responses={409: {"description": "a canary replay of that dead-letter topic is running"}})
+async def canary(dag_id: str, monitor: MonitorDep, by: UserNameDep, body: Annotated[CanaryBody, Body()]
+                 ) -> dict[str, Any]:
+    return await offload.act(actions.start_canary, monitor, dag_id, group=body.group, topic=body.topic, by=by,
+                             reason=body.reason, rate=body.rate, canary=body.canary, key=body.key,
+                             error_type=body.error_type, secret=control_secret())
+
+
+@router.get("/workflows/{dag_id}/canary-replays", dependencies=READ,
+            summary="The canary replays started in this API server: progress and stop reason")
+async def canary_list(dag_id: str, monitor: MonitorDep) -> list[dict[str, Any]]:
+    return await offload.read(actions.canaries, monitor, dag_id)
 
 
 @router.get("/workflows/{dag_id}/stores/{store}/requests", dependencies=READ,

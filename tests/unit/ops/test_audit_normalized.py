@@ -40,7 +40,7 @@ TYPES = {"kind": str, "id": str, "op": str, "group": (str, type(None)), "topic":
          "partition": (int, type(None)), "offset": (int, type(None)), "key": (str, type(None)),
          "by": (str, type(None)), "reason": (str, type(None)), "at": (float, type(None)),
          "dead_letter_topic": (str, type(None)), "to": (str, type(None)), "letters": (list, type(None)),
-         "count": (int, type(None)), "applied": list, "control_offset": int}
+         "count": (int, type(None)), "result": (str, type(None)), "applied": list, "control_offset": int}
 
 
 def assert_typed(row: dict[str, Any]) -> None:

@@ -213,12 +213,19 @@
             ? ` (${Array.isArray(c.letters) ? num(c.letters.length) : "unknown"} letters)` : null),
         h("td", {}, text(c.group)), h("td", {}, text(c.by)), h("td", {}, text(c.reason)),
         h("td", {}, applied.length ? applied.map((a, i) => [i ? h("br") : null, text(a && a.result)])
-          : c.op === "replay" ? "replayed" : h("span", {class: "muted"}, "no answer")));
+          : c.op === "replay" ? "replayed" : c.result ? [text(c.result), c.count != null ? ` (${num(c.count)} sent)` : null]
+          : h("span", {class: "muted"}, "no answer")));
     }, 6));
   }
 
   // -- pages ----------------------------------------------------------------------------------------
   const pages = {};
+
+  // A group's circuit breaker: nothing when closed or not declared; else its state and why.
+  const breakerBadge = (b) => b && typeof b === "object" && b.state !== "closed"
+    ? h("span", {class: "kw-breaker", "data-breaker": text(b.state), title: text(b.reason)},
+        badge(b.state === "open" ? (b.forced ? "breaker open (by an operator)" : "breaker open") : "breaker half-open"))
+    : null;
 
   pages.overview = () => every(5000, async () => {
     const [workflows, audit] = await Promise.all([api("/workflows"), api("/audit?limit=15")]);
@@ -231,7 +238,8 @@
             h("td", {}, h("a", {href: url.workflow(w.workflow)}, text(w.workflow)), h("div", {class: "muted"}, text(w.description))),
             tdNum(w.workers_up),
             h("td", {}, list(w.units).map((u) => h("div", {}, h("a", {href: url.group(w.workflow, u.group)}, text(u.group)), " ",
-              badge(u.up ? "up" : "down"), u.blocked ? [" ", badge("blocked")] : null, u.paused ? [" ", badge("paused")] : null))),
+              badge(u.up ? "up" : "down"), u.blocked ? [" ", badge("blocked")] : null, u.paused ? [" ", badge("paused")] : null,
+              u.breaker ? [" ", breakerBadge(u.breaker)] : null))),
             tdNum(w.lag),
             h("td", {class: "num"}, w.blocked ? badge(`${num(w.blocked)} blocked`) : "0"),
             h("td", {class: "num"}, h("a", {href: url.letters(w.workflow)}, num(w.dead_letters))),
@@ -254,7 +262,8 @@
       table({id: "kw-units"}, ["Kind", "Name", "Group", thNum("Members"), "Health", "Group state", thNum("Lag"), thNum("Blocked"), thNum("Dead letters")],
         rows(w.units, (u) => h("tr", {}, h("td", {}, text(u.kind)), h("td", {}, text(u.name)),
           h("td", {}, h("a", {href: url.group(w.workflow, u.group)}, text(u.group))), tdNum(u.members),
-          h("td", {}, badge(u.up ? "up" : "down"), u.paused ? [" ", badge("paused")] : null), h("td", {}, text(u.state)),
+          h("td", {}, badge(u.up ? "up" : "down"), u.paused ? [" ", badge("paused")] : null, u.breaker ? [" ", breakerBadge(u.breaker)] : null),
+          h("td", {}, text(u.state)),
           tdNum(u.lag), tdNum(u.blocked),
           h("td", {class: "num"}, h("a", {href: url.letters(w.workflow, "group=" + enc(u.group))}, num(u.dead_letters)))), 9)),
       stores.map(([store, page]) => [h("h2", {}, `Recent requests of store ${store}`), list(page && page.items).length
@@ -267,11 +276,16 @@
   });
 
   const title = (op) => op[0].toUpperCase() + op.slice(1);
+  const explain = {
+    skip: "The held message goes to the dead-letter topic, marked skipped, and the partition flows again.",
+    unblock: "The held message is retried now.",
+    pause: "Every worker of the group stops consuming until resumed.",
+    resume: "The group's workers consume again.",
+    open: "Every worker of the group stops handing messages to the handler; nothing is retried or dead-lettered until you close it (no probes).",
+    close: "The held messages are retried now and the group's partitions resume.",
+  };
   async function act(op, body, what) {
-    const reason = await confirmWithReason(`${title(op)} ${what}?`,
-      op === "skip" ? "The held message goes to the dead-letter topic, marked skipped, and the partition flows again." :
-      op === "unblock" ? "The held message is retried now." : op === "pause" ? "Every worker of the group stops consuming until resumed." : "The group's workers consume again.",
-      title(op));
+    const reason = await confirmWithReason(`${title(op)} ${what}?`, explain[op] || "", title(op));
     if (reason === null) return;
     try {
       const r = await post(`/workflows/${enc(ctx.dag_id)}/groups/${enc(ctx.group)}/${op}`, {...body, reason});
@@ -291,7 +305,12 @@
         h("div", {class: "card", id: "kw-trend"}, `Lag trend (${list(g.lag_history).length} samples)`, h("br"), sparkline(g.lag_history)),
         card("Dead letters", h("a", {href: url.letters(ctx.dag_id, "group=" + enc(g.group))}, num(g.dead_letters)))),
       h("div", {class: "toolbar"}, h("button", {id: "kw-pause", onclick: () => act("pause", {}, `group ${text(g.group)}`)}, "Pause group…"),
-        h("button", {id: "kw-resume", onclick: () => act("resume", {}, `group ${text(g.group)}`)}, "Resume group…")),
+        h("button", {id: "kw-resume", onclick: () => act("resume", {}, `group ${text(g.group)}`)}, "Resume group…"),
+        h("button", {id: "kw-breaker-open", onclick: () => act("open", {}, `the circuit breaker of ${text(g.group)}`)}, "Open breaker…"),
+        h("button", {id: "kw-breaker-close", onclick: () => act("close", {}, `the circuit breaker of ${text(g.group)}`)}, "Close breaker…")),
+      g.breaker && typeof g.breaker === "object" ? h("p", {id: "kw-breaker", "data-breaker": text(g.breaker.state)}, "Circuit breaker: ",
+        badge(text(g.breaker.state)), g.breaker.forced ? " (opened by an operator, until closed)" : null,
+        g.breaker.probe_in != null ? ` — probe in ${num(g.breaker.probe_in)} s` : null, " ", h("span", {class: "muted"}, text(g.breaker.reason))) : null,
       noticeNode(),
       h("h2", {}, "Partitions"),
       table({id: "kw-partitions"}, ["Partition", "Worker", thNum("Committed"), thNum("End"), thNum("Lag"), "State", "Holding message", ""], rows(partitions, (p) => {
@@ -308,7 +327,8 @@
       }, 8)),
       h("h2", {}, "Workers"),
       table({}, ["Worker", "Partitions", thNum("Handled"), thNum("Retried"), thNum("Dead-lettered"), "Reported"], rows(workers, (w) => h("tr", {},
-        h("td", {}, text(w.worker), " ", w.paused ? badge("paused") : null), h("td", {}, list(w.assigned).map(text).join(", ")),
+        h("td", {}, text(w.worker), " ", w.paused ? badge("paused") : null, w.breaker ? [" ", breakerBadge(w.breaker)] : null),
+        h("td", {}, list(w.assigned).map(text).join(", ")),
         tdNum(w.handled), tdNum(w.retried), tdNum(w.dead_lettered), h("td", {}, when(w.at))), 6, "No live worker.")),
       h("h2", {}, "Operations"), auditTable(g.audit));
   }
@@ -371,17 +391,45 @@
       } catch (e) { setNotice("error", `replay failed: ${e.message}`); }
       load();
     }
+    // Canary replay (ops/canary.py): the group chosen in the filter, its key / error type filters too.
+    const rateInput = h("input", {id: "kw-canary-rate", type: "number", min: "0.1", step: "any", value: "5", size: 4});
+    const sizeInput = h("input", {id: "kw-canary-size", type: "number", min: "1", value: "5", size: 4});
+    async function canaryReplay() {
+      const group = form.elements.group.value;
+      if (!group) { setNotice("error", "Choose a group in the filter first: a canary replay acts on one group's dead letters."); load(); return; }
+      const rate = Number(rateInput.value), size = Number(sizeInput.value);
+      const reason = await confirmWithReason(`Canary replay of ${text(group)}'s dead letters?`,
+        `First ${num(size)} letter(s); then, while none comes back to the dead-letter topic, the rest at ${num(rate)} a second. It stops on its own when failures return.`, "Start");
+      if (reason === null) return;
+      try {
+        await post(`/workflows/${enc(ctx.dag_id)}/canary-replays`, {group, key: form.elements.key.value || null,
+          error_type: form.elements.error_type.value || null, rate, canary: size, reason});
+        setNotice("ok", "Canary replay started: its progress is below.");
+      } catch (e) { setNotice("error", `canary replay failed: ${e.message}`); }
+      load();
+    }
+    const canaryTable = (items) => list(items).length ? [h("h2", {}, "Canary replays"),
+      table({id: "kw-canaries"}, ["Started", "Group", "State", thNum("Sent"), thNum("Succeeded"), thNum("Failed"), "By", "Stop reason"], rows(items, (c) =>
+        h("tr", {"data-state": text(c.state)}, h("td", {}, when(c.started_at)), h("td", {}, text(c.group)), h("td", {}, badge(text(c.state))),
+          h("td", {class: "num"}, `${num(c.sent)} / ${num(c.total)}`), tdNum(c.succeeded), tdNum(c.failed), h("td", {}, text(c.by)),
+          h("td", {class: "kw-canary-reason"}, text(c.reason))), 8))] : null;
+
     async function load() {
       const q = query(), mine = ++latest;
-      let fps, page;
+      let fps, page, canaries;
       try {
-        [fps, page] = await Promise.all([api(`/workflows/${enc(ctx.dag_id)}/dead-letters/fingerprints?${q}`),
-          api(`/workflows/${enc(ctx.dag_id)}/dead-letters?${q}&offset=${state.offset}&limit=${state.limit}`)]);
+        [fps, page, canaries] = await Promise.all([api(`/workflows/${enc(ctx.dag_id)}/dead-letters/fingerprints?${q}`),
+          api(`/workflows/${enc(ctx.dag_id)}/dead-letters?${q}&offset=${state.offset}&limit=${state.limit}`),
+          api(`/workflows/${enc(ctx.dag_id)}/canary-replays`)]);
       } catch (e) {
         if (mine === latest) show(out, error(e.message));
         return;
       }
       if (mine !== latest) return;
+      if (list(canaries).some((c) => ["starting", "canary", "running"].includes(c.state)) && !state.polling) {
+        state.polling = true;  // a canary replay runs: follow its progress
+        setTimeout(() => { state.polling = false; load(); }, 2000);
+      }
       const sel = state.selected.size, total = finite(page.total) ? Number(page.total) : 0;
       const select = (id, on) => { on ? state.selected.add(id) : state.selected.delete(id); load(); };
       show(out, h("h2", {}, "By error fingerprint"),
@@ -390,11 +438,12 @@
           h("td", {}, h("a", {href: "#", "data-fp": text(f.fingerprint), onclick: (ev) => { ev.preventDefault(); form.elements.fingerprint.value = text(f.fingerprint); state.offset = 0; load(); }}, "show only these"))), 5, "None.")),
         h("h2", {}, "Letters ", h("span", {class: "muted", id: "kw-total"}, `${num(total)} matching`)),
         h("div", {class: "toolbar"}, h("button", {id: "kw-dry", onclick: dryRun}, "Dry run"), h("button", {class: "primary", id: "kw-replay", onclick: () => replay(total)}, "Replay…"),
+          h("button", {id: "kw-canary", onclick: canaryReplay}, "Canary replay…"), h("label", {}, "at ", rateInput, "/s, first "), sizeInput,
           h("span", {class: "muted"}, sel ? `${sel} selected` : "no selection: acts on every matching letter"), h("span", {class: "spacer"}),
           h("button", {id: "kw-prev", disabled: !state.offset, onclick: () => { state.offset = Math.max(0, state.offset - state.limit); load(); }}, "‹ Newer"),
           h("span", {class: "muted"}, `${total ? state.offset + 1 : 0}–${Math.min(state.offset + state.limit, total)} of ${num(total)}`),
           h("button", {id: "kw-next", disabled: state.offset + state.limit >= total, onclick: () => { state.offset += state.limit; load(); }}, "Older ›")),
-        noticeNode(), state.dry,
+        noticeNode(), state.dry, canaryTable(canaries),
         table({id: "kw-letters"}, ["", "Dead-lettered", "Key", "Group", "From", "Error", "Notes"], rows(page.items, (l) => {
           const id = text(l.id), replayed = l.replayed && typeof l.replayed === "object" ? l.replayed : null;
           return h("tr", {"data-id": id},

@@ -8,6 +8,10 @@ Each unit runs under `Supervised` (supervise.py): one that dies (a broker away f
 clients wait, a write that failed, a bug) is logged and built again, fresh, after a backoff, while
 the other units go on: one unit never stops the process. Its messages come back from the last
 committed offsets, so nothing is lost. SIGTERM/SIGINT stop every unit.
+
+The process has one telemetry (observe/): every unit counts into its one registry and reports its
+loop there, and `--metrics-port` serves /metrics, /healthz and /readyz for all of them on one port.
+A unit rebuilt by its supervisor keeps its metrics and its health entry (named `<workflow>/<unit>`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from kafka_workflows.handlers import resolve_callable
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import check_reachable
 from kafka_workflows.messages import Message, encode_value
+from kafka_workflows.observe import Telemetry
 from kafka_workflows.spec import ProcessorSpec, SpecError, WorkflowSpec, load_specs
 from kafka_workflows.supervise import Runnable, Supervised
 from kafka_workflows.worker import Worker
@@ -84,13 +89,16 @@ def _transform(spec: ProcessorSpec) -> Callable[[Any], Iterable[Output]]:
     return process
 
 
-def build_units(config: Mapping[str, Any], specs: list[WorkflowSpec], only: Iterable[str] = ()) -> list[Unit]:
+def build_units(config: Mapping[str, Any], specs: list[WorkflowSpec], only: Iterable[str] = (),
+                telemetry: Telemetry | None = None) -> list[Unit]:
     from kafka_workflows.store import StoreProcessor
 
+    telemetry = telemetry or Telemetry()
     only = set(only)
     units: list[Unit] = []
-    def add(workflow: str, name: str, factory: Callable[[], Runnable]) -> None:
-        units.append(Unit(workflow, name, Supervised(f"{workflow}/{name}", factory)))  # built now: bad paths fail
+    def add(workflow: str, name: str, factory: Callable[..., Runnable]) -> None:
+        unit = f"{workflow}/{name}"  # built now: bad paths fail
+        units.append(Unit(workflow, name, Supervised(unit, partial(factory, telemetry=telemetry, unit=unit))))
 
     for spec in specs:
         for w in spec.workers:
@@ -122,9 +130,16 @@ def prepare_processor_topics(config: Mapping[str, Any], specs: list[WorkflowSpec
 
 
 def run_units(config: Mapping[str, Any], units: list[Unit], specs: list[WorkflowSpec],
-              stop: threading.Event | None = None) -> None:
-    """Run every unit in its own thread until SIGTERM/SIGINT (or `stop`); each restarts on its own."""
+              stop: threading.Event | None = None, telemetry: Telemetry | None = None,
+              metrics_port: int | None = None, metrics_addr: str = "127.0.0.1") -> None:
+    """Run every unit in its own thread until SIGTERM/SIGINT (or `stop`); each restarts on its own.
+
+    With `metrics_port`, `telemetry` (the one `build_units` was given) is served there."""
     check_reachable(config)
+    if metrics_port is not None:
+        if telemetry is None:
+            raise ConfigError("a metrics port needs the telemetry the units were built with")
+        telemetry.serve(metrics_port, metrics_addr)
     prepare_processor_topics(config, specs)
     stop = stop or threading.Event()
     failures: list[str] = []

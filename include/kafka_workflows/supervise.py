@@ -13,8 +13,9 @@ a unit that cannot even be built (a bad handler path) fails where it is declared
 
 `run_supervised` is the CLI's way to run one unit (`worker --topic ...`, `store-processor`): it
 fails fast, naming the address, when no broker answers at start (a misconfiguration), and from
-then on restarts the unit instead of exiting. `shared_metrics` keeps one metrics endpoint across
-the worker instances it builds.
+then on restarts the unit instead of exiting. Units built with the process's `Telemetry` share its
+registry and health entries, so a rebuilt unit keeps counting where its predecessor did (no
+DuplicateTimeseries); `shared_metrics` does the same for a Worker factory without one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from kafka_workflows.kafka.config import check_reachable
+from kafka_workflows.observe import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +84,14 @@ class Supervised:
                 self.restarts += 1
 
 
-def run_supervised(name: str, factory: Callable[[], Runnable], config: Mapping[str, Any]) -> Any:
-    """Run one unit in this process until SIGTERM/SIGINT, rebuilding it whenever it gives up."""
+def run_supervised(name: str, factory: Callable[[], Runnable], config: Mapping[str, Any], *,
+                   telemetry: Telemetry | None = None, metrics_port: int | None = None,
+                   metrics_addr: str = "127.0.0.1") -> Any:
+    """Run one unit in this process until SIGTERM/SIGINT, rebuilding it whenever it gives up; with
+    `metrics_port`, the process's `telemetry` (the one the factory's units count into) is served there."""
     check_reachable(config)
+    if telemetry is not None and metrics_port is not None:
+        telemetry.serve(metrics_port, metrics_addr)
     unit = Supervised(name, factory)
     signal.signal(signal.SIGTERM, unit.stop)
     signal.signal(signal.SIGINT, unit.stop)

@@ -6,6 +6,8 @@ from typing import Any
 
 from airflow.providers.apache.kafka.hooks.base import KafkaBaseHook
 
+from kafka_workflows.kafka.config import resolve_settings
+
 
 class KafkaWorkflowsHook(KafkaBaseHook):
     """Like the provider's hooks, but hands out the config dict so kafka_workflows builds the clients.
@@ -18,4 +20,6 @@ class KafkaWorkflowsHook(KafkaBaseHook):
         return config
 
     def get_kafka_config(self) -> dict[str, Any]:
-        return dict(self.get_conn)
+        """The provider's config, with `{"file": path}` values read (kafka/config.py): one connection
+        definition, secrets in mounted files, serves these tasks and the worker image alike."""
+        return resolve_settings(dict(self.get_conn), where=f"connection {self.kafka_config_id!r}")

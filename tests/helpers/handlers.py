@@ -100,3 +100,10 @@ async def record_async(message: Message) -> None:
     value = message.value if isinstance(message.value, dict) else {}
     await asyncio.sleep(float(value.get("sleep", 0)))
     _append(message, "ok")
+
+
+def echo_or_poison(message: Message) -> list[dict[str, object]]:
+    """An exactly-once processor's transform: echoes the value; raises on {"poison": true}."""
+    if isinstance(message.value, dict) and message.value.get("poison"):
+        raise ValueError(f"{message.key} is poison")
+    return [{"key": message.key, "value": message.value}]

@@ -49,6 +49,14 @@ UNBLOCK_ARGS = (*PARTITION_ARGS, arg("--offset", type=int, help="act only if thi
 SKIP_ARGS = (*PARTITION_ARGS, arg("--offset", type=int, required=True,
                                   help="the offset you saw held (`blocked`): that message and no other is skipped"))
 
+TELEMETRY_ARGS = (
+    arg("--metrics-port", type=int, help="serve /metrics (Prometheus), /healthz and /readyz on this port"),
+    arg("--metrics-addr", default="127.0.0.1",
+        help="address the metrics port listens on (0.0.0.0 in a container, for Prometheus and the kubelet)"),
+    arg("--health-stale-after", type=float, default=300.0,
+        help="seconds a unit's loop may go without turning before /healthz fails (above the slowest handler call)"),
+)
+
 COMMANDS: tuple[Command, ...] = (
     Command("worker", "run the handlers of workflow specs, or one handler given by flags",
             "kafka_workflows.cli.run:worker", (
@@ -64,7 +72,7 @@ COMMANDS: tuple[Command, ...] = (
                                       '"window": 30, "cooldown": 30}\' or \'{"errors": ["ConnectionError"], '
                                       '"repeats": 3}\''),
                 arg("--partitions", type=int, default=3, help="partitions for topics it creates"),
-                arg("--metrics-port", type=int, help="serve Prometheus metrics on this port"),
+                *TELEMETRY_ARGS,
                 arg("--store", help="report each job's completion or failure to this atomic store"),
                 arg("--batch-size", type=int, default=500,
                     help="messages consumed at a time: the largest batch a @batch_handler gets"),
@@ -87,6 +95,7 @@ COMMANDS: tuple[Command, ...] = (
                 arg("--max-request-id-bytes", type=int, default=512, help="longest request id, in UTF-8 bytes"),
                 arg("--max-reason-chars", type=int, default=500, help="a fail command's reason is cut to this"),
                 arg("--max-command-bytes", type=int, default=65_536, help="largest command record, key + value"),
+                *TELEMETRY_ARGS,
             )),
     Command("create-topic", "create a topic if it does not exist", "kafka_workflows.cli.run:create_topic", (
         arg("name"),

@@ -45,38 +45,46 @@ def parse_breaker(text: str | None) -> BreakerPolicy | None:
 
 
 def worker(args: argparse.Namespace) -> int:
+    from kafka_workflows.observe import Telemetry
+
     config = kafka_config_from_env()
+    telemetry = Telemetry(stale_after=args.health_stale_after)
     if args.specs is not None:
         from kafka_workflows import runner
 
         if args.topic or args.group or args.handler:
             raise ConfigError("give either a specs folder or --topic/--group/--handler, not both")
         specs = runner.select_specs(args.specs, args.workflow)
-        runner.run_units(config, runner.build_units(config, specs, args.only), specs)
+        runner.run_units(config, runner.build_units(config, specs, args.only, telemetry), specs,
+                         telemetry=telemetry, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr)
         return 0
-    from kafka_workflows.supervise import run_supervised, shared_metrics
+    from kafka_workflows.supervise import run_supervised
     from kafka_workflows.worker import Worker
 
     missing = [f"--{n}" for n in ("topic", "group", "handler") if not getattr(args, n)]
     if missing:
         raise ConfigError(f"worker needs a specs folder, or {', '.join(missing)}")
-    run_supervised(f"worker {args.group}", shared_metrics(partial(
+    run_supervised(f"worker {args.group}", partial(
         Worker, config, args.topic, args.group, args.handler, policy=parse_policy(args.policy),
         topic_partitions=args.partitions, store=args.store, batch_size=args.batch_size,
-        concurrency=args.concurrency, breaker=parse_breaker(args.breaker)), args.metrics_port), config)
+        concurrency=args.concurrency, breaker=parse_breaker(args.breaker), telemetry=telemetry), config,
+        telemetry=telemetry, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr)
     return 0
 
 
 def store_processor(args: argparse.Namespace) -> int:
+    from kafka_workflows.observe import Telemetry
     from kafka_workflows.store.limits import StoreLimits
     from kafka_workflows.store.processor import StoreProcessor
     from kafka_workflows.supervise import run_supervised
 
+    telemetry = Telemetry(stale_after=args.health_stale_after)
     limits = StoreLimits(max_total=args.max_total, max_request_id_bytes=args.max_request_id_bytes,
                          max_reason_chars=args.max_reason_chars, max_command_bytes=args.max_command_bytes)
     run_supervised(f"store-processor {args.store}", partial(
         StoreProcessor, kafka_config_from_env(), args.store, args.group, partitions=args.partitions,
-        commit_interval=args.commit_interval, limits=limits), kafka_config_from_env())
+        commit_interval=args.commit_interval, limits=limits, telemetry=telemetry), kafka_config_from_env(),
+        telemetry=telemetry, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr)
     return 0
 
 

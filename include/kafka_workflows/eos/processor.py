@@ -58,6 +58,7 @@ from confluent_kafka.admin import AdminClient
 
 from kafka_workflows.eos.checkpoint import TransactionCheckpoint
 from kafka_workflows.eos.handler import TP, FunctionHandler, Output, TransactionalHandler
+from kafka_workflows.eos.metrics import ProcessorMetrics
 from kafka_workflows.eos.poison import PoisonGuard
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
@@ -68,6 +69,7 @@ from kafka_workflows.kafka.group_protocol import group_protocol_settings, is_inc
 from kafka_workflows.kafka.msgsize import PRODUCER_DEFAULT, message_limit
 from kafka_workflows.kafka.reader import consume_ready
 from kafka_workflows.kafka.transactional import TransactionalProducer
+from kafka_workflows.observe import Telemetry
 from kafka_workflows.retry.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,8 @@ class TransactionalProcessor:
                  max_consecutive_aborts: int = 10, max_producer_restarts: int = 5,
                  consumer_overrides: Mapping[str, Any] | None = None,
                  producer_overrides: Mapping[str, Any] | None = None,
-                 max_record_bytes: int | None = None) -> None:
+                 max_record_bytes: int | None = None, telemetry: Telemetry | None = None,
+                 unit: str | None = None, metrics_port: int | None = None) -> None:
         if not topics:
             raise ConfigError("transactional processor needs at least one input topic")
         if not group:
@@ -137,6 +140,13 @@ class TransactionalProcessor:
         self.consumer_overrides = dict(consumer_overrides or {})
         self.producer_overrides = dict(producer_overrides or {})
         self.stats = ProcessorStats()
+        # Metrics and health in the process's telemetry (its own when none is given): `unit` names
+        # this processor's health there, the same for every instance its supervisor builds.
+        self.telemetry = telemetry or Telemetry()
+        self.health = self.telemetry.unit(unit or f"processor {group}")
+        self.metrics = ProcessorMetrics(self.telemetry, group, self.health)
+        self.metrics_port = metrics_port
+        self._dead_counted = 0  # poison dead letters already counted in a committed transaction
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
         self._cooperative = False
@@ -170,6 +180,8 @@ class TransactionalProcessor:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
+            "statistics.interval.ms": 5000,
+            "stats_cb": self.metrics.on_stats,
             **group_protocol_settings({**self.config, **self.consumer_overrides}),  # KIP-848 or classic
             **self.consumer_overrides,
         }
@@ -178,6 +190,9 @@ class TransactionalProcessor:
         self._cooperative = is_incremental({**self.config, **settings})
         self._reset_offset = OFFSET_END if str(settings["auto.offset.reset"]) in ("latest", "largest", "end") \
             else OFFSET_BEGINNING
+        if self.metrics_port is not None:
+            self.telemetry.serve(self.metrics_port)
+        self.health.beat()
         try:
             self._ensure_dead_letter_topics()
             self._producer.start()
@@ -199,6 +214,7 @@ class TransactionalProcessor:
                 # Drained (a short batch) with a waited-for output in hand: commit now, not at the interval.
                 if self._txn.expired() or (len(messages) < room and self._txn.open and self.handler.commit_soon()):
                     self._commit()
+                self.health.beat(self._consumer)
             self._commit()
         finally:
             self._close()
@@ -206,6 +222,7 @@ class TransactionalProcessor:
 
     def _close(self) -> None:
         consumer = self._consumer
+        self.health.left()
         try:
             if consumer is not None:
                 consumer.close()  # revokes: our on_revoke commits (or aborts) whatever is still open
@@ -238,6 +255,8 @@ class TransactionalProcessor:
     def _on_recreate(self, reason: str) -> None:
         """Called by the producer before it recreates itself after a fatal error."""
         self.stats.producer_restarts += 1
+        self.metrics.producer_restarts.inc()
+        self._dead_counted = self._poison.dead_lettered  # those dead letters were never committed
         self._restarts_since_commit += 1
         self._txn.discard()  # a fenced producer's transaction is gone
         if self._restarts_since_commit > self.max_producer_restarts:
@@ -310,6 +329,7 @@ class TransactionalProcessor:
             return True
         try:
             self._produce(self.handler.before_commit())
+            started = time.monotonic()
             batch = self._txn.commit(self._consumer.consumer_group_metadata())
         except KafkaException as exc:
             self._on_transaction_error(exc, "committing")
@@ -320,6 +340,8 @@ class TransactionalProcessor:
         self._consecutive_aborts = 0
         self._restarts_since_commit = 0
         self.stats.commits += 1
+        dead, self._dead_counted = self._poison.dead_lettered - self._dead_counted, self._poison.dead_lettered
+        self.metrics.on_commit(time.monotonic() - started, batch.consumed, batch.outputs, dead)
         self.handler.after_commit(batch)
         return True
 
@@ -329,12 +351,15 @@ class TransactionalProcessor:
         log.warning("aborting the transaction of %s: %s", self.transactional_id, why)
         self._txn.abort()
         self.stats.aborts += 1
+        self.metrics.aborted.inc()
+        self._dead_counted = self._poison.dead_lettered
 
     def _on_transaction_error(self, exc: KafkaException, during: str) -> None:
         """Abortable -> abort; fatal -> new producer; either way rewind and reset the handler."""
         detail = self._producer.failure_detail(exc)
         if is_fatal(exc):
             self.stats.aborts += 1
+            self.metrics.aborted.inc()
             self._producer.recreate(f"{during}: {detail}")  # discards the transaction (_on_recreate)
         else:
             err = kafka_error(exc)

@@ -48,9 +48,11 @@ from kafka_workflows.kafka.config import check_reachable, client_config
 from kafka_workflows.kafka.msgsize import PRODUCER_DEFAULT, message_limit
 from kafka_workflows.kafka.reader import partition_reader, read_partition
 from kafka_workflows.messages import encode_value
+from kafka_workflows.observe import Telemetry
 from kafka_workflows.store.commands import parse_command
 from kafka_workflows.store.errors import StoreError, StoreTimeoutError
 from kafka_workflows.store.limits import DEFAULT_LIMITS, StoreLimits, check_request_id
+from kafka_workflows.store.metrics import StoreRequests
 from kafka_workflows.store.partitioning import partition_for
 from kafka_workflows.store.state import (
     BECAME_TERMINAL,
@@ -316,7 +318,9 @@ class StoreProcessor:
                  transaction_timeout_ms: int = 10_000, restore_timeout: float = 120.0,
                  on_update: ValueCallback | None = None, on_complete: ValueCallback | None = None,
                  consumer_overrides: Mapping[str, Any] | None = None,
-                 producer_overrides: Mapping[str, Any] | None = None, limits: StoreLimits = DEFAULT_LIMITS) -> None:
+                 producer_overrides: Mapping[str, Any] | None = None, limits: StoreLimits = DEFAULT_LIMITS,
+                 telemetry: Telemetry | None = None, metrics_port: int | None = None,
+                 unit: str | None = None) -> None:
         check_name(name)
         self.config = dict(config)
         self.name = name
@@ -332,7 +336,10 @@ class StoreProcessor:
             commit_interval=commit_interval, max_batch=max_batch,
             punctuate_interval=min(1.0, retention_check_interval),  # also writes back corrupt requests soon
             transaction_timeout_ms=transaction_timeout_ms, consumer_overrides=consumer_overrides,
-            producer_overrides=producer_overrides)
+            producer_overrides=producer_overrides, telemetry=telemetry, unit=unit or f"store {name}",
+            metrics_port=metrics_port)
+        self.telemetry = self.processor.telemetry
+        self.telemetry.families(StoreRequests).bind(name, self.handler)
 
     @property
     def stats(self) -> StoreStats:

@@ -27,6 +27,7 @@ is told to the group (a signed `open`/`close` command with `auto`, and the group
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -45,6 +46,7 @@ from kafka_workflows.kafka.admin import TopicSpec, ensure_topics, wait_for_topic
 from kafka_workflows.kafka.config import check_reachable, client_config
 from kafka_workflows.kafka.errors import error_code
 from kafka_workflows.kafka.group_protocol import group_protocol_settings
+from kafka_workflows.observe import Telemetry
 from kafka_workflows.ops.control import ControlFollower, ensure_control_topics, send_breaker_state
 from kafka_workflows.ops.status import StatusPublisher, group_breaker, group_paused
 from kafka_workflows.retry.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerPolicy
@@ -87,6 +89,8 @@ class Worker:
     :param store: report each job's completion or failure to this atomic store.
     :param consumer_overrides: librdkafka consumer settings that win over the worker's.
     :param metrics: the metrics of a worker this one replaces (a restart keeps counting there).
+    :param telemetry: the process's metrics registry and probes (observe/); the worker's own when
+        neither this nor `metrics` is given. Its health there is named `unit` (default `worker <group>`).
     :param concurrency: message handler calls at once, across keys, each key in order (1: one at a
         time per worker, today's path; see worker/concurrent.py).
     :param max_in_flight: with concurrency, messages admitted and not done before fetching pauses.
@@ -101,7 +105,8 @@ class Worker:
                  consumer_overrides: Mapping[str, Any] | None = None,
                  metrics: WorkerMetrics | None = None, concurrency: int = 1,
                  max_in_flight: int | None = None, max_in_flight_bytes: int = DEFAULT_MAX_BYTES,
-                 breaker: BreakerPolicy | None = None) -> None:
+                 breaker: BreakerPolicy | None = None, telemetry: Telemetry | None = None,
+                 unit: str | None = None) -> None:
         if not topics:
             raise ConfigError("worker needs at least one topic")
         if not group:
@@ -131,7 +136,8 @@ class Worker:
         self.member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.store = store
         self.stats = WorkerStats()
-        self.metrics = metrics or WorkerMetrics(group)
+        self.metrics = metrics or WorkerMetrics(group, telemetry)
+        self.health = self.metrics.telemetry.unit(unit or f"worker {group}")
         self.held = HoldTable()
         self._assignment: set[TP] = set()
         self.writes = Writes(self.config, group, store)
@@ -211,9 +217,15 @@ class Worker:
             # prefetch queue is full: a handler a little slower than the fetcher then idles most of
             # that second once it has drained the queue (bench/worker_throughput.py: 100k vs 330k msg/s).
             "fetch.queue.backoff.ms": 10,
-            "stats_cb": self.metrics.on_stats,
+            "stats_cb": self._on_stats,
             **self.consumer_overrides,
         })
+
+    def _on_stats(self, stats_json: str) -> None:
+        """librdkafka stats_cb (on the loop's thread): lag metrics, and whether a broker is reachable."""
+        stats = json.loads(stats_json)
+        self.metrics.on_stats(stats)
+        self.health.on_stats(stats)
 
     def _ignored(self, why: str) -> None:
         """A control record of the wrong shape: logged and counted, never raised."""
@@ -221,9 +233,10 @@ class Worker:
         log.warning("%s", why)
 
     def run(self, ready: threading.Event | None = None) -> WorkerStats:
-        self.prepare()
-        if self.metrics_port is not None:
+        if self.metrics_port is not None:  # first: the probes answer (not ready) while preparing
             self.metrics.serve(self.metrics_port)
+        self.health.beat()
+        self.prepare()
         control = ControlFollower(self.config, on_ignored=self._ignored)  # before reading the state: no gap
         self.operations.paused = group_paused(self.config, self.group)
         if self.operations.paused:
@@ -267,9 +280,11 @@ class Worker:
                 if self.breaker is not None:
                     self._sync_breaker(consumer)
                 self._publish_status()
+                self.health.beat(consumer)
         finally:
             # Every step runs, whichever raises (the first error is raised after the rest): a worker
             # that stops on an error, and is restarted by its runner, must not leave clients behind.
+            self.health.left()
             with contextlib.ExitStack() as steps:  # an ExitStack runs its callbacks last-registered first
                 steps.callback(self.status.close)
                 steps.callback(self.writes.close)  # flushes: a failed write raises here

@@ -1,19 +1,19 @@
-"""Prometheus metrics of one worker (prometheus_client), in a registry of its own.
+"""Prometheus metrics of workers (prometheus_client), in the process's registry (observe/telemetry.py).
 
-A registry per worker keeps several workers in one process (tests, embedded use) apart;
-`serve(port)` exposes it on /metrics.
+`serve(port)` exposes the process's /metrics, /healthz and /readyz.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from kafka_workflows.observe import Telemetry
 
 LATENCY_BOUNDS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
 
@@ -61,55 +61,64 @@ class BatchHistogram(Collector):
         yield family
 
 
-class WorkerMetrics:
-    def __init__(self, group: str) -> None:
-        self.registry = CollectorRegistry()
+class WorkerFamilies:
+    """The worker's metric families, registered once per registry and labelled by group."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
         labels = ["group", "topic"]
-        self.group = group
         self.handled = Counter("kw_worker_handled", "Messages the handler processed successfully",
-                               labels, registry=self.registry)
+                               labels, registry=registry)
         self.failed = Counter("kw_worker_failed", "Failed handler attempts", [*labels, "error_type"],
-                              registry=self.registry)
-        self.retried = Counter("kw_worker_retried", "Messages sent to a retry topic", labels,
-                               registry=self.registry)
+                              registry=registry)
+        self.retried = Counter("kw_worker_retried", "Messages sent to a retry topic", labels, registry=registry)
         self.dead_lettered = Counter("kw_worker_dead_lettered", "Messages sent to the dead-letter topic",
-                                     labels, registry=self.registry)
+                                     labels, registry=registry)
         self.latency = BatchHistogram("kw_worker_handler_seconds", "Handler latency", ("group", "topic"),
                                       LATENCY_BOUNDS)
-        self.registry.register(self.latency)
+        registry.register(self.latency)
         self.lag = Gauge("kw_worker_consumer_lag", "Consumer lag per partition (from librdkafka statistics)",
-                         [*labels, "partition"], registry=self.registry)
+                         [*labels, "partition"], registry=registry)
         self.blocked = Gauge("kw_worker_blocked_partitions", "Partitions blocked by a failing message",
-                             ["group"], registry=self.registry)
+                             ["group"], registry=registry)
         self.control_ignored = Counter("kw_worker_control_ignored", "Control records of the wrong shape, ignored",
-                                       ["group"], registry=self.registry)
+                                       ["group"], registry=registry)
         self.status_failures = Counter("kw_worker_status_write_failures", "Status or audit writes that failed",
-                                       ["group"], registry=self.registry)
+                                       ["group"], registry=registry)
         self.headers_untrusted = Counter("kw_worker_untrusted_headers", "Messages dead-lettered for kw- headers "
-                                         "that cannot be trusted", ["group", "topic"], registry=self.registry)
+                                         "that cannot be trusted", ["group", "topic"], registry=registry)
+        self.in_flight = Gauge("kw_worker_in_flight_messages", "Messages taken and not done yet (concurrency)",
+                               ["group"], registry=registry)
+        self.blocked_keys = Gauge("kw_worker_blocked_keys", "Keys held by a blocking retry (concurrency)",
+                                  ["group"], registry=registry)
         self.breaker = Gauge("kw_worker_breaker_state", "The group's circuit breaker as this worker sees it: "
-                             "0 closed, 1 open, 2 half-open", ["group"], registry=self.registry)
+                             "0 closed, 1 open, 2 half-open", ["group"], registry=registry)
         self.breaker_opened = Counter("kw_worker_breaker_opened", "Times the circuit breaker opened",
-                                      ["group"], registry=self.registry)
+                                      ["group"], registry=registry)
+
+
+class WorkerMetrics:
+    """One worker group's view of the process's worker metrics (`Telemetry.families`).
+
+    Every worker of a process counts into the process's one registry, under its group's labels: a
+    worker rebuilt after an error, or a second group in the same process, gets the same families
+    instead of a DuplicateTimeseries error. Without a telemetry the worker has one of its own.
+    """
+
+    def __init__(self, group: str, telemetry: Telemetry | None = None) -> None:
+        self.telemetry = telemetry or Telemetry()
+        self.registry = self.telemetry.registry
+        self.group = group
+        f = self.families = self.telemetry.families(WorkerFamilies)
+        self.handled, self.failed, self.retried, self.dead_lettered = f.handled, f.failed, f.retried, f.dead_lettered
+        self.latency, self.lag, self.blocked = f.latency, f.lag, f.blocked
+        self.control_ignored, self.status_failures = f.control_ignored, f.status_failures
+        self.headers_untrusted = f.headers_untrusted
+        self.breaker, self.breaker_opened = f.breaker, f.breaker_opened
         self._children: dict[tuple[str, str], Any] = {}
-        self._concurrency: tuple[Gauge, Gauge] | None = None
-        self._lock = threading.Lock()
 
     def concurrency_gauges(self) -> tuple[Any, Any]:
-        """(in-flight messages, blocked keys) of a worker with concurrency, for this group.
-
-        Registered once per registry, when first asked: a worker rebuilt after an error (the
-        supervisor keeps its metrics) gets the same gauges instead of a DuplicateTimeseries error.
-        """
-        with self._lock:
-            if self._concurrency is None:
-                self._concurrency = (
-                    Gauge("kw_worker_in_flight_messages", "Messages taken and not done yet (concurrency)",
-                          ["group"], registry=self.registry),
-                    Gauge("kw_worker_blocked_keys", "Keys held by a blocking retry (concurrency)",
-                          ["group"], registry=self.registry))
-        in_flight, blocked_keys = self._concurrency
-        return in_flight.labels(self.group), blocked_keys.labels(self.group)
+        """(in-flight messages, blocked keys) of a worker with concurrency, for this group."""
+        return self.families.in_flight.labels(self.group), self.families.blocked_keys.labels(self.group)
 
     def breaker_state(self, group: str, state: str) -> None:
         self.breaker.labels(group).set({"closed": 0, "open": 1, "half_open": 2}.get(state, 0))
@@ -122,13 +131,12 @@ class WorkerMetrics:
             found = self._children[key] = metric.labels(self.group, topic)
         return found
 
-    def on_stats(self, stats_json: str) -> None:
-        """librdkafka stats_cb: publish consumer lag of the partitions this member consumes."""
-        stats = json.loads(stats_json)
+    def on_stats(self, stats: dict[str, Any]) -> None:
+        """librdkafka statistics (parsed): publish consumer lag of the partitions this member consumes."""
         for topic, info in stats.get("topics", {}).items():
             for partition, p in info.get("partitions", {}).items():
                 if partition != "-1" and p.get("consumer_lag", -1) >= 0:
                     self.lag.labels(self.group, topic, partition).set(p["consumer_lag"])
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        start_http_server(port, addr=addr, registry=self.registry)
+        self.telemetry.serve(port, addr)

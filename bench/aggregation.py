@@ -24,6 +24,7 @@ Each rate is commands / (last completion visible to a read_committed reader - fi
 processed), so process start-up and group joins are not counted. Last line: one JSON object.
 
     .venv/bin/python bench/aggregation.py [--requests 400] [--jobs 1000] [--no-quix] [--no-streams]
+        [--smoke] [--bootstrap HOST:PORT]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ of the many over that of the one.
 
 Targets from issue 12: one store consumer, extra RSS < 100 MB, p95 <= 2 s.
 
-    .venv/bin/python bench/awaits.py [--awaits 1000]
+    .venv/bin/python bench/awaits.py [--awaits 1000] [--smoke] [--bootstrap HOST:PORT]
 """
 
 from __future__ import annotations

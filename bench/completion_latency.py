@@ -16,6 +16,7 @@ runs the scheduler with idle sleep 0.1 s and heartbeat 1 s, so `--tuned` (the sa
 matters against older stacks. Last line: one JSON object.
 
     .venv/bin/python bench/completion_latency.py [--requests 5] [--tuned] [--commit-interval 0.2]
+        [--smoke] [--bootstrap HOST:PORT]
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ after the first call); at concurrency 100 over all messages. Each run is a fresh
 JSON object with the rates and the ratio (target >= 50x).
 
     .venv/bin/python bench/concurrency.py [--messages 20000] [--keys 1000] [--rounds 1]
+        [--smoke] [--bootstrap HOST:PORT]
 """
 
 from __future__ import annotations

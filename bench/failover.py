@@ -19,7 +19,7 @@ Variants (the group protocol through `KW_GROUP_PROTOCOL`, exactly as workers cho
 Last line: one JSON object with p50 and max per variant, and each variant's p50 as a ratio to
 the first variant's.
 
-    .venv/bin/python bench/failover.py [--kills 5] [--session-ms 4000] [--variants consumer,classic-session]
+    .venv/bin/python bench/failover.py [--kills 5] [--session-ms 4000] [--variants consumer,classic-session] [--smoke]
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Baseline in the same process, the reads a request would need without warm reader
 dead-letter topic) for the list, and `StoreClient.get` (a read of the request's store partition)
 for a request. Target: p95 <= 300 ms each. Last line: one JSON object.
 
-    .venv/bin/python bench/ui_api.py [--rounds 200]
+    .venv/bin/python bench/ui_api.py [--rounds 200] [--smoke] [--bootstrap HOST:PORT]
 """
 
 from __future__ import annotations

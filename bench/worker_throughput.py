@@ -9,7 +9,7 @@ decoded when read). After one uncounted warm-up read, the three run `--rounds` t
 fresh consumer group, taking turns at going first; the best round of each counts (this machine's
 noise only ever slows a run down). Last line: one JSON object with both ratios to the bare loop.
 
-    .venv/bin/python bench/worker_throughput.py [--messages 300000] [--rounds 5]
+    .venv/bin/python bench/worker_throughput.py [--messages 300000] [--rounds 5] [--smoke] [--bootstrap HOST:PORT]
 """
 
 from __future__ import annotations

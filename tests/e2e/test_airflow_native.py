@@ -61,7 +61,9 @@ def finished_import(standalone: AirflowStandalone, client: af.ApiClient,
     logs = tmp_path_factory.mktemp("airflow-native")
     generated = contacts.write_csv(standalone.home / "imports" / f"native-{logs.name}.csv", 1_000, bad_every=0,
                                    missing_every=0)
-    running = Processes(standalone.env(), logs)
+    # Its worker imports into a database of its own: the session standalone's is test_contacts_import's,
+    # which counts every contact there.
+    running = Processes({**standalone.env(), "KW_EXAMPLES_DB": str(logs / "examples.sqlite")}, logs)
     try:
         running.start("store-processor", "store-processor", "--store", contacts.STORE)
         wait_for(lambda: _dag_known(DAGApi(client), IMPORT), 180, "contacts_import to be parsed", 2)

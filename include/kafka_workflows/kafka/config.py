@@ -44,17 +44,24 @@ MAX_SECRET_FILE_BYTES = 1 << 20
 KafkaConfig = dict[str, Any]
 
 
+def json_object(raw: str, variable: str, what: str) -> dict[str, Any]:
+    """`raw` parsed as a JSON object; the error names `variable` and the position, never the value
+    (it holds SASL passwords and keys)."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{variable} is not valid JSON ({exc.msg} at char {exc.pos} of {len(raw)}); "
+                          "its value is not shown (it may hold secrets)") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{variable} must be a JSON object of {what}, got {type(value).__name__}")
+    return value
+
+
 def connection_extra(raw: str, variable: str) -> KafkaConfig:
     """The extra (librdkafka dict) of an Airflow connection given as JSON or as a URI."""
     raw = raw.strip()
     if raw.startswith("{"):
-        try:
-            conn = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{variable} is not valid JSON ({exc.msg} at char {exc.pos} of {len(raw)}); "
-                              "its value is not shown (it may hold secrets)") from None
-        if not isinstance(conn, dict):
-            raise ConfigError(f"{variable} must be a JSON object (an Airflow connection)")
+        conn = json_object(raw, variable, "an Airflow connection")
         extra = conn.get("extra") or {}
         where = f"{variable}: extra"
     else:
@@ -141,14 +148,7 @@ def kafka_config_from_env(environ: Mapping[str, str] | None = None) -> KafkaConf
         raise ConfigError(f"KAFKA_CONN_ID={conn_id}: {variable} is not set")
     raw = env.get("KAFKA_CONFIG", "").strip()
     if raw:
-        try:
-            extra = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            # Never the value: KAFKA_CONFIG holds SASL passwords and keys.
-            raise ConfigError(f"KAFKA_CONFIG is not valid JSON ({exc.msg} at char {exc.pos} of {len(raw)}); "
-                              "its value is not shown (it may hold secrets)") from None
-        if not isinstance(extra, dict):
-            raise ConfigError(f"KAFKA_CONFIG must be a JSON object of librdkafka settings, got {type(extra).__name__}")
+        extra = json_object(raw, "KAFKA_CONFIG", "librdkafka settings")
         config.update(extra)
     servers = env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if servers:

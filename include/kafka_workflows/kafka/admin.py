@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,23 @@ def _wait_for_metadata(admin: AdminClient, names: list[str], timeout: float) -> 
             time.sleep(0.1)
 
 
+def listed_offset(tp: TopicPartition, future: Future[Any]) -> int:
+    """The offset one ListOffsets future answered, or KafkaException(_TIMED_OUT, retriable).
+
+    librdkafka's ListOffsets fans out one request per leader and starts every partition's result
+    as offset INVALID with *no error*; when a leader's request fails (it timed out while that
+    broker was down or restarting) nothing is merged and the partition comes back as "offset
+    -1001, no error". Read as an end offset, that is an empty partition: the store processor once
+    restored an empty state over committed requests that way. A negative answer is no answer.
+    """
+    offset = future.result().offset
+    if offset < 0:
+        raise KafkaException(KafkaError(
+            KafkaError._TIMED_OUT, f"no offset for {tp.topic}[{tp.partition}]: its leader did not answer ListOffsets",
+            retriable=True))
+    return offset
+
+
 def end_offsets(admin: AdminClient, topic: str, partitions: Iterable[int],
                 isolation: IsolationLevel = IsolationLevel.READ_UNCOMMITTED, timeout: float = 30.0
                 ) -> dict[int, int]:
@@ -92,7 +110,7 @@ def end_offsets(admin: AdminClient, topic: str, partitions: Iterable[int],
 
     def ask() -> dict[int, int]:
         futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=timeout)
-        return {tp.partition: future.result().offset for tp, future in futures.items()}
+        return {tp.partition: listed_offset(tp, future) for tp, future in futures.items()}
 
     return retry_leader_moves(ask, f"end offsets of {topic}", 2 * timeout,  # FENCED_LEADER_EPOCH: a broker came back
                               refresh=lambda: admin.list_topics(topic, timeout=10))

@@ -36,6 +36,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from kafka_workflows.kafka.admin import listed_offset
 from kafka_workflows.kafka.config import client_config
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def groups_lag(admin: AdminClient, reader: CommittedReader, groups: Mapping[str,
         futures = admin.list_offsets({tp: OffsetSpec.latest() for tp in wanted}, request_timeout=timeout)
         for tp, future in futures.items():
             try:
-                ends[(tp.topic, tp.partition)] = future.result().offset
+                ends[(tp.topic, tp.partition)] = listed_offset(tp, future)
             except Exception as exc:  # noqa: BLE001 - that partition's end stays unknown
                 log.debug("end offset of %s[%d]: %s", tp.topic, tp.partition, exc)
     probe: dict[tuple[str, int], tuple[int, int]] = {}

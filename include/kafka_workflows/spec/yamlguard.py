@@ -42,7 +42,7 @@ def check(text: str, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH, 
     sizes: dict[str, int] = {}  # anchor -> expanded node count
     total = 0
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
             line = event.start_mark.line + 1 if event.start_mark else None
             added = 0
             if isinstance(event, yaml.CollectionStartEvent):
@@ -68,5 +68,8 @@ def check(text: str, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH, 
             if total > max_nodes:
                 raise YamlLimitError(f"more than {max_nodes:,} values once aliases are expanded "
                                      "(anchors and aliases nested to blow up the document?)", line)
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
+        if "nesting depth" in str(getattr(exc, "problem", "")):  # libyaml's scanner stops at 1,000 levels first
+            mark = getattr(exc, "problem_mark", None)
+            raise YamlLimitError(f"nesting deeper than {max_depth} levels", mark.line + 1 if mark else None) from None
         return  # the loader reports it, with its line

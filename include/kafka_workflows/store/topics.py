@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.admin import REPLICATED, TopicSpec, ensure_topics, wait_for_topics
 from kafka_workflows.kafka.config import client_config
+from kafka_workflows.kafka.leader_moves import retry_leader_moves
 from kafka_workflows.store.errors import StoreError
 
 
@@ -57,7 +58,10 @@ def ensure_store_topics(config: Mapping[str, Any], name: str, partitions: int = 
         raise StoreError(f"store {name!r}: {store_topic(name)} has {n_store} partitions but "
                          f"{commands_topic(name)} has {n_commands}; they must be equal")
     resource = ConfigResource(ConfigResource.Type.TOPIC, store_topic(name))
-    policy = admin.describe_configs([resource])[resource].result(timeout)["cleanup.policy"].value
+    # DescribeConfigs goes to any broker; on a cluster the one asked may not know the new topic yet.
+    policy = retry_leader_moves(
+        lambda: admin.describe_configs([resource])[resource].result(timeout)["cleanup.policy"].value,
+        f"the configs of {store_topic(name)}", timeout)
     if "compact" not in (policy or ""):
         raise StoreError(f"store {name!r}: {store_topic(name)} has cleanup.policy={policy!r}; it must be compact")
     return created

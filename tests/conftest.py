@@ -32,6 +32,7 @@ os.environ.setdefault("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dum
     for name, path in (("dags-folder", REPO / "dags"), ("test-dags", REPO / "tests" / "airflow" / "dags"))
 ]))
 
+from kafka_workflows.store.follower import stop_readers  # noqa: E402
 from stack.broker import Broker, free_port  # noqa: E402
 from stack.cluster import Cluster  # noqa: E402
 from stack.postgres import Postgres, scratch_server  # noqa: E402
@@ -47,6 +48,7 @@ def broker() -> Iterator[Broker]:
     data = Path(tempfile.mkdtemp(prefix="kafka-", dir=STATE))
     instance = Broker(data, port=free_port()).start()
     yield instance
+    stop_readers()  # shared store readers linger 60 s by design; not past their broker
     instance.stop()
     shutil.rmtree(data, ignore_errors=True)
 
@@ -57,6 +59,7 @@ def cluster() -> Iterator[Cluster]:
     data = Path(tempfile.mkdtemp(prefix="kafka-cluster-", dir=STATE))
     instance = Cluster(data, size=3).start()
     yield instance
+    stop_readers()
     instance.stop()
     shutil.rmtree(data, ignore_errors=True)
 

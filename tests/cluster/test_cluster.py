@@ -117,6 +117,7 @@ def test_every_client_rides_out_the_leader_broker_killed_and_restarted(
             inputs_sent[0] += 1
             time.sleep(0.005)
         producer.flush()
+        producer.close()
         sent.set()
 
     sender = threading.Thread(target=send_inputs, daemon=True)

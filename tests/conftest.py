@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -40,6 +41,24 @@ from tests.helpers.webhook import WebhookReceiver  # noqa: E402
 
 # The session's airflow standalone, shared by tests/e2e and tests/security.
 pytest_plugins = ["tests.helpers.standalone", "tests.helpers.early_release"]
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM ends the run the way Ctrl-C does: pytest stops, the session's fixtures stop what they
+    started (and stack/reaper.py whatever they could not)."""
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    # dag.test() runs Airflow's task runner in this process, which sets its own SIGTERM handler
+    # (task_runner.run: on_kill of the task) and leaves it: a SIGTERM would then be swallowed.
+    if signal.getsignal(signal.SIGTERM) is not _terminated:
+        signal.signal(signal.SIGTERM, _terminated)
 
 
 @pytest.fixture(scope="session")

@@ -151,17 +151,22 @@ def run_units(config: Mapping[str, Any], units: list[Unit], specs: list[Workflow
             log.exception("%s/%s stopped with an error", unit.workflow, unit.name)
             failures.append(f"{unit.workflow}/{unit.name}: {type(exc).__name__}: {exc}")
 
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-    threads = [threading.Thread(target=run, args=(u,), name=f"{u.workflow}/{u.name}") for u in units]
-    for thread in threads:
-        thread.start()
-    log.info("running %s", ", ".join(f"{u.workflow}/{u.name}" for u in units))
-    stop.wait()
-    for unit in units:
-        unit.runnable.stop()
-    for thread in threads:
-        thread.join(60)
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():  # restored on return: a caller (a test
+        for signum in (signal.SIGTERM, signal.SIGINT):           # run, an embedding app) keeps its own
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    try:
+        threads = [threading.Thread(target=run, args=(u,), name=f"{u.workflow}/{u.name}") for u in units]
+        for thread in threads:
+            thread.start()
+        log.info("running %s", ", ".join(f"{u.workflow}/{u.name}" for u in units))
+        stop.wait()
+        for unit in units:
+            unit.runnable.stop()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if failures:
         raise ConfigError("; ".join(failures))

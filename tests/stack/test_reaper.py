@@ -1,4 +1,5 @@
-"""A test runner that dies (SIGKILL: nothing of its own runs) leaves no broker or Postgres behind."""
+"""A test runner that dies (SIGKILL: nothing of its own runs) or is terminated (SIGTERM) leaves no broker or
+Postgres behind."""
 
 from __future__ import annotations
 
@@ -56,3 +57,26 @@ def test_a_sigkilled_runner_leaves_no_broker_postgres_or_other_process_behind() 
             runner.kill()
         for pid in members(sessions) if "sessions" in locals() else []:
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.integration
+def test_a_sigtermed_pytest_stops_and_leaves_no_broker_even_after_a_task_runner_took_sigterm() -> None:
+    runner = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                               "tests/stack/sigterm_probe.py"], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    broker_pid = None
+    try:
+        for line in runner.stdout:  # type: ignore[union-attr]
+            if "BROKER " in line:  # after the first test's dot
+                broker_pid = int(line.split("BROKER ", 1)[1].split()[0])
+                break
+        assert broker_pid is not None, "the probe did not start its broker"
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(120)  # raises TimeoutExpired if the SIGTERM was swallowed
+        session = os.getsid(broker_pid) if Path(f"/proc/{broker_pid}").exists() else None
+        wait_for(lambda: not Path(f"/proc/{broker_pid}").exists() or not members({session} - {None}), 60,
+                 "the probe's broker to be gone", 0.5)
+        assert runner.returncode != 0, "a terminated run must not pass"
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)

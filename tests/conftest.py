@@ -53,6 +53,27 @@ def pytest_configure(config: pytest.Config) -> None:
     signal.signal(signal.SIGTERM, _terminated)
 
 
+# `./dev test` runs two pytest-xdist workers with --dist loadgroup. The tests of one lane share costly
+# session fixtures (the standalone, the 3-node cluster and the standalone on it), so they run in one
+# worker, which starts each once; every other test goes to whichever worker is free. The lane is
+# collected first, so the worker that takes it starts at once and the other fills in around it.
+LANES = {"e2e": "stack", "security": "stack", "cluster": "stack"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    laned: list[pytest.Item] = []
+    for item in items:
+        parts = item.path.relative_to(REPO / "tests").parts
+        lane = LANES.get(parts[0]) if len(parts) > 1 else None
+        if lane is not None:
+            item.add_marker(pytest.mark.xdist_group(lane))
+            laned.append(item)
+    in_lane = set(laned)
+    items[:] = [*laned, *(item for item in items if item not in in_lane)]
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item) -> None:
     # dag.test() runs Airflow's task runner in this process, which sets its own SIGTERM handler

@@ -132,6 +132,10 @@ def build_dag(spec: WorkflowSpec, text: str = "", file: str = "<spec>") -> DAG:
     return dag
 
 
+class KafkaInUnavailable(RuntimeError):
+    """The installed Airflow or Kafka provider is too old for `trigger:` (the rest of a spec works)."""
+
+
 MAX_RUNS_PER_DISPATCH = 1000  # below Airflow's [core] max_map_length (1024)
 
 
@@ -143,7 +147,16 @@ def kafka_in_dag(spec: WorkflowSpec) -> DAG:
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
     from airflow.sdk import AssetWatcher
 
-    from kafka_workflows_airflow.triggers.kafka_in import KafkaInTrigger, asset_uri, default_group
+    try:
+        from kafka_workflows_airflow.triggers.kafka_in import KafkaInTrigger, asset_uri, default_group
+    except ImportError as exc:  # includes the provider's "needs Airflow 3.3+" (below)
+        raise KafkaInUnavailable(f"trigger: (Kafka in) needs Airflow 3.3+ and the Kafka provider's shared-stream "
+                                 f"triggers (apache-airflow-providers-apache-kafka 2.1+): {exc}") from None
+    except Exception as exc:
+        if type(exc).__name__ != "AirflowOptionalProviderFeatureException":
+            raise
+        raise KafkaInUnavailable(f"trigger: (Kafka in) needs Airflow 3.3+ and the Kafka provider's shared-stream "
+                                 f"triggers (apache-airflow-providers-apache-kafka 2.1+): {exc}") from None
 
     trigger = spec.trigger
     assert trigger is not None

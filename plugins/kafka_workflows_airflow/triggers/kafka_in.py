@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from airflow.providers.apache.kafka.triggers.shared_stream import KafkaBrokerPayload, KafkaSharedStreamProducer
@@ -87,6 +88,9 @@ class KafkaInProducer(KafkaSharedStreamProducer):
         super().__init__(topics=[topic], kafka_config_id=kafka_config_id, poll_timeout=poll_timeout)
         self.group = group
         self.start = start
+        # Polls and the close run on one thread of their own: a close never races a poll in flight, and a
+        # poll never holds the triggerer's shared sync_to_async thread (other triggers' connection reads).
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kw-kafka-in")
 
     def _consumer_config(self) -> dict[str, Any]:
         from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
@@ -104,9 +108,10 @@ class KafkaInProducer(KafkaSharedStreamProducer):
         consumer = Consumer(await sync_to_async(self._consumer_config)())
         consumer.subscribe(self.topics)
         self._consumer = consumer
+        loop = asyncio.get_running_loop()
         last_error = None
         while True:
-            message = await asyncio.to_thread(consumer.poll, self.poll_timeout)
+            message = await loop.run_in_executor(self._thread, consumer.poll, self.poll_timeout)
             if message is None:
                 continue
             error: KafkaError | None = message.error()
@@ -120,6 +125,16 @@ class KafkaInProducer(KafkaSharedStreamProducer):
             last_error = None
             topic, partition, offset = str(message.topic()), int(message.partition() or 0), int(message.offset() or 0)
             yield Record(topic, partition, offset, message.value()), KafkaBrokerPayload(topic, partition, offset)
+
+    async def aclose(self) -> None:
+        """Close the consumer after the poll in flight (best effort: what was not committed is read again)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._thread, consumer.close)
+            except Exception:
+                log.warning("closing the Kafka consumer of group %r failed", self.group, exc_info=True)
+        self._thread.shutdown(wait=False)
 
 
 class KafkaInTrigger(BaseEventTrigger):

@@ -167,7 +167,7 @@ class AirflowStandalone:
         running.update(name for name, proc in self.replacements.items() if proc.poll() is None)
         return [c for c in COMPONENTS if c not in running]
 
-    def restart_triggerer(self, health_check_threshold: float = 10.0) -> None:
+    def restart_triggerer(self, health_check_threshold: float = 15.0) -> None:
         """SIGKILL the triggerer (its process tree: the supervisor and its trigger runner, as a crash or an
         OOM kill of the pod would) and start `airflow triggerer` in its place, with this standalone's
         environment. `airflow standalone` does not restart a component, so the new one is a process of

@@ -28,7 +28,8 @@ Delivery: every accepted record starts exactly one run, also when the triggerer 
   into that run, and an event queued while an earlier one is still waiting (its queue row exists
   already) is not part of the run being created (its time is after the run's window). So the
   dispatching task does not only read its triggering events: it reads every event of the asset from
-  its earliest triggering event on, and starts (or skips) a run for each.
+  its earliest triggering event on, and starts (or skips) a run for each. (What remains: an event
+  stored after that read whose queue entry the scheduler already consumed waits for the next record.)
 
 Untrusted input: a record's value is bounded (`max_bytes`), parsed once, must be a JSON object, and
 must fit the workflow's params (Airflow's own Param validation, as for a conf given in the trigger

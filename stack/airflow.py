@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stack import reaper
@@ -40,6 +40,8 @@ class AirflowStandalone:
     users: dict[str, str] | None = None  # more simple-auth-manager users: name -> role (viewer, user, op, admin)
     metadata_db: str | None = None  # postgres://user@host:port/db for Airflow's metadata; None: SQLite in home
     proc: subprocess.Popen[bytes] | None = None
+    # Components started in place of standalone's own (restart_triggerer): name -> process.
+    replacements: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -162,7 +164,42 @@ class AirflowStandalone:
                         # `airflow scheduler`, …; the API server retitles itself `airflow api_server -- host:…`
                         words = " ".join(child.cmdline()).replace("_", "-").split()
                         running.update(c for c in COMPONENTS if c in words)
+        running.update(name for name, proc in self.replacements.items() if proc.poll() is None)
         return [c for c in COMPONENTS if c not in running]
+
+    def restart_triggerer(self, health_check_threshold: float = 15.0) -> None:
+        """SIGKILL the triggerer (its process tree: the supervisor and its trigger runner, as a crash or an
+        OOM kill of the pod would) and start `airflow triggerer` in its place, with this standalone's
+        environment. `airflow standalone` does not restart a component, so the new one is a process of
+        ours (stopped by stop()). It takes over the dead one's triggers once the dead one's last heartbeat
+        is `health_check_threshold` seconds old (Airflow's default: 30)."""
+        import psutil  # Airflow's dependency
+
+        assert self.proc is not None, "start() first"
+        victims: list[psutil.Process] = []
+        old = self.replacements.pop("triggerer", None)
+        if old is not None and old.poll() is None:
+            victims.append(psutil.Process(old.pid))
+        else:
+            for child in psutil.Process(self.proc.pid).children():
+                with contextlib.suppress(psutil.Error):
+                    if "triggerer" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+                        victims.append(child)
+        assert victims, f"no triggerer running under airflow standalone at {self.url}"
+        tree = [p for v in victims for p in (v, *v.children(recursive=True))]
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(tree, timeout=30)
+        if old is not None:
+            reaper.unwatch(old.pid)
+        env = {**self.env(), "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(health_check_threshold)}
+        log = open(self.home / "triggerer.log", "ab")  # noqa: SIM115 - closed after Popen dup'ed it
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "triggerer"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        reaper.watch(proc.pid)
+        self.replacements["triggerer"] = proc
 
     def ensure_running(self) -> None:
         """Raise naming the components that exited, so a test waiting on the stack fails now, not at its timeout."""
@@ -185,6 +222,17 @@ class AirflowStandalone:
         The tree is taken first: a component that left the group, or was orphaned when standalone
         exited before it, would otherwise run on (a scheduler was seen to).
         """
+        for replacement in self.replacements.values():
+            if replacement.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(replacement.pid, signal.SIGTERM)
+                try:
+                    replacement.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    os.killpg(replacement.pid, signal.SIGKILL)
+                    replacement.wait()
+            reaper.unwatch(replacement.pid)
+        self.replacements.clear()
         if self.proc is None or self.proc.poll() is not None:
             return
         import psutil  # Airflow's dependency; the stack never runs without Airflow installed

@@ -38,7 +38,8 @@ class InvalidWorkflowSpec(UserWarning):
     """Emitted while parsing dags/: a workflow spec that does not validate or build."""
 
 
-def _param(spec: Any) -> Param:
+def param_of(spec: Any) -> Param:
+    """The Airflow Param of a spec's param (the trigger form's field; Kafka in validates conf with it)."""
     kind: Any = [spec.type, "null"] if spec.nullable else spec.type
     extra = {k: v for k, v in (("enum", spec.enum), ("format", spec.format), ("title", spec.title),
                                ("minimum", spec.minimum), ("maximum", spec.maximum),
@@ -101,7 +102,7 @@ def _dag(spec: WorkflowSpec, file: str) -> DAG:
         start_date=pendulum.parse(spec.start_date, tz="UTC"),
         catchup=spec.catchup,
         tags=["kafka-workflows", *spec.tags],
-        params={name: _param(p) for name, p in spec.params.items()},
+        params={name: param_of(p) for name, p in spec.params.items()},
         render_template_as_native_obj=True,  # templated requests/kwargs render to lists and dicts
         doc_md=f"Declared in `{Path(file).name}`.\n\n{spec.description or ''}",
     )
@@ -131,6 +132,77 @@ def build_dag(spec: WorkflowSpec, text: str = "", file: str = "<spec>") -> DAG:
     return dag
 
 
+class KafkaInUnavailable(RuntimeError):
+    """The installed Airflow or Kafka provider is too old for `trigger:` (the rest of a spec works)."""
+
+
+MAX_RUNS_PER_DISPATCH = 1000  # below Airflow's [core] max_map_length (1024)
+
+
+def kafka_in_dag(spec: WorkflowSpec) -> DAG:
+    """Kafka in (`trigger:`): the DAG `<workflow>.kafka_in`, scheduled on the asset the workflow's
+    KafkaInTrigger watches, that starts one run of the workflow per asset event (per record). Its
+    delivery guarantee is in triggers/kafka_in.py's docstring."""
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+    from airflow.sdk import AssetWatcher
+
+    try:
+        from kafka_workflows_airflow.triggers.kafka_in import KafkaInTrigger, asset_uri, default_group
+    except ImportError as exc:  # includes the provider's "needs Airflow 3.3+" (below)
+        raise KafkaInUnavailable(f"trigger: (Kafka in) needs Airflow 3.3+ and the Kafka provider's shared-stream "
+                                 f"triggers (apache-airflow-providers-apache-kafka 2.1+): {exc}") from None
+    except Exception as exc:
+        if type(exc).__name__ != "AirflowOptionalProviderFeatureException":
+            raise
+        raise KafkaInUnavailable(f"trigger: (Kafka in) needs Airflow 3.3+ and the Kafka provider's shared-stream "
+                                 f"triggers (apache-airflow-providers-apache-kafka 2.1+): {exc}") from None
+
+    trigger = spec.trigger
+    assert trigger is not None
+    uri = asset_uri(spec.name)
+    watched = Asset(name=uri, uri=uri, watchers=[AssetWatcher(name=f"{spec.name}.kafka_in", trigger=KafkaInTrigger(
+        workflow=spec.name, topic=trigger.topic, group=trigger.group or default_group(spec.name),
+        start=trigger.start, filter=trigger.filter, max_bytes=trigger.max_bytes,
+        params={name: p.model_dump(mode="json", exclude_unset=True) for name, p in spec.params.items()},
+        kafka_config_id=trigger.kafka_config_id))])
+    with DAG(dag_id=f"{spec.name}.kafka_in", schedule=[watched], start_date=pendulum.parse(spec.start_date, tz="UTC"),
+             catchup=False, tags=["kafka-workflows", "kafka-in"], max_active_runs=1,
+             description=f"Kafka in: one run of {spec.name} per record of {trigger.topic}",
+             doc_md=f"Starts one run of `{spec.name}` per record of topic `{trigger.topic}` (its `trigger:`), "
+                    "the record's JSON object as the run's conf and `kafka__<topic>-<partition>-<offset>` as its "
+                    "run id.") as dag:
+        runs = PythonOperator(task_id="runs_to_start", python_callable=runs_to_start, inlets=[watched],
+                              op_kwargs={"asset": uri})
+        TriggerDagRunOperator.partial(task_id="start_run", trigger_dag_id=spec.name, logical_date=None,
+                                      skip_when_already_exists=True, wait_for_completion=False,
+                                      ).expand_kwargs(runs.output)
+    return dag
+
+
+def runs_to_start(asset: str, triggering_asset_events: Any = None, inlet_events: Any = None) -> list[dict[str, Any]]:
+    """The runs a `<workflow>.kafka_in` run starts: one per asset event from its earliest triggering event
+    on (the triggering events and any that came after them), in order, each run id once."""
+    from airflow.sdk import Asset as SdkAsset
+
+    events = [e for group in (triggering_asset_events or {}).values() for e in group]
+    if not events:
+        return []
+    earliest = min(e.timestamp for e in events)
+    recorded = inlet_events[SdkAsset(name=asset, uri=asset)].after(earliest.isoformat()).limit(
+        MAX_RUNS_PER_DISPATCH + 1)
+    runs: dict[str, dict[str, Any]] = {}
+    for event in [*events, *recorded]:
+        payload = (event.extra or {}).get("payload") or {}
+        if isinstance(payload, dict) and isinstance(payload.get("run_id"), str) and isinstance(payload.get("conf"),
+                                                                                              dict):
+            runs.setdefault(payload["run_id"], {"trigger_run_id": payload["run_id"], "conf": payload["conf"]})
+    if len(runs) > MAX_RUNS_PER_DISPATCH:  # one burst folded into one run: fail visibly rather than drop some
+        raise RuntimeError(f"{len(runs)} records to start runs for in one dispatch, over {MAX_RUNS_PER_DISPATCH} "
+                           "(Airflow's [core] max_map_length): raise both, or spread the burst")
+    return list(runs.values())
+
+
 def _stand_in(path: Path, error: SpecError) -> DAG:
     """A visible, paused DAG that says what is wrong, for a spec that does not build."""
     text = ""
@@ -156,14 +228,22 @@ def dags_from_folder(folder: Path) -> dict[str, DAG]:
     """Every spec of `folder` as a DAG, keyed by a module-global name; bad specs become stand-ins."""
     dags: dict[str, DAG] = {}
     for path, result in load_specs(folder):
+        dispatcher: DAG | None = None
         try:
             if isinstance(result, SpecError):
                 raise result
             dag = build_dag(result, path.read_text(encoding="utf-8"), str(path))
+            if result.trigger is not None:
+                try:
+                    dispatcher = kafka_in_dag(result)
+                except Exception as exc:
+                    raise SpecError(str(path), [Problem("trigger", f"{type(exc).__name__}: {exc}")]) from exc
         except SpecError as error:
             first = error.problems[0] if error.problems else None
             warnings.warn_explicit(str(error), InvalidWorkflowSpec, str(path), (first.line if first else None) or 1)
             log.error("invalid workflow spec %s:\n%s", path, error)
             dag = _stand_in(path, error)
-        dags["dag_" + re.sub(r"\W", "_", dag.dag_id)] = dag
+        for built in (dag, dispatcher):
+            if built is not None:
+                dags["dag_" + re.sub(r"\W", "_", built.dag_id)] = built
     return dags

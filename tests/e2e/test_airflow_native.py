@@ -4,8 +4,11 @@ Airflow's REST API and followed in a real Chromium), and a finished request is a
 starts the downstream DAG `contacts_imported` once, also when its await task ran twice.
 
 One small contacts import (1,000 rows, 10 jobs) runs to completion for the whole module. Its await
-task is cleared while deferred (a second try, as a retry or an operator's clear would make) before
-any job is imported.
+task is cleared while deferred (a second try, as a retry or an operator's clear would make), and then
+the triggerer is killed (SIGKILL) and restarted while that try is deferred, before any job is imported.
+
+Kafka in: records of topic refund-requests start runs of `refund_requested` (its `trigger:`), exactly
+one per valid record, its record as conf, also when the triggerer is killed and restarted mid-stream.
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ def finished_import(standalone: AirflowStandalone, client: af.ApiClient,
             dag_run_id=run.dag_run_id, task_ids=[ClearTaskInstancesBodyTaskIdsInner("await")], dry_run=False,
             only_failed=False, include_downstream=False, include_upstream=False))
         wait_for(lambda: await_deferred(2), 300, "await's second try to defer", 1, alive=standalone.ensure_running)
+        # The triggerer dies while the await is deferred; the restarted one takes its trigger over.
+        standalone.restart_triggerer()
         running.start("worker", "worker", "--topic", contacts.JOBS_TOPIC, "--group", contacts.WORKER_GROUP,
                       "--handler", "kw_examples.contacts.import_jobs", "--store", contacts.STORE)
         wait_for(lambda: run_state(client, IMPORT, run.dag_run_id) in ("success", "failed"), 300,
@@ -151,6 +156,7 @@ DOWNSTREAM = "contacts_imported"
 
 def test_a_finished_request_is_one_asset_event_that_starts_the_downstream_dag_once(
         client: af.ApiClient, finished_import: str) -> None:
+    """Also when its await task ran twice and the triggerer was killed and restarted while it was deferred."""
     assert TaskInstanceApi(client).get_task_instance(IMPORT, finished_import, "await").try_number >= 2
     request_id = XComApi(client).get_xcom_entry(IMPORT, "split", finished_import, "request_id",
                                                 deserialize=True).actual_instance.value
@@ -179,3 +185,107 @@ def test_a_finished_request_is_one_asset_event_that_starts_the_downstream_dag_on
         value = XComApi(client).get_xcom_entry(DOWNSTREAM, "summarize", run_id, "return_value",
                                                deserialize=True).actual_instance.value
         assert request_id not in [s.get("request_id") for s in value], run_id
+
+
+# -- Kafka in -------------------------------------------------------------------------------------------------
+
+REFUNDS = "refund_requested"
+REFUND_TOPIC = "refund-requests"
+
+
+def _refund_runs(client: af.ApiClient) -> dict[str, dict[str, Any]]:
+    runs = DagRunApi(client).get_dag_runs(REFUNDS, limit=1000).dag_runs
+    return {r.dag_run_id: dict(r.conf or {}) for r in runs}
+
+
+def _produce(config: dict[str, Any], confs: list[dict[str, Any]] | list[bytes],
+             partition: int | None = None) -> dict[str, Any]:
+    """Produce records (in order, to one partition when given): the run id each may start -> its value
+    (the conf, for a dict)."""
+    import json
+
+    from confluent_kafka import Producer
+
+    from kafka_workflows.kafka_in import run_id
+
+    producer = Producer({**config, "enable.idempotence": True})
+    delivered: dict[str, Any] = {}
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        assert err is None, err
+        delivered[run_id(msg.topic(), msg.partition(), msg.offset())] = msg.value()
+
+    for index, conf in enumerate(confs):
+        kwargs = {"partition": partition} if partition is not None else {"key": f"k{index}".encode()}
+        producer.produce(REFUND_TOPIC, conf if isinstance(conf, bytes) else json.dumps(conf).encode(),
+                         on_delivery=on_delivery, **kwargs)
+    assert producer.flush(30) == 0
+    return {rid: value if isinstance(confs[0], bytes) else json.loads(value) for rid, value in delivered.items()}
+
+
+def test_kafka_records_start_exactly_one_run_each_with_the_record_as_conf_across_a_triggerer_kill(
+        standalone: AirflowStandalone, client: af.ApiClient, kafka_config: dict[str, Any]) -> None:
+    import json
+
+    from airflow_client.client.api.dag_api import DAGApi
+
+    from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+
+    ensure_topics(kafka_config, [TopicSpec(REFUND_TOPIC, 3)])
+    for dag_id in (REFUNDS, f"{REFUNDS}.kafka_in"):
+        wait_for(lambda d=dag_id: _dag_known(DAGApi(client), d), 180, f"{dag_id} to be parsed", 2)
+    expected: dict[str, dict[str, Any]] = {}
+
+    def refund(n: int) -> dict[str, Any]:
+        return {"type": "refund.requested", "order_id": f"o-{n}", "amount": n + 0.5, "reason": None}
+
+    # Records that start nothing, ahead of valid ones in the same partition: none may stop the trigger.
+    passed_over = [json.dumps({"type": "refund.approved", "order_id": "x", "amount": 1}).encode()]
+    refused = [b"{not json", b"[1, 2]", b"\"a string\"", json.dumps({"type": "refund.requested"}).encode(),
+               json.dumps({"type": "refund.requested", "order_id": "o", "amount": -1}).encode(),
+               json.dumps({"type": "refund.requested", "order_id": "o", "amount": 1,
+                           "pad": "x" * 70_000}).encode()]
+    first = [refund(n) for n in range(4)]
+    _produce(kafka_config, [*passed_over, *refused], partition=0)
+    expected.update(_produce(kafka_config, first[:2], partition=0))
+    expected.update(_produce(kafka_config, first[2:]))
+    wait_for(lambda: len(_refund_runs(client)) >= len(expected), 300, f"{len(expected)} refund runs", 1,
+             alive=standalone.ensure_running)
+    assert _refund_runs(client) == expected
+    assert sorted(c["order_id"] for c in expected.values()) == sorted(f"o-{n}" for n in range(len(expected)))
+
+    # Mid-stream: records produced, the triggerer killed as soon as the first of them is an asset event
+    # (the others being read, recorded or committed), more records produced while it is down.
+    [asset] = AssetApi(client).get_assets(uri_pattern=f"kafka-workflows://{REFUNDS}/in").assets
+
+    def recorded() -> int:
+        return len(AssetApi(client).get_asset_events(asset_id=asset.id, limit=1000).asset_events)
+
+    before = recorded()
+    second = [refund(n) for n in range(4, 14)]
+    expected.update(_produce(kafka_config, second[:6]))
+    wait_for(lambda: recorded() > before, 120, "an asset event of the second batch", 0.05)
+    standalone.restart_triggerer()
+    expected.update(_produce(kafka_config, second[6:]))
+    wait_for(lambda: len(_refund_runs(client)) >= len(expected), 300, f"{len(expected)} refund runs", 1,
+             alive=standalone.ensure_running)
+
+    # Settled: every asset event the trigger recorded (a record read again after the kill may have two)
+    # was read by a dispatch that finished.
+
+    def settled() -> list[Any]:
+        runs = DagRunApi(client).get_dag_runs(f"{REFUNDS}.kafka_in", limit=1000).dag_runs
+        if not runs or not all(_state(r.state) in ("success", "failed") for r in runs):
+            return []
+        read = max(TaskInstanceApi(client).get_task_instance(f"{REFUNDS}.kafka_in", r.dag_run_id,
+                                                             "runs_to_start").start_date for r in runs)
+        events = AssetApi(client).get_asset_events(asset_id=asset.id, limit=1000).asset_events
+        return events if all(e.created_dagruns or e.timestamp < read for e in events) else []
+
+    events = wait_for(settled, 300, "the kafka_in dispatches to settle", 1, alive=standalone.ensure_running)
+    assert _refund_runs(client) == expected
+    assert sorted(c["order_id"] for c in expected.values()) == sorted(f"o-{n}" for n in range(len(expected)))
+    assert {e.extra["payload"]["run_id"] for e in events} == set(expected)
+    print(f"{len(expected)} records, {len(events)} asset events (a record read again after the kill has two)")
+    dispatches = DagRunApi(client).get_dag_runs(f"{REFUNDS}.kafka_in", limit=1000).dag_runs
+    assert {_state(r.state) for r in dispatches} == {"success"}

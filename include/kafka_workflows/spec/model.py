@@ -238,6 +238,26 @@ class StoreSpec(_Spec):
     commit_interval: PositiveFloat = 1.0
 
 
+class TriggerSpec(_Spec):
+    """Kafka in: every record of `topic` that passes `filter` starts one run of the workflow, its JSON
+    object value as the run's conf (plugins/kafka_workflows_airflow/triggers/kafka_in.py).
+
+    `filter` maps top-level fields of the record's value to the value they must equal (a list: one of
+    them); a record that does not match is passed over. `start` is where a new consumer group begins
+    (`latest`: only records produced after the workflow was deployed). `group` is the consumer group
+    whose committed offsets say which records already started a run (default `kafka-workflows.in.<name>`).
+    A record's value is at most `max_bytes`; a larger one, one that is not a JSON object, or one the
+    workflow's params refuse is skipped with a log line naming it (topic[partition]@offset).
+    """
+
+    topic: str = Field(pattern=TOPIC)
+    filter: dict[str, Any] = Field(default_factory=dict)
+    start: Literal["earliest", "latest"] = "latest"
+    group: str | None = Field(default=None, pattern=NAME)
+    max_bytes: PositiveInt = Field(default=65_536, le=1_048_576)
+    kafka_config_id: str = "kafka_default"
+
+
 class WorkflowSpec(_Spec):
     name: str = Field(pattern=NAME, description="the DAG id")
     description: str | None = None
@@ -250,6 +270,7 @@ class WorkflowSpec(_Spec):
     workers: list[WorkerSpec] = Field(default_factory=list)
     processors: list[ProcessorSpec] = Field(default_factory=list)
     stores: list[StoreSpec] = Field(default_factory=list)
+    trigger: TriggerSpec | None = Field(default=None, description="Kafka in: start a run per record of a topic")
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -264,6 +285,8 @@ class WorkflowSpec(_Spec):
             if self.schedule is not None and param.required:
                 raise RuleError(("params", name), "has no default, but scheduled runs pass no params: give it a "
                                 "default or make the workflow triggered only (schedule: null)")
+        if self.trigger is not None and self.schedule is not None:
+            raise RuleError(("trigger",), "a workflow started by Kafka records has no schedule: set schedule: null")
         for kind, units in (("workers", self.workers), ("processors", self.processors)):
             for index, unit in enumerate(units):
                 others = [w.name for w in self.workers] + [p.name for p in self.processors]

@@ -227,9 +227,8 @@ class SplitToJobsOperator(BaseOperator):
                 yield key, value
             meta.update(csv_jobs.summary())
 
-        last_try = ti.try_number > getattr(ti, "max_tries", self.retries or 0)
-
         def give_up(exc: BaseException) -> bool:  # final: the task will not run again (see the docstring)
+            last_try = getattr(ti, "try_number", 1) > (getattr(ti, "max_tries", None) or self.retries or 0)
             return not isinstance(exc, SourceUnreadableError) or last_try
 
         try:

@@ -158,7 +158,7 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
                                       f"attempt ({known.aborted[:300]}); it will not complete: run it again as a "
                                       "new request")
         split = _Split(producer, store_name, request_id, workflow, chunk_jobs, chunk_seconds, rows_read)
-        skip = known.jobs
+        skip = split.committed = known.jobs
         if skip:
             log.info("request %r: an earlier attempt committed jobs 0..%d (%d rows read); reading past them",
                      request_id, skip - 1, known.rows)
@@ -199,7 +199,7 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
                                           f"aborted ({detail}); {_kept(split.committed)}, retry the task") from exc
         except BaseException as exc:
             split.abort_transaction()
-            if max(split.committed, skip) and isinstance(exc, Exception) and give_up is not None and give_up(exc):
+            if split.committed and isinstance(exc, Exception) and give_up is not None and give_up(exc):
                 split.abort_request(exc)
             raise
         log.info("request %r: committed %d job(s) to %s (%d skipped, committed earlier) and init(total=%d) to "
@@ -222,7 +222,7 @@ class _Split:
         self.open = False
         self.started = 0.0
         self.in_chunk = 0
-        self.committed = 0  # jobs 0..committed-1 are committed (by this attempt, past what it skipped)
+        self.committed = 0  # jobs 0..committed-1 are committed (by this attempt or, up to the skip, earlier ones)
         self.transactions = 0
 
     def _begin(self) -> None:

@@ -227,9 +227,11 @@ class SplitToJobsOperator(BaseOperator):
                 yield key, value
             meta.update(csv_jobs.summary())
 
-        def give_up(exc: BaseException) -> bool:  # final: the task will not run again (see the docstring)
-            last_try = getattr(ti, "try_number", 1) > (getattr(ti, "max_tries", None) or self.retries or 0)
-            return not isinstance(exc, SourceUnreadableError) or last_try
+        def give_up(exc: BaseException) -> bool:  # final: no retry of this task will run (see the docstring)
+            if isinstance(exc, (CsvSourceError, MessageTooLargeError, JobsError)) \
+                    and not isinstance(exc, SourceUnreadableError):
+                return True  # failed below without retries: retrying cannot fix the input
+            return getattr(ti, "try_number", 1) > (getattr(ti, "max_tries", None) or self.retries or 0)
 
         try:
             result = produce_jobs(config, transactional_id, self.topic, request_id, jobs(), self.store,

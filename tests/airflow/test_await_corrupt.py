@@ -1,5 +1,6 @@
-"""Awaiting a request whose stored value cannot be read: the wait fails with status `corrupt`,
-never waits forever and never succeeds (issue 17)."""
+"""Awaiting a request that will never complete: its stored value cannot be read (status `corrupt`,
+issue 17) or its split gave up (status `aborted`, issue 21): the wait fails, never waits forever
+and never succeeds."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from kafka_workflows.store import ensure_store_topics, partition_for, store_topic
+from kafka_workflows.messages import encode_value
+from kafka_workflows.store import (
+    RequestState,
+    abort_command,
+    complete_command,
+    ensure_store_topics,
+    parse_command,
+    partition_for,
+    progress_command,
+    store_topic,
+)
 from kafka_workflows.store.follower import stop_readers
 from kafka_workflows_airflow.sensors.completion import AwaitCompletionSensor
 from kafka_workflows_airflow.triggers.completion import StoreCompletionTrigger
@@ -58,4 +69,33 @@ def test_awaiting_a_request_whose_value_cannot_be_read_fails_as_corrupt(
 
     poking = AwaitCompletionSensor(task_id="await", request_id="broken", store=store, deferrable=False)
     with pytest.raises(AirflowFailException, match="is corrupt"):
+        poking.poke({})  # type: ignore[arg-type]
+
+
+def test_awaiting_a_request_whose_split_gave_up_fails_as_aborted_with_the_reason(
+        airflow_db: None, kafka_connection: str, kafka_config: dict[str, Any]) -> None:
+    """A pipelined split that failed for good after committing chunks ends its request `aborted`:
+    the await fails at once with the reason, never succeeds and never waits for a total."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    store = unique("contacts")
+    ensure_store_topics(kafka_config, store)
+    state = RequestState.new("gave-up", time.time())  # what the store processor writes for these commands
+    for command in (progress_command(store, "gave-up", 20, 44), complete_command(store, "gave-up", 3),
+                    abort_command(store, "gave-up", "MalformedCsvError: contacts.csv: line 54 is not UTF-8 text")):
+        state.apply(parse_command(command.key, command.value, "test"), time.time())
+    producer = Producer(kafka_config)
+    producer.produce(store_topic(store), encode_value(state.to_value()), key=b"gave-up",
+                     partition=partition_for("gave-up", 3))
+    assert producer.flush(10) == 0
+
+    for end_from_trigger in (False, True):
+        event = _first_event(StoreCompletionTrigger(request_id="gave-up", store=store, deadline=time.time() + 30,
+                                                    end_from_trigger=end_from_trigger, linger=0.5))
+        assert event["status"] == "aborted" and event["value"]["split"] == {"jobs": 20, "rows": 44}
+        sensor = AwaitCompletionSensor(task_id="await", request_id="gave-up", store=store)
+        with pytest.raises(AirflowFailException, match=rf"request gave-up was aborted in store '{store}'.*line 54"):
+            sensor.execute_complete({}, event)  # type: ignore[arg-type]
+    poking = AwaitCompletionSensor(task_id="await", request_id="gave-up", store=store, deferrable=False)
+    with pytest.raises(AirflowFailException, match="was aborted"):
         poking.poke({})  # type: ignore[arg-type]

@@ -1,8 +1,10 @@
 """The split refuses what would not fit before producing it: job messages over the broker's (or a configured)
-message size, a source outside the allowed roots, a file over the reader's limits; nothing is produced."""
+message size, a source outside the allowed roots, a file over the reader's limits; nothing is produced. And what
+a pipelined split does with a file that turns bad half way."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +17,7 @@ from kafka_workflows.store import commands_topic
 from kw_examples import contacts
 from tests.airflow.dags.split_limits_test_dags import split_small_messages_test
 from tests.airflow.test_contacts_import import _committed_messages, _logical_date, _states
+from tests.helpers.kafka import read_all
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
 
@@ -80,3 +83,28 @@ def test_limits_from_the_step_apply(airflow_db: None, kafka_connection: str, nam
         _execute(names, source=str(path), rows_per_job=2, extra={"limits": {"max_columns": 50}})
     with pytest.raises(AirflowFailException, match=r"split: invalid limits: .*max_lines"):
         _execute(names, source=str(path), rows_per_job=2, extra={"limits": {"max_lines": 50}})
+
+
+def test_on_bad_rows_fail_keeps_one_transaction_and_a_file_broken_half_way_ends_its_request_aborted(
+        airflow_db: None, kafka_connection: str, kafka_config: dict[str, Any], names: dict[str, str],
+        tmp_path: Path) -> None:
+    good = b"".join(f"user{n}@example.com,First{n}\n".encode() for n in range(1, 41))  # 20 jobs of 2 rows
+    late_bad = tmp_path / "late-bad.csv"
+    late_bad.write_bytes(b"email,first_name\n" + good + b",NoEmail\n")
+    # Pipelined in chunks of one job, yet on_bad_rows=fail imports nothing: the whole file is one transaction.
+    with pytest.raises(AirflowFailException, match=r"1 bad row\(s\).*nothing was imported"):
+        _execute(names, source=str(late_bad), rows_per_job=2, extra={"on_bad_rows": "fail", "chunk_jobs": 1})
+    assert _committed_messages(kafka_config, names["topic"]) == 0
+    assert _committed_messages(kafka_config, commands_topic(names["store"])) == 0
+
+    # A line that is not UTF-8 after four chunks: they stay (the workers import them), the request is aborted.
+    broken, other = tmp_path / "late-broken.csv", {k: f"{v}-2" for k, v in names.items()}
+    broken.write_bytes(b"email,first_name\n" + good + b"x@example.com,\xff\n")
+    with pytest.raises(AirflowFailException, match=r"line 42 is not UTF-8 text"):
+        _execute(other, source=str(broken), rows_per_job=2, extra={"chunk_jobs": 5})
+    assert _committed_messages(kafka_config, other["topic"]) == 20
+    commands = [json.loads(m.value()) for m in read_all(kafka_config, commands_topic(other["store"]))]
+    assert [(c["op"], c.get("jobs")) for c in commands] == [("progress", 5), ("progress", 10), ("progress", 15),
+                                                             ("progress", 20), ("abort", None)]
+    assert "after committing jobs 0..19: MalformedCsvError" in commands[-1]["reason"]
+    assert "\\xff" not in commands[-1]["reason"]

@@ -1,4 +1,4 @@
-"""Processes the aggregation tests kill: `python -m tests.helpers.aggregation store-processor|produce-jobs ...`.
+"""Processes the aggregation tests kill: `python -m tests.helpers.aggregation store-processor|produce-jobs|split-csv`.
 
 The broker comes from KAFKA_BOOTSTRAP_SERVERS, as for the real CLI.
 """
@@ -72,6 +72,44 @@ def _produce_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def split_csv(config: Mapping[str, Any], transactional_id: str, topic: str, request: str, store: str, path: str, *,
+              rows_per_job: int = 2, chunk_jobs: int | None = 5, chunk_seconds: float = 60.0, sleep: float = 0.0,
+              final_errors: bool = True) -> Any:
+    """What SplitToJobsOperator does with a CSV file, without Airflow: the contacts schema, jobs of
+    `rows_per_job` rows, produce_jobs pipelined in chunks with the rows read as progress. A CSV error
+    (not an unreadable source) is final, as in the operator."""
+    from kafka_workflows.messages import encode_value
+    from kafka_workflows.sources.csv_source import CsvJobSource, CsvSourceError, SourceUnreadableError
+    from kafka_workflows.split.jobs import produce_jobs
+    from kw_examples.contacts import SCHEMA
+
+    source = CsvJobSource(path, SCHEMA, rows_per_job=rows_per_job).open()
+
+    def jobs() -> Iterator[tuple[str, bytes]]:
+        for job in source.jobs():
+            yield f"{request}/{job.index}", encode_value(job.to_message())
+            if sleep:
+                time.sleep(sleep)
+
+    def give_up(exc: BaseException) -> bool:
+        return final_errors and isinstance(exc, CsvSourceError) and not isinstance(exc, SourceUnreadableError)
+
+    try:
+        return produce_jobs(config, transactional_id, topic, request, jobs(), store, workflow="test",
+                            chunk_jobs=chunk_jobs, chunk_seconds=chunk_seconds,
+                            rows_read=lambda: source.rows_read, give_up=give_up)
+    finally:
+        source.close()
+
+
+def _split_csv(args: argparse.Namespace) -> int:
+    from kafka_workflows.kafka.config import kafka_config_from_env
+
+    print(split_csv(kafka_config_from_env(), args.transactional_id, args.topic, args.request, args.store, args.file,
+                    rows_per_job=args.rows_per_job, chunk_jobs=args.chunk_jobs, sleep=args.sleep), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -92,11 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     jobs.add_argument("--count", type=int, required=True)
     jobs.add_argument("--sleep", type=float, default=0.0)
     jobs.add_argument("--progress")
+    csv = sub.add_parser("split-csv")
+    csv.add_argument("--transactional-id", required=True)
+    csv.add_argument("--topic", required=True)
+    csv.add_argument("--request", required=True)
+    csv.add_argument("--store", required=True)
+    csv.add_argument("--file", required=True)
+    csv.add_argument("--rows-per-job", type=int, default=2)
+    csv.add_argument("--chunk-jobs", type=int, default=5)
+    csv.add_argument("--sleep", type=float, default=0.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {os.getpid()} %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka_workflows.transactions").setLevel(logging.DEBUG)  # one line per commit
-    return _store_processor(args) if args.cmd == "store-processor" else _produce_jobs(args)
+    commands = {"store-processor": _store_processor, "produce-jobs": _produce_jobs, "split-csv": _split_csv}
+    return commands[args.cmd](args)
 
 
 def spawn(config: Mapping[str, Any], *args: str, log: Path) -> subprocess.Popen[bytes]:

@@ -153,3 +153,23 @@ def test_a_group_page_gets_the_last_known_lag_when_the_broker_does_not_answer() 
     assert answer["lag"] == 7 and "did not answer" in answer["error"], answer
     assert lag.fresh("other", ["t"])["state"] == "unknown"
     lag.reader.close()
+
+
+def test_the_run_view_shows_a_pipelined_splits_rows_while_pending_and_why_a_request_was_aborted(
+        shared_store: Monitor) -> None:
+    from kafka_workflows.messages import request_id_for
+
+    index = shared_store.store_index("contacts")
+    pending_id, aborted_id = (request_id_for("contacts_import", "split", run) for run in ("manual__2", "manual__3"))
+    index.apply(_Record(pending_id, {  # type: ignore[arg-type]  # what the store writes after two chunks
+        "request_id": pending_id, "status": "pending", "total": None, "completed": 7, "failed": 0, "meta": None,
+        "split": {"jobs": 1000, "rows": 500_123}}))
+    index.apply(_Record(aborted_id, {  # type: ignore[arg-type]
+        "request_id": aborted_id, "status": "aborted", "total": None, "completed": 3, "failed": 0, "meta": None,
+        "split": {"jobs": 5, "rows": 12}, "error": "MalformedCsvError: line 54 is not UTF-8 text"}))
+    [pending] = shared_store.run("contacts_import", "manual__2")["requests"]
+    assert (pending["status"], pending["split"], pending["progress"]["total"], pending["error"]) == (
+        "pending", {"jobs": 1000, "rows": 500_123}, None, None)
+    [aborted] = shared_store.run("contacts_import", "manual__3")["requests"]
+    assert (aborted["status"], aborted["error"], aborted["progress"]["terminal"]) == (
+        "aborted", "MalformedCsvError: line 54 is not UTF-8 text", True)

@@ -280,7 +280,10 @@ class Monitor:
                 "failed_jobs": [{"job": int(k), "reason": v} for k, v in list(reasons.items())[:200]],
                 "failed_jobs_truncated": bool(value.get("failure_reasons_truncated")) or len(reasons) > 200,
                 "created_at": value.get("created_at"), "updated_at": value.get("updated_at"),
-                "completed_at": value.get("completed_at")}
+                "completed_at": value.get("completed_at"),
+                # a pipelined split's progress ({jobs, rows}) while it reads; why a request is aborted/corrupt
+                "split": value.get("split") if isinstance(value.get("split"), dict) else None,
+                "error": value.get("error") if isinstance(value.get("error"), str) else None}
 
     def run(self, name: str, run_id: str) -> dict[str, Any]:
         """The store requests of one DAG run (its split steps' requests), with their progress."""

@@ -3,27 +3,31 @@
 topics.py        S.commands, S.store (compacted), S.events; their creation and checks
 partitioning.py  murmur2, the partition of a request id
 limits.py        the store's bounds (totals, indices, request ids, command size) and their defaults
-commands.py      init / complete / fail: parsing (the processor's one inbound boundary) and building
+commands.py      init / complete / fail / progress / abort: parsing (the processor's one inbound boundary) and building
 indexset.py      job indices as compact ranges
 state.py         one request's accounting (pure) and the store value
 processor.py     the exactly-once processor that applies commands (StoreProcessor)
-client.py        send commands, read values, wait, ask whether a request is registered
+client.py        send commands, read values, wait, ask whether a request is registered (and its split's progress)
 follower.py      one warm reader of S.store shared by many waiters (the triggerer's, the UI's)
 """
 
-from kafka_workflows.store.client import StoreClient, checked_request_id
+from kafka_workflows.store.client import SplitState, StoreClient, checked_request_id
 from kafka_workflows.store.commands import (
+    ABORT,
     COMPLETE,
     FAIL,
     INIT,
     OPS,
+    PROGRESS,
     Command,
     CommandMessage,
+    abort_command,
     command_message,
     complete_command,
     fail_command,
     init_command,
     parse_command,
+    progress_command,
 )
 from kafka_workflows.store.errors import CommandError, RequestIdError, StoreError, StoreTimeoutError
 from kafka_workflows.store.indexset import IndexSet
@@ -45,6 +49,7 @@ from kafka_workflows.store.processor import (
     run_store_processor,
 )
 from kafka_workflows.store.state import (
+    ABORTED,
     COMPLETED_WITH_FAILURES,
     CORRUPT,
     PENDING,
@@ -56,6 +61,8 @@ from kafka_workflows.store.state import (
 from kafka_workflows.store.topics import commands_topic, default_group, ensure_store_topics, events_topic, store_topic
 
 __all__ = [
+    "ABORT",
+    "ABORTED",
     "COMPLETE",
     "COMPLETED_WITH_FAILURES",
     "CORRUPT",
@@ -69,6 +76,7 @@ __all__ = [
     "MAX_TOTAL",
     "OPS",
     "PENDING",
+    "PROGRESS",
     "RUNNING",
     "SUCCEEDED",
     "TERMINAL_STATUSES",
@@ -78,6 +86,7 @@ __all__ = [
     "IndexSet",
     "RequestIdError",
     "RequestState",
+    "SplitState",
     "StoreClient",
     "StoreError",
     "StoreHandler",
@@ -85,6 +94,7 @@ __all__ = [
     "StoreProcessor",
     "StoreStats",
     "StoreTimeoutError",
+    "abort_command",
     "check_request_id",
     "checked_request_id",
     "command_message",
@@ -98,6 +108,7 @@ __all__ = [
     "murmur2",
     "parse_command",
     "partition_for",
+    "progress_command",
     "run_store_processor",
     "store_topic",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
@@ -18,7 +19,9 @@ from kafka_workflows.kafka.errors import COORDINATOR_NOT_READY, kafka_error
 from kafka_workflows.kafka.producer import Delivered, RequestProducer
 from kafka_workflows.kafka.reader import partition_reader, read_partition
 from kafka_workflows.store.commands import (
+    ABORT,
     INIT,
+    PROGRESS,
     CommandMessage,
     complete_command,
     fail_command,
@@ -44,6 +47,21 @@ def _store_value(request_id: str, msg: KafkaMessage) -> dict[str, Any] | None:
         except StoreError as exc:
             return corrupt_value(request_id, f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: {exc}")
     return value
+
+
+@dataclass
+class SplitState:
+    """What a (retried) split needs to know of its request: see `StoreClient.split_state`.
+
+    `registered`: the store value with a total, or the pending init (`status: "init-pending"`), or
+    None. `jobs`, `rows`: the split's progress committed so far (jobs 0..jobs-1 are on the jobs
+    topic). `aborted`: why the request will never complete (an abort, or a corrupt value), or None.
+    """
+
+    registered: dict[str, Any] | None
+    jobs: int = 0
+    rows: int = 0
+    aborted: str | None = None
 
 
 def checked_request_id(request_id: object) -> str:
@@ -183,9 +201,17 @@ class StoreClient:
 
         Returns the store value when it has a total, else the pending init command (as a dict with
         `status: "init-pending"`), else None. Exact, even right after a producer committed an init
-        and with the processor down: it reads the processor group's committed offset of the
-        request's S.commands partition (stable under KIP-447), then S.store to its high watermark,
-        then the commands the processor has not applied yet, looking for an init.
+        and with the processor down: see `split_state`.
+        """
+        return self.split_state(request_id, timeout).registered
+
+    def split_state(self, request_id: str, timeout: float = 30.0) -> SplitState:
+        """What the store knows of the split of `request_id`, whether or not the processor applied it yet.
+
+        Exact, even right after a producer committed and with the processor down: it reads the
+        processor group's committed offset of the request's S.commands partition (stable under
+        KIP-447), then S.store to its high watermark, then the commands the processor has not applied
+        yet, looking for an init, the split's progress and an abort (read_committed throughout).
         """
         p = self.partition_of(request_id)
         commands = commands_topic(self.name)
@@ -208,20 +234,32 @@ class StoreClient:
             offsets.close()
         value = self._latest(request_id, p, timeout)
         if value is not None and value.get("total") is not None:
-            return value
-        pending: list[dict[str, Any]] = []
+            return SplitState(value)
+        state = SplitState(None)
+        if value is not None:
+            split = value.get("split")
+            if isinstance(split, dict):
+                state.jobs, state.rows = int(split.get("jobs") or 0), int(split.get("rows") or 0)
+            if value.get("status") in TERMINAL_STATUSES:  # aborted (or corrupt): nothing will seal it
+                state.aborted = str(value.get("error") or value.get("status"))
         wanted = request_id.encode()
 
         def look(msg: KafkaMessage) -> None:
-            if msg.key() != wanted or pending:
+            if msg.key() != wanted or state.registered is not None:
                 return
             try:
                 cmd = parse_command(request_id, msg.value(), f"{commands}[{p}]@{msg.offset()}")
             except MessageDecodeError:
                 return
+            if state.aborted is not None:
+                return  # terminal: the processor ignores what follows
             if cmd.op == INIT:
-                pending.append({"request_id": request_id, "total": cmd.total, "meta": cmd.meta,
-                                "status": "init-pending", "offset": msg.offset()})
+                state.registered = {"request_id": request_id, "total": cmd.total, "meta": cmd.meta,
+                                    "status": "init-pending", "offset": msg.offset()}
+            elif cmd.op == PROGRESS and cmd.jobs is not None and cmd.rows is not None:
+                state.jobs, state.rows = max((state.jobs, state.rows), (cmd.jobs, cmd.rows))
+            elif cmd.op == ABORT:
+                state.aborted = cmd.reason or "the split gave up"
 
         reader = partition_reader(self.config)
         try:
@@ -230,7 +268,7 @@ class StoreClient:
                            timeout_error=StoreTimeoutError, interrupted_error=StoreError)
         finally:
             reader.close()
-        return pending[0] if pending else None
+        return state
 
     def close(self) -> None:
         """Flush what was sent (a failed command raises) and destroy the producer either way."""

@@ -1,4 +1,14 @@
-"""Store commands: `init(total)`, `complete(job)`, `fail(job, reason)` on S.commands, keyed by request id.
+"""Store commands on S.commands, keyed by request id: `init(total)`, `complete(job)`, `fail(job, reason)`,
+and the split's `progress(jobs, rows)` and `abort(reason)`.
+
+- `init(total, meta)`: seals the request's total (a pipelined split writes it in its last transaction).
+- `complete(job)` / `fail(job, reason)`: one job's outcome, counted by index (store/state.py).
+- `progress(jobs, rows)`: a pipelined split committed jobs `0..jobs-1` so far, having read `rows` rows;
+  it travels in the same transaction as those jobs, so it is exact, and a retried split reads it to
+  skip what an earlier attempt committed (`StoreClient.split_state`). `jobs` is in 0..max_total,
+  `rows` in 0..2**53.
+- `abort(reason)`: the split failed for good before sealing the total; the request ends `aborted`
+  (terminal: a waiting DAG fails with the reason). An abort of a sealed request is rejected.
 
 `parse_command` is the store's one inbound boundary: it turns one record into a typed, bounded
 `Command` (store/limits.py: request id non-empty and bounded, total in 0..max_total, job index
@@ -19,10 +29,12 @@ from kafka_workflows.store.errors import CommandError
 from kafka_workflows.store.limits import DEFAULT_LIMITS, MAX_REASON_CHARS, StoreLimits, check_request_id
 from kafka_workflows.store.topics import commands_topic
 
-INIT, COMPLETE, FAIL = "init", "complete", "fail"
-OPS = (INIT, COMPLETE, FAIL)
-__all__ = ["COMPLETE", "FAIL", "INIT", "MAX_REASON_CHARS", "OPS", "Command", "CommandMessage", "command_message",
-           "complete_command", "fail_command", "init_command", "parse_command"]
+INIT, COMPLETE, FAIL, PROGRESS, ABORT = "init", "complete", "fail", "progress", "abort"
+OPS = (INIT, COMPLETE, FAIL, PROGRESS, ABORT)
+MAX_ROWS = 2**53  # rows a split may report having read (what a JSON reader anywhere holds exactly)
+__all__ = ["ABORT", "COMPLETE", "FAIL", "INIT", "MAX_REASON_CHARS", "MAX_ROWS", "OPS", "PROGRESS", "Command",
+           "CommandMessage", "abort_command", "command_message", "complete_command", "fail_command", "init_command",
+           "parse_command", "progress_command"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,8 @@ class Command:
     job: int | None = None
     reason: str | None = None
     meta: dict[str, Any] | None = None
+    jobs: int | None = None  # progress: jobs 0..jobs-1 committed by the split
+    rows: int | None = None  # progress: rows the split had read when it committed them
 
 
 def _describe(value: object) -> str:
@@ -84,6 +98,18 @@ def parse_command(key: str | bytes | None, raw: bytes | None, where: str,
         if meta is not None and not isinstance(meta, dict):
             raise CommandError(f"{where}: init: meta must be an object, got {type(meta).__name__}")
         return Command(INIT, request_id, total=total_, meta=meta)
+    if op == PROGRESS:
+        jobs, rows = value.get("jobs"), value.get("rows")
+        if not _index(jobs, limits.max_total + 1):
+            raise CommandError(f"{where}: progress needs an integer jobs in 0..{limits.max_total:,} (max_total), "
+                               f"got {_describe(jobs)}")
+        if not _index(rows, MAX_ROWS + 1):
+            raise CommandError(f"{where}: progress needs an integer rows in 0..2**53, got {_describe(rows)}")
+        return Command(PROGRESS, request_id, jobs=jobs, rows=rows)
+    if op == ABORT:
+        raw_reason = value.get("reason")
+        why = "" if raw_reason is None else str(raw_reason)
+        return Command(ABORT, request_id, reason=why[:limits.max_reason_chars])
     job = value.get("job")
     if not _index(job, limits.max_total):
         raise CommandError(f"{where}: {op} needs an integer job index in 0..{limits.max_total - 1:,} (below "
@@ -121,3 +147,11 @@ def complete_command(name: str, request_id: str, job: int) -> CommandMessage:
 
 def fail_command(name: str, request_id: str, job: int, reason: str) -> CommandMessage:
     return command_message(name, FAIL, request_id, job=job, reason=str(reason)[:MAX_REASON_CHARS])
+
+
+def progress_command(name: str, request_id: str, jobs: int, rows: int) -> CommandMessage:
+    return command_message(name, PROGRESS, request_id, jobs=jobs, rows=rows)
+
+
+def abort_command(name: str, request_id: str, reason: str) -> CommandMessage:
+    return command_message(name, ABORT, request_id, reason=str(reason)[:MAX_REASON_CHARS])

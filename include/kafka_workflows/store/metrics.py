@@ -2,7 +2,7 @@
 
 `kw_store_requests{store, status}` counts the requests the process's store processors hold (those of
 the partitions they own): `pending` and `running` ones still wait for jobs; `succeeded`,
-`completed_with_failures` and `corrupt` are terminal (kept until the retention deletes them).
+`completed_with_failures`, `corrupt` and `aborted` are terminal (kept until the retention deletes them).
 Counting happens when Prometheus scrapes, not per command. The transactions, records and lag of a
 store processor are its exactly-once processor's (`kw_processor_*`, eos/metrics.py).
 """
@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-STATUSES = ("pending", "running", "succeeded", "completed_with_failures", "corrupt")
+STATUSES = ("pending", "running", "succeeded", "completed_with_failures", "corrupt", "aborted")
 
 
 class StoreRequests(Collector):

@@ -14,6 +14,13 @@ Accounting rules (what `RequestState.apply` implements):
   `init` arrives; indices >= total are then dropped into `rejected`. A second `init` with the same
   total is a no-op, one with a different total is rejected and logged.
 - Indices must be in `[0, total)`; out-of-range ones are rejected.
+- A pipelined split's `progress(jobs, rows)` is kept in the value's `split` field
+  (`{"jobs": n, "rows": r}`, the largest reported; null before the first), so a pending request
+  shows how far the split has read, and a retried split finds where to go on.
+- `abort(reason)` before `init` ends the request `aborted` (terminal, total null, `error` says
+  why): the split failed for good after some of its jobs were committed, so the total will never
+  be sealed and a waiting DAG must fail instead of waiting. An `abort` after `init` is rejected:
+  a sealed request completes from its jobs' outcomes.
 - `corrupt` is terminal too: a stored value that cannot be decoded or fails validation on restore
   (anyone can write to S.store), or a value that would outgrow a record of S.store, ends that one
   request `corrupt` with an `error` saying why (never quoting content); the processor goes on with
@@ -33,7 +40,7 @@ from typing import Any
 from confluent_kafka import Message as KafkaMessage
 
 from kafka_workflows.messages import decode_value
-from kafka_workflows.store.commands import COMPLETE, FAIL, INIT, Command
+from kafka_workflows.store.commands import ABORT, COMPLETE, FAIL, INIT, MAX_ROWS, PROGRESS, Command
 from kafka_workflows.store.errors import StoreError
 from kafka_workflows.store.indexcodec import decode_ranges, encode_ranges
 from kafka_workflows.store.indexset import IndexSet
@@ -44,7 +51,8 @@ RUNNING = "running"
 SUCCEEDED = "succeeded"
 COMPLETED_WITH_FAILURES = "completed_with_failures"
 CORRUPT = "corrupt"  # the stored value could not be restored (or stored): the request's accounting is lost
-TERMINAL_STATUSES = frozenset({SUCCEEDED, COMPLETED_WITH_FAILURES, CORRUPT})
+ABORTED = "aborted"  # the split failed for good before sealing the total: the request will never complete
+TERMINAL_STATUSES = frozenset({SUCCEEDED, COMPLETED_WITH_FAILURES, CORRUPT, ABORTED})
 MAX_ERROR_CHARS = 500
 MAX_REASONS = 100  # failed indices are all in failed_jobs; reasons only for the first 100
 
@@ -80,10 +88,13 @@ class RequestState:
     rejected: int = 0
     reasons_truncated: bool = False
     corrupt: str | None = None  # why the request is corrupt (sizes and field names, never content)
+    split_jobs: int | None = None  # the split's last progress: jobs committed, rows read
+    split_rows: int = 0
+    aborted: str | None = None  # why the split gave up (abort command), when it did
 
     @property
     def terminal(self) -> bool:
-        if self.corrupt is not None:
+        if self.corrupt is not None or self.aborted is not None:
             return True
         return self.total is not None and len(self.completed) + len(self.failed) >= self.total
 
@@ -91,6 +102,8 @@ class RequestState:
     def status(self) -> str:
         if self.corrupt is not None:
             return CORRUPT
+        if self.aborted is not None:
+            return ABORTED
         if self.total is None:
             return PENDING
         if not self.terminal:
@@ -101,6 +114,18 @@ class RequestState:
         """Apply `cmd`; returns (outcome, explanation). Outcomes CHANGED and BECAME_TERMINAL need a write."""
         if self.terminal:
             return IGNORED, f"request is already {self.status}"
+        if cmd.op == PROGRESS:
+            assert cmd.jobs is not None and cmd.rows is not None
+            if self.split_jobs is not None and (cmd.jobs, cmd.rows) <= (self.split_jobs, self.split_rows):
+                return IGNORED, "progress already recorded"
+            self.split_jobs, self.split_rows = cmd.jobs, cmd.rows
+            return self._touch(now, CHANGED), ""
+        if cmd.op == ABORT:
+            if self.total is not None:
+                self.rejected += 1
+                return self._touch(now, REJECTED), f"abort after init (total={self.total}): the request is sealed"
+            self.aborted = (cmd.reason or "the split gave up")[:MAX_ERROR_CHARS]
+            return self._touch(now, BECAME_TERMINAL), ""
         if cmd.op == INIT:
             assert cmd.total is not None
             if self.total is not None:
@@ -169,6 +194,8 @@ class RequestState:
             "failure_reasons_truncated": self.reasons_truncated,
             "duplicates": self.duplicates,
             "rejected": self.rejected,
+            "split": None if self.split_jobs is None else {"jobs": self.split_jobs, "rows": self.split_rows},
+            **({"error": self.aborted} if self.aborted is not None else {}),
         }
 
     @classmethod
@@ -228,6 +255,14 @@ class RequestState:
         meta = value.get("meta")
         if meta is not None and not isinstance(meta, dict):
             raise StoreError("a store value's meta must be an object")
+        split = value.get("split")
+        if split is not None and not (isinstance(split, Mapping) and _count(split.get("jobs"), limits.max_total)
+                                      and _count(split.get("rows"), MAX_ROWS)):
+            raise StoreError(f"a store value's split must be {{jobs, rows}} counts (jobs up to {limits.max_total:,})")
+        aborted = None
+        if value.get("status") == ABORTED:
+            error = value.get("error")
+            aborted = (error if isinstance(error, str) and error else "the split gave up")[:MAX_ERROR_CHARS]
         counters = {}
         for name in ("duplicates", "rejected"):
             counters[name] = value.get(name, 0)
@@ -239,6 +274,9 @@ class RequestState:
             completed_ts=_timestamp(value, "completed_at") if completed_at else None,
             duplicates=counters["duplicates"], rejected=counters["rejected"],
             reasons_truncated=bool(value.get("failure_reasons_truncated", False)),
+            split_jobs=split["jobs"] if split is not None else None,
+            split_rows=split["rows"] if split is not None else 0,
+            aborted=aborted,
         )
 
 

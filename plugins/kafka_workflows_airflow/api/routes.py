@@ -197,7 +197,8 @@ async def canary_list(dag_id: str, monitor: MonitorDep) -> list[dict[str, Any]]:
 @router.get("/workflows/{dag_id}/stores/{store}/requests", dependencies=READ,
             summary="A store's recent requests with status and counts")
 async def requests(dag_id: str, store: str, monitor: MonitorDep, offset: Offset = 0, limit: Limit = 50,
-                   status: Literal["pending", "running", "succeeded", "completed_with_failures"] | None = None,
+                   status: Literal["pending", "running", "succeeded", "completed_with_failures", "corrupt",
+                                   "aborted"] | None = None,
                    ) -> dict[str, Any]:
     return await offload.read(monitor.requests, dag_id, store, status=status, offset=offset, limit=limit)
 

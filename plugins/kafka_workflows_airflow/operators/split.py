@@ -1,4 +1,4 @@
-"""Events aggregation, step 1: split a CSV into job messages plus the store's init(total), in ONE transaction.
+"""Events aggregation, step 1: split a CSV into job messages plus the store's init(total), pipelined in chunks.
 
 The source is opened by `kafka_workflows_airflow.sources` (allow-listed roots, ObjectStoragePath,
 guarded http) and parsed by the core as a bounded stream; every job message is checked against
@@ -26,7 +26,13 @@ from kafka_workflows.sources.csv_source import (
     SourceUnreadableError,
     describe_source,
 )
-from kafka_workflows.split.jobs import jobs_transactional_id, produce_jobs
+from kafka_workflows.split.jobs import (
+    DEFAULT_CHUNK_JOBS,
+    DEFAULT_CHUNK_SECONDS,
+    JobsError,
+    jobs_transactional_id,
+    produce_jobs,
+)
 from kafka_workflows.store import StoreClient, StoreError
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
 from kafka_workflows_airflow.links import LINKS
@@ -38,18 +44,29 @@ SchemaSpec = Schema | Mapping[str, Any] | Sequence[Mapping[str, Any]] | str
 class SplitToJobsOperator(BaseOperator):
     """Read `source` (a CSV: an absolute path, a file://, s3://, gs://, ... or http(s):// URL under an
     allowed root, see `kafka_workflows_airflow.sources`), validate it against `schema`, and
-    produce one job message per `rows_per_job` valid rows to `topic`, together with `init(total)`
-    of store `store`, in one Kafka transaction.
+    produce one job message per `rows_per_job` valid rows to `topic`, and `init(total)` of store
+    `store` once the whole file is read.
+
+    Pipelined (split/jobs.py): the jobs are committed in transactions of `chunk_jobs` jobs or
+    `chunk_seconds` seconds, whichever comes first (defaults 500 and 1.0), so workers handle them
+    while the file is still being read; each transaction carries the split's progress (the run tab
+    shows the rows read), and `init(total)` comes in the last one, so the request cannot complete
+    before the split has read the whole file. `chunk_jobs=0` (or None) commits everything in one
+    transaction, as does `on_bad_rows="fail"` (nothing is imported when a bad row turns up).
 
     The transactional.id and the request id derive from (dag_id, task_id, run_id, map_index), so
-    a retried attempt fences its predecessor, and a retry after a committed attempt produces
-    nothing (it reports the committed request, `already_registered=True`). The source is streamed,
-    never loaded whole.
+    a retried attempt fences its predecessor and skips the jobs earlier attempts committed (it reads
+    the file again up to there), and a retry after the init was committed produces nothing (it
+    reports the committed request, `already_registered=True`). The source is streamed, never loaded
+    whole, and must not change between attempts (checked: the rows read at the resume point).
 
     Bad rows are skipped and reported (`on_bad_rows="skip"`) or fail the task with nothing produced
     (`"fail"`). A missing `source`, a header without a required column, an empty file or a failed
     bad-row check fail the task without retries (retrying cannot fix the input); an unreadable
-    source (HTTP 503, a file not there yet) fails it with retries.
+    source (HTTP 503, a file not there yet) fails it with retries. When such a failure is final
+    (not retried: a malformed line mid-file, a job too large, the source unreadable on the last
+    try) after some chunks were committed, the request is ended `aborted` in the store, so the
+    await fails with the reason instead of waiting; the committed chunks' jobs are still handled.
 
     XCom: `return_value` is a dict, and each entry is also pushed under its own key (so
     `split.output["request_id"]` works): request_id, store, topic, total_jobs, rows, valid_rows,
@@ -74,7 +91,8 @@ class SplitToJobsOperator(BaseOperator):
                  partitions: int = 3, delimiter: str = ",", source_timeout: float = 60.0,
                  transaction_timeout_ms: int = 300_000, allowed_sources: Sequence[str] | str | None = None,
                  source_conn_id: str | None = None, limits: Mapping[str, int] | None = None,
-                 max_message_bytes: int | None = None,
+                 max_message_bytes: int | None = None, chunk_jobs: int | str | None = DEFAULT_CHUNK_JOBS,
+                 chunk_seconds: float | str = DEFAULT_CHUNK_SECONDS,
                  kafka_config_id: str = KafkaWorkflowsHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.source = source
@@ -94,6 +112,8 @@ class SplitToJobsOperator(BaseOperator):
         self.source_conn_id = source_conn_id
         self.limits = dict(limits or {})
         self.max_message_bytes = max_message_bytes
+        self.chunk_jobs = chunk_jobs
+        self.chunk_seconds = chunk_seconds
 
     # -- inputs, validated before any I/O ---------------------------------------------------
     def _source(self) -> str:
@@ -125,6 +145,21 @@ class SplitToJobsOperator(BaseOperator):
                                        f"got {self.on_bad_rows!r}")
         return mode
 
+    def _chunks(self, on_bad_rows: str) -> tuple[int | None, float]:
+        """(jobs per transaction or None for one transaction, seconds per transaction)."""
+        jobs, seconds = self.chunk_jobs, self.chunk_seconds
+        try:
+            number = None if jobs is None or jobs == "" else int(jobs)
+            limit = float(seconds)
+        except (TypeError, ValueError):
+            number, limit = -1, 0.0
+        if isinstance(jobs, bool) or (number is not None and number < 0) or not limit > 0:
+            raise AirflowFailException(f"{self.task_id}: `chunk_jobs` must be an integer >= 0 (0: one transaction) "
+                                       f"and `chunk_seconds` a number > 0, got {jobs!r} and {seconds!r}")
+        if on_bad_rows == "fail":  # a bad row anywhere imports nothing: the whole file is one transaction
+            return None, limit
+        return number or None, limit
+
     def _schema(self) -> Schema:
         spec: Any = self.schema
         if isinstance(spec, str):
@@ -143,6 +178,7 @@ class SplitToJobsOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         source, rows_per_job, on_bad_rows, schema = (self._source(), self._rows_per_job(), self._on_bad_rows(),
                                                      self._schema())
+        chunk_jobs, chunk_seconds = self._chunks(on_bad_rows)
         ti = context["ti"]
         request_id = request_id_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
         transactional_id = jobs_transactional_id(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
@@ -191,17 +227,25 @@ class SplitToJobsOperator(BaseOperator):
                 yield key, value
             meta.update(csv_jobs.summary())
 
+        def give_up(exc: BaseException) -> bool:  # final: no retry of this task will run (see the docstring)
+            if isinstance(exc, (CsvSourceError, MessageTooLargeError, JobsError)) \
+                    and not isinstance(exc, SourceUnreadableError):
+                return True  # failed below without retries: retrying cannot fix the input
+            return getattr(ti, "try_number", 1) > (getattr(ti, "max_tries", None) or self.retries or 0)
+
         try:
             result = produce_jobs(config, transactional_id, self.topic, request_id, jobs(), self.store,
                                   workflow=self.workflow or ti.dag_id, meta=meta,
                                   topic_partitions=self.partitions,
                                   transaction_timeout_ms=self.transaction_timeout_ms,
-                                  producer_overrides={"message.max.bytes": max(limit.max_bytes, 1000)})
+                                  producer_overrides={"message.max.bytes": max(limit.max_bytes, 1000)},
+                                  chunk_jobs=chunk_jobs, chunk_seconds=chunk_seconds,
+                                  rows_read=lambda: csv_jobs.rows_read, give_up=give_up)
         except SourceUnreadableError:
             raise
         except MessageTooLargeError as exc:
             raise AirflowFailException(f"{exc}; lower rows_per_job") from None
-        except CsvSourceError as exc:
+        except (CsvSourceError, JobsError) as exc:
             raise AirflowFailException(str(exc)) from None
         finally:
             csv_jobs.close()
@@ -210,9 +254,10 @@ class SplitToJobsOperator(BaseOperator):
         summary = csv_jobs.summary()
         if summary["bad_rows"]:
             self.log.warning("%s: skipped %s", csv_jobs.name, csv_jobs.bad.describe())
-        self.log.info("committed %d job(s) (%d valid of %d rows) to %s and init(total=%d) to store %r; "
-                      "partitions %s", result.produced, summary["valid_rows"], summary["rows"], self.topic,
-                      result.total, self.store, result.partitions)
+        self.log.info("committed %d job(s) (%d valid of %d rows) to %s and init(total=%d) to store %r in %d "
+                      "transaction(s) (%d job(s) committed by an earlier attempt); partitions %s", result.produced,
+                      summary["valid_rows"], summary["rows"], self.topic, result.total, self.store,
+                      result.transactions, result.skipped, result.partitions)
         return self._push(ti, {
             "request_id": request_id, "store": self.store, "topic": self.topic, "total_jobs": result.total,
             "rows": summary["rows"], "valid_rows": summary["valid_rows"], "bad_rows": summary["bad_rows"],

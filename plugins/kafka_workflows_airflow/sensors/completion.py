@@ -10,7 +10,14 @@ from typing import Any
 from airflow.sdk import Asset, BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
-from kafka_workflows.store import COMPLETED_WITH_FAILURES, CORRUPT, TERMINAL_STATUSES, StoreClient, StoreError
+from kafka_workflows.store import (
+    ABORTED,
+    COMPLETED_WITH_FAILURES,
+    CORRUPT,
+    TERMINAL_STATUSES,
+    StoreClient,
+    StoreError,
+)
 from kafka_workflows.store.indexcodec import decode_ranges
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
 from kafka_workflows_airflow.links import LINKS
@@ -41,7 +48,10 @@ class AwaitCompletionSensor(BaseSensorOperator):
 
     A request that ends `completed_with_failures` succeeds this task (the notification reports the
     failed jobs) unless `fail_on_job_failures`. A request that is `corrupt` (its stored value could
-    not be restored) fails the task for good (AirflowFailException, no retry) with the store's reason.
+    not be restored) or `aborted` (its split failed for good after committing some jobs, so its total
+    will never be sealed) fails the task for good (AirflowFailException, no retry) with the store's
+    reason. The request cannot finish before its split has sealed the total: until `init(total)` it
+    is `pending`, whatever its jobs report.
     When `timeout` (seconds, BaseSensorOperator's) passes first, the task fails with the progress
     reached, e.g. "completed 150/200, failed 3"; with `soft_fail` it is skipped instead.
 
@@ -153,9 +163,10 @@ class AwaitCompletionSensor(BaseSensorOperator):
                                        f"{self.store!r} has no value for it")
             return self._finish(value, context)
         status = event.get("status")
-        if status in ("done", CORRUPT):
+        if status in ("done", CORRUPT, ABORTED):
             return self._finish(event["value"] if isinstance(event.get("value"), dict) else
-                                {"status": CORRUPT, "error": event.get("message")}, context)
+                                {"status": status if status != "done" else CORRUPT, "error": event.get("message")},
+                                context)
         if status == "timeout":
             progress = event.get("progress")
             where = describe_progress(progress) if progress else (
@@ -175,6 +186,11 @@ class AwaitCompletionSensor(BaseSensorOperator):
                 f"request {self.request_id} is corrupt in store {self.store!r}: its stored value could not be "
                 f"restored, so its completions are not counted any more ({str(value.get('error') or '')[:500]}). "
                 "Run the import again under a new request, or repair the value on the store topic.")
+        if value.get("status") == ABORTED:  # the split gave up: the total will never be sealed
+            raise AirflowFailException(
+                f"request {self.request_id} was aborted in store {self.store!r}: its split failed for good before "
+                f"sealing the total ({str(value.get('error') or '')[:500]}); the jobs it had committed were "
+                "still handled. Fix the source and run the import again.")
         self.log.info("request %s is %s: %s", self.request_id, value.get("status"), describe_progress(value))
         if value.get("status") == COMPLETED_WITH_FAILURES:
             reasons = value.get("failure_reasons") or {}

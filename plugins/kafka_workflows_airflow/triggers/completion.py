@@ -18,7 +18,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from asgiref.sync import sync_to_async
 
-from kafka_workflows.store import CORRUPT, StoreClient
+from kafka_workflows.store import ABORTED, CORRUPT, StoreClient
 from kafka_workflows.store.follower import (
     Progress,
     SharedStoreReader,
@@ -41,7 +41,8 @@ class StoreCompletionTrigger(BaseTrigger):
     Events (payload dicts): {"status": "done", "value": <final store value>}, {"status": "timeout",
     "progress": <last progress or None>, "reader": <diagnosis>} once `deadline` (epoch seconds)
     passed, {"status": "corrupt", "value": ..., "message": <why>} when the request's stored value
-    could not be restored (it never ends the task as a success), or {"status": "error", "message": ...}
+    could not be restored, {"status": "aborted", ...} likewise when its split failed for good before
+    sealing the total (neither ever ends the task as a success), or {"status": "error", "message": ...}
     when the shared reader failed.
 
     With `end_from_trigger`, a finished request ends the task right here (TaskSuccessEvent with the
@@ -113,8 +114,8 @@ class StoreCompletionTrigger(BaseTrigger):
                     value = await asyncio.to_thread(StoreClient(config, self.store).get, self.request_id)
                 self.log.info("request %s is %s: %s", self.request_id, progress.status, progress.describe())
                 value = value or asdict(progress)
-                if progress.status == CORRUPT:  # its accounting is lost: the wait fails, never succeeds
-                    return TriggerEvent({"status": CORRUPT, "request_id": self.request_id, "store": self.store,
+                if progress.status in (CORRUPT, ABORTED):  # it will never complete: the wait fails
+                    return TriggerEvent({"status": progress.status, "request_id": self.request_id, "store": self.store,
                                          "value": value, "message": str(value.get("error") or "")[:1000]})
                 if self.end_from_trigger and not (self.fail_on_job_failures and progress.status != "succeeded"):
                     return TaskSuccessEvent(xcoms={"return_value": value})

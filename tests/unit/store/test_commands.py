@@ -8,7 +8,7 @@ import re
 import pytest
 
 from kafka_workflows.errors import ConfigError
-from kafka_workflows.store.commands import CommandError, init_command, parse_command
+from kafka_workflows.store.commands import CommandError, abort_command, init_command, parse_command, progress_command
 from kafka_workflows.store.limits import StoreLimits
 from kafka_workflows.store.partitioning import murmur2, partition_for
 
@@ -84,3 +84,25 @@ def test_murmur2_matches_the_java_clients_test_vectors(key: bytes, java: int) ->
     """Kafka's UtilsTest.testMurmur2 vectors: store commands land where Java producers put them."""
     assert murmur2(key) == java & 0xFFFFFFFF
     assert partition_for(key, 12) == (java & 0x7FFFFFFF) % 12
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ({"op": "progress", "request_id": "r", "jobs": -1, "rows": 0}, "progress needs an integer jobs in 0..10,000,000"),
+    ({"op": "progress", "request_id": "r", "jobs": 10**7 + 1, "rows": 0}, "got an integer of 8 digits"),
+    ({"op": "progress", "request_id": "r", "jobs": 1}, "progress needs an integer rows in 0..2**53, got NoneType"),
+    ({"op": "progress", "request_id": "r", "jobs": 1, "rows": 2**53 + 1}, "rows in 0..2**53"),
+    ({"op": "progress", "request_id": "r", "jobs": True, "rows": 1}, "got bool"),
+    ({"op": "abort", "request_id": "r", "reason": "x" * 70_000}, "more than the 65,536 allowed"),
+])
+def test_the_splits_progress_and_abort_are_bounded_at_the_boundary(body: dict, fragment: str) -> None:
+    with pytest.raises(CommandError, match=re.escape(fragment)):
+        parse_command(None, json.dumps(body).encode(), WHERE)
+
+
+def test_progress_and_abort_parse_and_the_abort_reason_is_truncated() -> None:
+    cmd = parse_command("r", progress_command("contacts", "r", 4, 2000).value, WHERE)
+    assert (cmd.op, cmd.jobs, cmd.rows) == ("progress", 4, 2000)
+    small = StoreLimits(max_reason_chars=5)
+    assert parse_command(None, b'{"op": "abort", "request_id": "r", "reason": "a long reason"}', WHERE,
+                         small).reason == "a lon"
+    assert abort_command("contacts", "r", "x" * 900).key == "r"

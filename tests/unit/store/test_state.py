@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from kafka_workflows.store.commands import COMPLETE, FAIL, INIT, Command
+from kafka_workflows.store.commands import ABORT, COMPLETE, FAIL, INIT, PROGRESS, Command
 from kafka_workflows.store.errors import StoreError
 from kafka_workflows.store.indexset import IndexSet
 from kafka_workflows.store.state import (
+    ABORTED,
     BECAME_TERMINAL,
     CHANGED,
     COMPLETED_WITH_FAILURES,
@@ -139,3 +140,42 @@ def test_a_corrupt_request_is_terminal_ignores_commands_and_round_trips() -> Non
 def test_index_sets_out_of_order_merge_without_walking_each_index() -> None:
     merged = IndexSet([[5, 9], [0, 3], [4, 4], [8, 10**12], [10**12 + 5, 10**12 + 5]])
     assert merged.ranges() == [[0, 10**12], [10**12 + 5, 10**12 + 5]] and len(merged) == 10**12 + 2
+
+
+def progress(jobs: int, rows: int) -> Command:
+    return Command(PROGRESS, "r", jobs=jobs, rows=rows)
+
+
+def test_a_pipelined_split_stays_pending_until_init_whatever_its_jobs_report() -> None:
+    state = RequestState.new("r", 1.0)
+    assert state.apply(progress(2, 1000), 2.0)[0] == CHANGED
+    for job in (0, 1, 0):  # the workers handle the committed chunk, one at least twice
+        state.apply(complete(job), 3.0)
+    assert state.apply(progress(1, 500), 3.5)[0] == IGNORED  # an older progress never goes back
+    value = state.to_value()
+    assert (value["status"], value["total"], value["completed"], value["duplicates"]) == (PENDING, None, 2, 1)
+    assert value["split"] == {"jobs": 2, "rows": 1000}
+    assert RequestState.from_value(value).to_value() == value
+    state.apply(progress(3, 1400), 4.0)
+    assert state.apply(init(3), 4.0)[0] == CHANGED and state.status == RUNNING
+    assert state.apply(complete(2), 5.0)[0] == BECAME_TERMINAL
+    assert (state.status, len(state.completed)) == (SUCCEEDED, 3)
+
+
+def test_an_abort_before_init_ends_the_request_aborted_and_one_after_init_is_rejected() -> None:
+    state = RequestState.new("r", 1.0)
+    state.apply(progress(2, 100), 2.0)
+    state.apply(complete(0), 2.5)
+    assert state.apply(Command(ABORT, "r", reason="malformed CSV at line 7"), 3.0)[0] == BECAME_TERMINAL
+    assert state.status == ABORTED and ABORTED in TERMINAL_STATUSES and state.terminal
+    assert state.apply(init(2), 4.0)[0] == IGNORED and state.apply(complete(1), 4.0)[0] == IGNORED
+    value = state.to_value()
+    assert (value["status"], value["error"], value["total"], value["completed"]) == (
+        ABORTED, "malformed CSV at line 7", None, 1)
+    again = RequestState.from_value(value)
+    assert again.status == ABORTED and again.completed_ts == 3.0 and again.to_value() == value
+
+    sealed = RequestState.new("r", 1.0)
+    sealed.apply(init(2), 2.0)
+    assert sealed.apply(Command(ABORT, "r", reason="late"), 3.0)[0] == REJECTED
+    assert sealed.status == RUNNING and sealed.rejected == 1

@@ -473,12 +473,18 @@
       if (!p) return [h("h1", {}, text(q.step)), h("p", {class: "muted", id: "kw-status", "data-status": "not registered"},
         "Request ", h("code", {}, text(q.request_id)), " is not registered yet (the split has not committed it). Waiting…")];
       const failedJobs = list(q.failed_jobs), bad = list(m.bad_examples);
+      // A pipelined split commits jobs while it reads: until it seals the total the request is pending.
+      const split = q.split && typeof q.split === "object" ? q.split : null, splitting = q.status === "pending" && split;
       return [h("h1", {}, "Import progress ", badge(q.status)),
         h("p", {class: "muted"}, "Request ", h("code", {}, text(q.request_id)), ` of store ${text(q.store)}${p.terminal ? "" : " · updates every second"}`),
+        q.error ? h("div", {class: "notice error", id: "kw-error"}, text(q.error)) : null,
+        splitting ? h("p", {id: "kw-splitting", "data-rows": finite(split.rows) ? Number(split.rows) : "", "data-jobs": finite(split.jobs) ? Number(split.jobs) : ""}, "Splitting: ", h("b", {}, num(split.rows)),
+          " rows read, ", h("b", {}, num(split.jobs)), " jobs committed so far (being handled); the total is known once the whole source is read.") : null,
         h("div", {id: "kw-status", "data-status": text(q.status), "data-percent": finite(p.percent) ? p.percent : ""}, bar(p)),
-        h("div", {class: "cards"}, card("Completed", num(p.completed)), card("Failed", num(p.failed)), card("Total jobs", num(p.total)),
+        h("div", {class: "cards"}, card("Completed", num(p.completed)), card("Failed", num(p.failed)), card("Total jobs", splitting ? `${num(split.jobs)} so far` : num(p.total)),
           card("Rate", finite(p.rate) ? `${p.rate} jobs/s` : "–"), card(p.terminal ? "Took" : "ETA", secs(p.terminal ? p.elapsed : p.eta))),
-        h("h2", {}, "Rows"), h("p", {}, `${num(m.rows)} rows read, ${num(m.valid_rows)} valid, `, h("b", {}, num(m.bad_rows)), " bad",
+        h("h2", {}, "Rows"), m.rows === undefined && split ? h("p", {}, `${num(split.rows)} rows read so far`)
+          : h("p", {}, `${num(m.rows)} rows read, ${num(m.valid_rows)} valid, `, h("b", {}, num(m.bad_rows)), " bad",
           m.source ? [" · source ", h("code", {}, text(m.source))] : null),
         bad.length ? table({id: "kw-bad-rows"}, [thNum("Row"), thNum("Line"), "Column", "Reason"], rows(bad, (b) => h("tr", {},
           tdNum(b.row), tdNum(b.line), h("td", {}, text(b.column)), h("td", {}, text(b.reason))), 4)) : null,

@@ -49,6 +49,17 @@ def test_a_worker_batch_size_out_of_range_is_named() -> None:
         "wf.yaml:4: workers[0].batch_size: Input should be greater than or equal to 1 (found 0)"]
 
 
+def test_a_split_chunk_setting_out_of_range_is_named_and_a_good_one_reaches_the_operator() -> None:
+    text = ("name: x\nsteps:\n  - id: split\n    split:\n      source: /in/a.csv\n      chunk_jobs: -1\n"
+            "      chunk_seconds: 0\n      topic: jobs\n      store: s\n      schema: kw_examples.contacts.SCHEMA\n")
+    assert problems(text) == [
+        "wf.yaml:6: steps[0].split.chunk_jobs: Input should be greater than or equal to 0 (found -1)",
+        "wf.yaml:7: steps[0].split.chunk_seconds: Input should be greater than 0 (found 0)"]
+    good = text.replace("chunk_jobs: -1", "chunk_jobs: 200").replace("chunk_seconds: 0", "chunk_seconds: 0.5")
+    task = build_dag(parse_spec(good), good, "wf.yaml").get_task("split")
+    assert (task.chunk_jobs, task.chunk_seconds) == (200, 0.5)
+
+
 def test_unknown_keys_missing_fields_and_wrong_types_are_named() -> None:
     text = "name: x\nschedul: '@daily'\nsteps:\n  - id: a\n    python: {kwargs: {}}\n  - id: b\n    retries: two\n"
     found = problems(text)

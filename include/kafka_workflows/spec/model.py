@@ -124,6 +124,13 @@ class SplitArgs(OperatorArgs):
     allowed_sources: list[str] | None = Field(
         default=None, description="roots this step may read besides [kafka_workflows] allowed_sources, e.g. "
         "file:///data/imports/, s3://imports/, https://exports.example.com/contacts/")
+    chunk_jobs: int | None = Field(
+        default=None, ge=0, le=1_000_000, description="pipelined split: commit every this many jobs (with the "
+        "split's progress), so workers start while the file is still read; 0 = one transaction for the whole "
+        "file (the operator's default is 500; on_bad_rows: fail always uses one)")
+    chunk_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="pipelined split: commit a chunk at least this often, in seconds "
+        "(the operator's default is 1.0)")
 
     @model_validator(mode="after")
     def _roots(self) -> Self:

@@ -1,7 +1,8 @@
 """README command 1: the whole local stack, and the example workflow once, end to end.
 
 Starts a real Kafka broker (`--brokers 3`: a 3-node KRaft cluster on --kafka-port and the next
-two ports), the fake payment provider, a PostgreSQL server for Airflow's metadata (and with
+two ports), a schema registry (Apicurio Registry: the requests' Avro schemas), the fake payment
+provider, a PostgreSQL server for Airflow's metadata (and with
 `--db postgres` for the examples' tables, else they live in SQLite), `airflow standalone` (this
 repo's dags/ and plugins/) and the companion worker; triggers `subscription_renewals` through the REST API;
 shows the renewals the worker processed; then keeps running until Ctrl-C, which stops
@@ -11,6 +12,7 @@ everything in reverse order. State lives in .state/ (git-ignored).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -33,10 +35,12 @@ from stack.airflow import ADMIN, AirflowStandalone
 from stack.broker import Broker
 from stack.cluster import Cluster
 from stack.postgres import Postgres, scratch_dir
+from stack.registry import SchemaRegistry
 from stack.wait import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / ".state"
+REGISTRY_CONN_VAR = "AIRFLOW_CONN_SCHEMA_REGISTRY_DEFAULT"
 WORKFLOWS = REPO / "dags" / "workflows"
 
 
@@ -98,10 +102,12 @@ def main() -> int:
                              "(AIRFLOW_CONN_KW_EXAMPLES_DB). Airflow's metadata is on that Postgres either way.")
     parser.add_argument("--pg-port", type=int, default=int(os.environ.get("KW_PG_PORT", 5433)),
                         help="the stack's Postgres server (Airflow's metadata, and the examples' with --db postgres)")
+    parser.add_argument("--registry-port", type=int, default=int(os.environ.get("KW_REGISTRY_PORT", 8081)),
+                        help="the schema registry (Apicurio Registry; its Confluent-compatible API)")
     parser.add_argument("--once", action="store_true", help="stop after the example run instead of serving")
     args = parser.parse_args()
     kafka_ports = [args.kafka_port + i for i in range(args.brokers)]
-    for port in (*kafka_ports, args.airflow_port, args.provider_port, args.pg_port):
+    for port in (*kafka_ports, args.airflow_port, args.provider_port, args.pg_port, args.registry_port):
         _port_free(port)
 
     examples_db = STATE / "examples.sqlite"
@@ -132,6 +138,13 @@ def main() -> int:
         stoppers.append(broker.stop)
         broker.start()
         _say(f"Kafka {broker.bootstrap_servers} (KRaft, {args.brokers} node(s), logs {broker.log_file})")
+
+        registry = SchemaRegistry(STATE / "registry" / "run", port=args.registry_port)
+        stoppers.append(registry.stop)
+        registry.start()
+        # One connection for Airflow's tasks and the worker (it reads the same variable).
+        examples_env[REGISTRY_CONN_VAR] = json.dumps({"conn_type": "http", "host": registry.url})
+        _say(f"schema registry {registry.url} (Apicurio Registry, compatibility BACKWARD, log {registry.log_file})")
 
         provider = PaymentProvider(port=args.provider_port).start_in_thread()
         stoppers.append(provider.shutdown)

@@ -89,6 +89,15 @@ def _transform(spec: ProcessorSpec) -> Callable[[Any], Iterable[Output]]:
     return process
 
 
+def _codecs(spec: WorkflowSpec, topics: Iterable[str]) -> dict[str, Any] | None:
+    """The codecs of the topics `spec` declares a schema for (schemas/); None when it declares none."""
+    if not any(spec.schema_for(t) is not None for t in topics):
+        return None
+    from kafka_workflows.schemas.resolve import codecs_for
+
+    return codecs_for(spec, topics)
+
+
 def build_units(config: Mapping[str, Any], specs: list[WorkflowSpec], only: Iterable[str] = (),
                 telemetry: Telemetry | None = None) -> list[Unit]:
     from kafka_workflows.store import StoreProcessor
@@ -106,7 +115,7 @@ def build_units(config: Mapping[str, Any], specs: list[WorkflowSpec], only: Iter
                 add(spec.name, w.name, partial(Worker, config, w.topics, w.group, w.handler, policy=w.retry,
                                                topic_partitions=w.partitions, store=w.store,
                                                batch_size=w.batch_size, concurrency=w.concurrency,
-                                               breaker=w.breaker))
+                                               breaker=w.breaker, codecs=_codecs(spec, w.topics)))
         for p in spec.processors:
             if not only or p.name in only:
                 add(spec.name, p.name, partial(TransactionalProcessor, config, p.topics, p.group, _transform(p),

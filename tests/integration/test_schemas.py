@@ -1,0 +1,128 @@
+"""Issue 19: schemas through a real schema registry (Apicurio Registry, the `schema_registry` fixture).
+
+A spec declares `topics: {<topic>: {schema: ...}}`; requests are checked and encoded in the registry's
+wire format; the worker decodes each record once at its boundary and the handler's `message.value`
+is the decoded record; a record that does not decode is dead-lettered at once with the subject, the
+schema id and the reason; a dead letter replayed goes round again, decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from kafka_workflows import headers as h
+from kafka_workflows.errors import NonRetryableError
+from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
+from kafka_workflows.kafka.producer import RequestProducer
+from kafka_workflows.messages import Message
+from kafka_workflows.ops.deadletters import list_dead_letters, replay_once
+from kafka_workflows.retry.topics import dead_letter_topic
+from kafka_workflows.schemas.codec import Codec, SchemaFitError
+from kafka_workflows.schemas.registry import RegistrySettings
+from kafka_workflows.schemas.resolve import codecs_for
+from kafka_workflows.spec import load_spec
+from kafka_workflows.worker import Worker
+from stack.registry import SchemaRegistry
+from tests.helpers.kafka import read_all, start_in_thread, stop_thread, wait_for
+
+pytestmark = pytest.mark.integration
+
+RENEWAL_V1 = {"type": "record", "name": "Renewal", "namespace": "kw.test", "fields": [
+    {"name": "user_id", "type": "string"}, {"name": "amount", "type": "long"}]}
+
+
+def _spec(tmp_path: Path, topic: str, group: str, schema: dict[str, Any], files: dict[str, str]) -> Any:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    spec = {"name": f"wf_{group}", "topics": {topic: {"schema": schema}},
+            "workers": [{"name": "w", "topics": [topic], "group": group, "handler": "json.dumps"}]}
+    path = tmp_path / "workflow.yaml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return load_spec(path)
+
+
+class Recorder:
+    """Fails a request whose amount is negative, unless it is a replay; records what it saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[Any, bool]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, message: Message) -> None:
+        value = message.value
+        replayed = h.REPLAYED_FROM in message.headers
+        with self.lock:
+            self.seen.append((value, replayed))
+        if value["amount"] < 0 and not replayed:
+            raise NonRetryableError("negative amount")
+
+
+def _raw(config: dict[str, Any], topic: str, values: list[bytes]) -> None:
+    producer = Producer({**config, "enable.idempotence": True})
+    for value in values:
+        producer.produce(topic, value, key=b"raw", partition=0)
+    assert producer.flush(60) == 0
+
+
+def _send(config: dict[str, Any], topic: str, codec: Codec, requests: list[dict[str, Any]]) -> None:
+    for index, request in enumerate(requests):  # every request checked before one is written
+        codec.check(request, f"requests[{index}]")
+    producer = RequestProducer(config)
+    for request in requests:
+        producer.send(topic, codec.encode(request), key=request["user_id"], partition=0,
+                      headers={h.REQUEST_ID: "r1", h.ATTEMPT: 1}, raw=True)
+    producer.flush()
+    producer.close()
+
+
+def test_avro_round_trip_produce_worker_dead_letter_replay(
+        kafka_config: dict[str, Any], schema_registry: SchemaRegistry, tmp_path: Path, topic: str,
+        group: str) -> None:
+    spec = _spec(tmp_path, topic, group, {"format": "avro", "file": "renewal.avsc"},
+                 {"renewal.avsc": json.dumps(RENEWAL_V1)})
+    codec = codecs_for(spec, [topic], RegistrySettings(schema_registry.url))[topic]
+    assert codec.subject == f"{topic}-value"
+    ensure_topics(kafka_config, [TopicSpec(topic, 1)])
+
+    # A request that does not fit fails before anything is written, naming the request and the field.
+    with pytest.raises(SchemaFitError, match=r"requests\[1\].*field amount"):
+        _send(kafka_config, topic, codec, [{"user_id": "u0", "amount": 1}, {"user_id": "u1", "amount": "ten"}])
+    assert read_all(kafka_config, topic, timeout=5) == []
+
+    _send(kafka_config, topic, codec, [{"user_id": "u1", "amount": 10}, {"user_id": "u2", "amount": -5}])
+    unknown_id = b"\x00" + (999_999).to_bytes(4, "big") + b"\x02"
+    _raw(kafka_config, topic, [b'{"user_id": "u3", "amount": 1}', unknown_id])
+    _send(kafka_config, topic, codec, [{"user_id": "u4", "amount": 40}])
+
+    recorder = Recorder()
+    worker = Worker(kafka_config, [topic], group, recorder, codecs={topic: codec})
+    thread = start_in_thread(worker)
+    try:
+        wait_for(lambda: len(recorder.seen) == 3, 60, "the three records that decode")
+        dlq = dead_letter_topic(topic, group)
+        dead = read_all(kafka_config, dlq, expected=3, timeout=60)
+        assert [m.offset() for m in dead] == [0, 1, 2]
+        letters = [dict(m.headers() or []) for m in dead]
+        # the handler's failure, then the two that never reached it, dead-lettered at once
+        assert letters[0][h.ERROR_TYPE] == b"NonRetryableError" and letters[0][h.ATTEMPT] == b"1"
+        assert letters[1][h.ERROR_TYPE] == b"SchemaDecodeError"
+        assert letters[1][h.SCHEMA_SUBJECT] == f"{topic}-value".encode() and h.SCHEMA_ID not in letters[1]
+        assert b"wire format" in letters[1][h.SCHEMA_ERROR]
+        assert (letters[2][h.SCHEMA_ID], letters[2][h.SCHEMA_ERROR]) == (b"999999", b"unknown schema id 999999")
+        assert worker.stats.retried == 0 and worker.stats.failed == 1, "dead-lettered at once, never retried"
+
+        # Replay the handler's failure: it goes round again, decoded, and succeeds.
+        letter = list_dead_letters(kafka_config, topic, group)[0]
+        replayed = replay_once(kafka_config, topic, group, lambda done: [letter], by="test")
+        assert len(replayed.delivered) == 1
+        wait_for(lambda: len(recorder.seen) == 4, 60, "the replayed record")
+    finally:
+        stop_thread(worker, thread)
+    assert recorder.seen == [({"user_id": "u1", "amount": 10}, False), ({"user_id": "u2", "amount": -5}, False),
+                             ({"user_id": "u4", "amount": 40}, False), ({"user_id": "u2", "amount": -5}, True)]

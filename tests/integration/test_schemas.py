@@ -126,3 +126,51 @@ def test_avro_round_trip_produce_worker_dead_letter_replay(
         stop_thread(worker, thread)
     assert recorder.seen == [({"user_id": "u1", "amount": 10}, False), ({"user_id": "u2", "amount": -5}, False),
                              ({"user_id": "u4", "amount": 40}, False), ({"user_id": "u2", "amount": -5}, True)]
+
+
+def test_a_compatible_evolution_is_read_with_both_versions_in_flight_and_an_incompatible_one_is_refused(
+        kafka_config: dict[str, Any], schema_registry: SchemaRegistry, tmp_path: Path, topic: str,
+        group: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from kafka_workflows.cli import main
+
+    settings = RegistrySettings(schema_registry.url)
+    v2 = {**RENEWAL_V1, "fields": [*RENEWAL_V1["fields"], {"name": "currency", "type": "string", "default": "EUR"}]}
+    v3 = {**v2, "fields": [*v2["fields"], {"name": "region", "type": "string"}]}  # no default: not BACKWARD
+    folders = {name: tmp_path / name for name in ("v1", "v2", "v3")}
+    specs = {}
+    for name, schema in (("v1", RENEWAL_V1), ("v2", v2), ("v3", v3)):
+        folders[name].mkdir()
+        specs[name] = _spec(folders[name], topic, group, {"format": "avro", "file": "renewal.avsc"},
+                            {"renewal.avsc": json.dumps(schema)})
+    ensure_topics(kafka_config, [TopicSpec(topic, 1)])
+    old = codecs_for(specs["v1"], [topic], settings)[topic]
+    _send(kafka_config, topic, old, [{"user_id": "u1", "amount": 1}])  # v1 registered and in flight
+
+    assert main(["validate", str(folders["v2"]), "--registry", schema_registry.url]) == 0
+    assert "compatible with version 1 (BACKWARD)" in capsys.readouterr().out
+    new = codecs_for(specs["v2"], [topic], settings)[topic]
+    _send(kafka_config, topic, new, [{"user_id": "u2", "amount": 2, "currency": "USD"}])
+    _send(kafka_config, topic, old, [{"user_id": "u3", "amount": 3}])  # an old producer still writing v1
+
+    # The incompatible change is refused by validate, before any deploy, naming the subject and the rule.
+    assert main(["validate", str(folders["v3"]), "--registry", schema_registry.url]) == 1
+    refused = capsys.readouterr().err
+    assert f"topics.{topic}.schema: subject {topic}-value: INCOMPATIBLE with its latest version 2 under rule " \
+           "BACKWARD" in refused
+    # and by the registry, should a producer try anyway: nothing is written
+    with pytest.raises(SchemaFitError, match="incompatible"):
+        _send(kafka_config, topic, codecs_for(specs["v3"], [topic], settings)[topic],
+              [{"user_id": "u4", "amount": 4, "currency": "EUR", "region": "eu"}])
+
+    seen: list[Any] = []
+    worker = Worker(kafka_config, [topic], group, lambda message: seen.append(message.value),
+                    codecs=codecs_for(specs["v2"], [topic], settings))  # the worker reads with v2
+    thread = start_in_thread(worker)
+    try:
+        wait_for(lambda: len(seen) == 3, 60, "the records of both versions")
+    finally:
+        stop_thread(worker, thread)
+    assert seen == [{"user_id": "u1", "amount": 1, "currency": "EUR"},  # v1: the default filled in
+                    {"user_id": "u2", "amount": 2, "currency": "USD"},
+                    {"user_id": "u3", "amount": 3, "currency": "EUR"}]
+    assert worker.stats.dead_lettered == 0

@@ -195,7 +195,14 @@ class Codec:
         try:
             return bytes(self._serializer(value, self._ctx))
         except Exception as exc:
-            if _registry_status(exc) is not None or _network(exc):
+            status = _registry_status(exc)
+            if status == 409:
+                raise SchemaFitError(f"subject {self.subject}: the registry refused this schema as incompatible "
+                                     "with the subject's versions (its compatibility rule)") from None
+            if status == 404 or (status == 40403):
+                raise SchemaFitError(f"subject {self.subject}: the schema is not registered and auto_register "
+                                     "is off: register it first") from None
+            if status is not None or _network(exc):
                 raise RegistryUnavailableError(f"schema registry: cannot register or find subject {self.subject} "
                                                f"({type(exc).__name__}: {_short(str(exc), 200)})") from exc
             raise

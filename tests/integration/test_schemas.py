@@ -35,6 +35,25 @@ pytestmark = pytest.mark.integration
 
 RENEWAL_V1 = {"type": "record", "name": "Renewal", "namespace": "kw.test", "fields": [
     {"name": "user_id", "type": "string"}, {"name": "amount", "type": "long"}]}
+RENEWAL_JSON = {"$schema": "http://json-schema.org/draft-07/schema#", "title": "kw.test.Renewal", "type": "object",
+                "properties": {"user_id": {"type": "string"}, "amount": {"type": "integer"}},
+                "required": ["user_id", "amount"], "additionalProperties": False}
+# format -> (the spec's schema:, the files next to it)
+FORMATS = {
+    "avro": ({"format": "avro", "file": "renewal.avsc"}, {"renewal.avsc": json.dumps(RENEWAL_V1)}),
+    "protobuf": ({"format": "protobuf", "message": "tests.helpers.renewal_pb2.Renewal"}, {}),
+    "json": ({"format": "json", "file": "renewal.schema.json"}, {"renewal.schema.json": json.dumps(RENEWAL_JSON)}),
+}
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    """A decoded value as a dict: Avro and JSON Schema decode to one, Protobuf to its message object."""
+    if isinstance(value, dict):
+        return value
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(value, preserving_proto_field_name=True, always_print_fields_with_no_presence=True) | {
+        "amount": value.amount}
 
 
 def _spec(tmp_path: Path, topic: str, group: str, schema: dict[str, Any], files: dict[str, str]) -> Any:
@@ -55,7 +74,7 @@ class Recorder:
         self.lock = threading.Lock()
 
     def __call__(self, message: Message) -> None:
-        value = message.value
+        value = _plain(message.value)
         replayed = h.REPLAYED_FROM in message.headers
         with self.lock:
             self.seen.append((value, replayed))
@@ -81,11 +100,11 @@ def _send(config: dict[str, Any], topic: str, codec: Codec, requests: list[dict[
     producer.close()
 
 
-def test_avro_round_trip_produce_worker_dead_letter_replay(
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_round_trip_produce_worker_dead_letter_replay(
         kafka_config: dict[str, Any], schema_registry: SchemaRegistry, tmp_path: Path, topic: str,
-        group: str) -> None:
-    spec = _spec(tmp_path, topic, group, {"format": "avro", "file": "renewal.avsc"},
-                 {"renewal.avsc": json.dumps(RENEWAL_V1)})
+        group: str, fmt: str) -> None:
+    spec = _spec(tmp_path, topic, group, *FORMATS[fmt])
     codec = codecs_for(spec, [topic], RegistrySettings(schema_registry.url))[topic]
     assert codec.subject == f"{topic}-value"
     ensure_topics(kafka_config, [TopicSpec(topic, 1)])

@@ -11,19 +11,11 @@ import pytest
 
 from kafka_workflows.schemas.registry import RegistrySettings
 from kafka_workflows.schemas.resolve import codec
-from stack.registry import SchemaRegistry
 from tests.airflow.dags.produce_test_dags import RENEWAL_AVRO, produce_avro_dag
 from tests.helpers.kafka import read_all
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
 DAY = pendulum.datetime(2026, 11, 27, tz="UTC")
-
-
-@pytest.fixture
-def registry_connection(schema_registry: SchemaRegistry, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("AIRFLOW_CONN_SCHEMA_REGISTRY_DEFAULT", json.dumps(
-        {"conn_type": "http", "host": schema_registry.url}))
-    return schema_registry.url
 
 
 def test_produce_writes_avro_and_a_request_that_does_not_fit_fails_the_task_before_anything_is_written(

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka_workflows import headers as h
-from kafka_workflows.errors import ConfigError, KafkaWorkflowsError, MessageDecodeError
+from kafka_workflows.errors import ConfigError, MessageDecodeError, RegistryUnavailableError
 
 FORMATS = {"avro": "AVRO", "protobuf": "PROTOBUF", "json": "JSON"}
 MAX_REASON = 300
@@ -53,19 +53,18 @@ class SchemaDecodeError(MessageDecodeError):
         self.schema_id = schema_id
         self.reason = reason[:MAX_REASON]
 
-    def headers(self) -> dict[str, object]:
+    def schema_headers(self) -> dict[str, object]:
         out: dict[str, object] = {h.SCHEMA_SUBJECT: self.subject, h.SCHEMA_ERROR: self.reason}
         if self.schema_id is not None:
             out[h.SCHEMA_ID] = self.schema_id
         return out
 
 
+__all__ = ["Codec", "RegistryUnavailableError", "SchemaDecodeError", "SchemaFitError", "TopicSchema"]
+
+
 class SchemaFitError(ConfigError):
     """A request that does not fit its topic's schema; names the request and the field."""
-
-
-class RegistryUnavailableError(KafkaWorkflowsError, ConnectionError):
-    """The schema registry did not answer (or answered an error that is not the record's)."""
 
 
 def record_name(fmt: str, schema_str: str | None, message_class: Any) -> str | None:

@@ -113,7 +113,7 @@ class Outcomes:
         assert refused is not None
         inbound.error = refused  # a HeaderError: never reported to a store as a job
         headers = headers if headers is not None else h.decode(inbound.msg.headers())
-        schema_headers = getattr(refused, "headers", None)
+        schema_headers = getattr(refused, "schema_headers", None)
         if isinstance(refused, MessageDecodeError) and callable(schema_headers):
             log.error("%s; dead-lettering it", refused)
             self.dead_letter(inbound, headers, refused, extra=schema_headers())

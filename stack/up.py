@@ -5,8 +5,8 @@ two ports), a schema registry (Apicurio Registry: the requests' Avro schemas), t
 provider, a PostgreSQL server for Airflow's metadata (and with
 `--db postgres` for the examples' tables, else they live in SQLite), `airflow standalone` (this
 repo's dags/ and plugins/) and the companion worker; triggers `subscription_renewals` through the REST API;
-shows the renewals the worker processed; then keeps running until Ctrl-C, which stops
-everything in reverse order. State lives in .state/ (git-ignored).
+shows the renewals the worker processed; triggers `checkout` (Avro end to end through the registry);
+then keeps running until Ctrl-C, which stops everything in reverse order. State lives in .state/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
 
-from kw_examples import subscriptions
+from kw_examples import checkout, subscriptions
 from kw_examples.db import CONN_VAR
 from kw_examples.payment_provider import PaymentProvider
 from stack.airflow import ADMIN, AirflowStandalone
@@ -88,6 +88,36 @@ def run_example(airflow: AirflowStandalone) -> None:
     _say(f"{len(renewed)} renewals processed by the worker:")
     for r in renewed:
         print(f"    {r['user_id']:<10} period {r['period']}  charge {r['charge_id']}", flush=True)
+
+
+def run_checkout(airflow: AirflowStandalone, orders: int = 10) -> None:
+    """Trigger checkout (Avro end to end through the schema registry) and show what its consumers saw."""
+    with af.ApiClient(af.Configuration(host=airflow.url, access_token=airflow.token())) as client:
+        dags, runs = DAGApi(client), DagRunApi(client)
+
+        def parsed() -> bool:
+            try:
+                return bool(dags.get_dag("checkout"))
+            except af.ApiException:
+                return False
+
+        wait_for(parsed, 180, "Airflow to parse checkout", 2)
+        run = runs.trigger_dag_run("checkout", TriggerDAGRunPostBody(
+            logical_date=None, conf={"orders": orders}, note="kafka-workflows stack: Avro example run"))
+        _say(f"triggered checkout run {run.dag_run_id}: {orders} purchases, Avro through the schema registry")
+
+        def finished() -> str | None:
+            state = str(runs.get_dag_run("checkout", run.dag_run_id).state.value)
+            return state if state in ("success", "failed") else None
+
+        if wait_for(finished, 300, "the checkout run to finish", 2) != "success":
+            raise SystemExit("the checkout run failed; see its task logs in the UI")
+    prefix = str(run.dag_run_id).replace(":", "-").replace("+", "-")
+    for table in ("deliveries", "inventory_updates", "invoices"):
+        wait_for(lambda table=table: len(checkout.recorded(table, prefix)) == orders, 120,
+                 f"{table} to record every checkout")
+    _say(f"checkout: {orders} Avro purchases -> exactly-once Avro checkouts -> deliveries, inventory and "
+         "invoices each recorded every order once")
 
 
 def main() -> int:
@@ -172,6 +202,7 @@ def main() -> int:
              f"(log {worker_log})")
 
         run_example(airflow)
+        run_checkout(airflow)
         _say(f"Airflow UI: {airflow.url}  user: {ADMIN}  password: {airflow.password}")
         _say(f"trigger again: see README (curl with a token from {airflow.url}/auth/token)")
         if args.once:

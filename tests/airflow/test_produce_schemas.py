@@ -55,3 +55,23 @@ def test_the_dag_factory_hands_the_topic_schema_to_produce(tmp_path: Path) -> No
     (tmp_path / "wf.yaml").write_text(json.dumps(spec))
     task = build_dag(load_spec(tmp_path / "wf.yaml")).get_task("produce")
     assert task.value_schema["schema_str"] == RENEWAL_AVRO and task.value_schema["format"] == "avro"
+
+
+def test_the_dead_letter_page_shows_a_value_decoded_with_its_subject_and_version_else_bytes(
+        registry_connection: str, tmp_path: Path, topic: str) -> None:
+    from kafka_workflows.spec import load_spec
+    from kafka_workflows_airflow.api.schemas import decoded_value
+
+    (tmp_path / "renewal.avsc").write_text(RENEWAL_AVRO)
+    spec: dict[str, Any] = {"name": "schemas_ui", "topics": {topic: {"schema": {
+        "format": "avro", "file": "renewal.avsc"}}}}
+    (tmp_path / "wf.yaml").write_text(json.dumps(spec))
+    loaded = load_spec(tmp_path / "wf.yaml")
+    writer = codec({"topic": topic, "format": "avro", "schema_str": RENEWAL_AVRO},
+                   RegistrySettings(registry_connection))
+    raw = writer.encode({"user_id": "u1", "amount": 7})
+    shown = decoded_value(loaded, topic, raw)
+    assert shown == {"value_decoded": {"user_id": "u1", "amount": 7}, "schema": {
+        "subject": f"{topic}-value", "id": int.from_bytes(raw[1:5], "big"), "version": 1, "format": "avro"}}
+    assert decoded_value(loaded, topic, b'{"user_id": "u1"}') is None  # not the wire format: bytes shown
+    assert decoded_value(loaded, "another-topic", raw) is None  # no schema declared: bytes shown

@@ -193,3 +193,46 @@ def test_a_compatible_evolution_is_read_with_both_versions_in_flight_and_an_inco
                     {"user_id": "u2", "amount": 2, "currency": "USD"},
                     {"user_id": "u3", "amount": 3, "currency": "EUR"}]
     assert worker.stats.dead_lettered == 0
+
+
+def test_an_exactly_once_processor_decodes_encodes_and_dead_letters_what_does_not_decode(
+        kafka_config: dict[str, Any], schema_registry: SchemaRegistry, tmp_path: Path, topic: str,
+        group: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kafka_workflows.eos import TransactionalProcessor
+    from kafka_workflows.runner import _codecs, _transform
+    from kafka_workflows.spec import ProcessorSpec
+
+    out = f"{topic}-out"
+    doubled = {**RENEWAL_V1, "name": "Doubled"}
+    for name, schema in (("in.avsc", RENEWAL_V1), ("out.avsc", doubled)):
+        (tmp_path / name).write_text(json.dumps(schema))
+    (tmp_path / "workflow.yaml").write_text(json.dumps({
+        "name": f"wf_{group}", "topics": {topic: {"schema": {"format": "avro", "file": "in.avsc"}},
+                                          out: {"schema": {"format": "avro", "file": "out.avsc"}}},
+        "processors": [{"name": "p", "topics": [topic], "group": group, "outputs": [out],
+                        "transform": "tests.helpers.handlers.double_amount"}]}))
+    spec = load_spec(tmp_path / "workflow.yaml")
+    ensure_topics(kafka_config, [TopicSpec(topic, 1), TopicSpec(out, 1)])
+    settings = RegistrySettings(schema_registry.url)
+    codec = codecs_for(spec, [topic], settings)[topic]
+    _send(kafka_config, topic, codec, [{"user_id": "u1", "amount": 1}])
+    _raw(kafka_config, topic, [b"not avro"])
+    _send(kafka_config, topic, codec, [{"user_id": "u2", "amount": 2}])
+
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", schema_registry.url)  # what build_units reads, as the worker does
+    processor_spec: ProcessorSpec = spec.processors[0]
+    codecs = _codecs(spec, [topic, out])
+    processor = TransactionalProcessor(kafka_config, [topic], group, _transform(processor_spec, codecs),
+                                       commit_interval=0.2)
+    thread = start_in_thread(processor)
+    try:
+        outputs = read_all(kafka_config, out, expected=2, timeout=60)
+        dead = read_all(kafka_config, dead_letter_topic(topic, group), expected=1, timeout=60)
+    finally:
+        stop_thread(processor, thread)
+    reader = codecs_for(spec, [out], settings)[out]  # type: ignore[arg-type]
+    assert [reader.decode(m.value(), "out") for m in outputs] == [{"user_id": "u1", "amount": 2},
+                                                                  {"user_id": "u2", "amount": 4}]
+    letter = dict(dead[0].headers() or [])
+    assert dead[0].value() == b"not avro" and letter[h.ERROR_TYPE] == b"SchemaDecodeError"
+    assert letter[h.SCHEMA_SUBJECT] == f"{topic}-value".encode() and b"wire format" in letter[h.SCHEMA_ERROR]

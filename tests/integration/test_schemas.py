@@ -236,3 +236,41 @@ def test_an_exactly_once_processor_decodes_encodes_and_dead_letters_what_does_no
     letter = dict(dead[0].headers() or [])
     assert dead[0].value() == b"not avro" and letter[h.ERROR_TYPE] == b"SchemaDecodeError"
     assert letter[h.SCHEMA_SUBJECT] == f"{topic}-value".encode() and b"wire format" in letter[h.SCHEMA_ERROR]
+
+
+@pytest.mark.parametrize("strategy", ["batch", "concurrent"])
+def test_batch_and_concurrent_handlers_get_decoded_values_and_a_bad_record_is_dead_lettered(
+        kafka_config: dict[str, Any], schema_registry: SchemaRegistry, tmp_path: Path, topic: str,
+        group: str, strategy: str) -> None:
+    from kafka_workflows.handlers import batch_handler
+    from kafka_workflows.messages import MessageBatch
+
+    spec = _spec(tmp_path, topic, group, *FORMATS["avro"])
+    codec = codecs_for(spec, [topic], RegistrySettings(schema_registry.url))[topic]
+    ensure_topics(kafka_config, [TopicSpec(topic, 1)])
+    _send(kafka_config, topic, codec, [{"user_id": "u1", "amount": 1}, {"user_id": "u2", "amount": 2}])
+    _raw(kafka_config, topic, [b'{"user_id": "u3", "amount": 3}'])
+    _send(kafka_config, topic, codec, [{"user_id": "u4", "amount": 4}])
+    seen: list[Any] = []
+    lock = threading.Lock()
+
+    def one(message: Message) -> None:
+        with lock:
+            seen.append(message.value)
+
+    @batch_handler
+    def many(batch: MessageBatch) -> None:
+        for message in batch:
+            one(message)
+
+    worker = Worker(kafka_config, [topic], group, many if strategy == "batch" else one,
+                    concurrency=4 if strategy == "concurrent" else 1, codecs={topic: codec})
+    thread = start_in_thread(worker)
+    try:
+        wait_for(lambda: len(seen) == 3, 60, "the three records that decode")
+        dead = read_all(kafka_config, dead_letter_topic(topic, group), expected=1, timeout=60)
+    finally:
+        stop_thread(worker, thread)
+    assert sorted(v["user_id"] for v in seen) == ["u1", "u2", "u4"] and all(isinstance(v, dict) for v in seen)
+    letter = dict(dead[0].headers() or [])
+    assert letter[h.ERROR_TYPE] == b"SchemaDecodeError" and letter[h.SCHEMA_SUBJECT] == f"{topic}-value".encode()

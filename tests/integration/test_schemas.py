@@ -171,6 +171,13 @@ def test_a_compatible_evolution_is_read_with_both_versions_in_flight_and_an_inco
     _send(kafka_config, topic, new, [{"user_id": "u2", "amount": 2, "currency": "USD"}])
     _send(kafka_config, topic, old, [{"user_id": "u3", "amount": 3}])  # an old producer still writing v1
 
+    # `latest: true` reads the subject's latest version from the registry (v2 now) and never registers.
+    (tmp_path / "latest").mkdir()
+    latest = codecs_for(_spec(tmp_path / "latest", topic, group, {"format": "avro", "latest": True}, {}),
+                        [topic], settings)[topic]
+    assert latest.schema.latest and "currency" in (latest.schema.schema_str or "")
+    assert latest.decode(new.encode({"user_id": "x", "amount": 0, "currency": "USD"}), "x")["currency"] == "USD"
+
     # The incompatible change is refused by validate, before any deploy, naming the subject and the rule.
     assert main(["validate", str(folders["v3"]), "--registry", schema_registry.url]) == 1
     refused = capsys.readouterr().err

@@ -1,16 +1,18 @@
 """README command 1: the whole local stack, and the example workflow once, end to end.
 
 Starts a real Kafka broker (`--brokers 3`: a 3-node KRaft cluster on --kafka-port and the next
-two ports), the fake payment provider, a PostgreSQL server for Airflow's metadata (and with
+two ports), a schema registry (Apicurio Registry: the requests' Avro schemas), the fake payment
+provider, a PostgreSQL server for Airflow's metadata (and with
 `--db postgres` for the examples' tables, else they live in SQLite), `airflow standalone` (this
 repo's dags/ and plugins/) and the companion worker; triggers `subscription_renewals` through the REST API;
-shows the renewals the worker processed; then keeps running until Ctrl-C, which stops
-everything in reverse order. State lives in .state/ (git-ignored).
+shows the renewals the worker processed; triggers `checkout` (Avro end to end through the registry);
+then keeps running until Ctrl-C, which stops everything in reverse order. State lives in .state/ (git-ignored).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -26,17 +28,19 @@ from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
 
-from kw_examples import subscriptions
+from kw_examples import checkout, subscriptions
 from kw_examples.db import CONN_VAR
 from kw_examples.payment_provider import PaymentProvider
 from stack.airflow import ADMIN, AirflowStandalone
 from stack.broker import Broker
 from stack.cluster import Cluster
 from stack.postgres import Postgres, scratch_dir
+from stack.registry import SchemaRegistry
 from stack.wait import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / ".state"
+REGISTRY_CONN_VAR = "AIRFLOW_CONN_SCHEMA_REGISTRY_DEFAULT"
 WORKFLOWS = REPO / "dags" / "workflows"
 
 
@@ -86,6 +90,36 @@ def run_example(airflow: AirflowStandalone) -> None:
         print(f"    {r['user_id']:<10} period {r['period']}  charge {r['charge_id']}", flush=True)
 
 
+def run_checkout(airflow: AirflowStandalone, orders: int = 10) -> None:
+    """Trigger checkout (Avro end to end through the schema registry) and show what its consumers saw."""
+    with af.ApiClient(af.Configuration(host=airflow.url, access_token=airflow.token())) as client:
+        dags, runs = DAGApi(client), DagRunApi(client)
+
+        def parsed() -> bool:
+            try:
+                return bool(dags.get_dag("checkout"))
+            except af.ApiException:
+                return False
+
+        wait_for(parsed, 180, "Airflow to parse checkout", 2)
+        run = runs.trigger_dag_run("checkout", TriggerDAGRunPostBody(
+            logical_date=None, conf={"orders": orders}, note="kafka-workflows stack: Avro example run"))
+        _say(f"triggered checkout run {run.dag_run_id}: {orders} purchases, Avro through the schema registry")
+
+        def finished() -> str | None:
+            state = str(runs.get_dag_run("checkout", run.dag_run_id).state.value)
+            return state if state in ("success", "failed") else None
+
+        if wait_for(finished, 300, "the checkout run to finish", 2) != "success":
+            raise SystemExit("the checkout run failed; see its task logs in the UI")
+    prefix = str(run.dag_run_id).replace(":", "-").replace("+", "-")
+    for table in ("deliveries", "inventory_updates", "invoices"):
+        wait_for(lambda table=table: len(checkout.recorded(table, prefix)) == orders, 120,
+                 f"{table} to record every checkout")
+    _say(f"checkout: {orders} Avro purchases -> exactly-once Avro checkouts -> deliveries, inventory and "
+         "invoices each recorded every order once")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kafka-port", type=int, default=int(os.environ.get("KW_KAFKA_PORT", 9092)))
@@ -98,10 +132,12 @@ def main() -> int:
                              "(AIRFLOW_CONN_KW_EXAMPLES_DB). Airflow's metadata is on that Postgres either way.")
     parser.add_argument("--pg-port", type=int, default=int(os.environ.get("KW_PG_PORT", 5433)),
                         help="the stack's Postgres server (Airflow's metadata, and the examples' with --db postgres)")
+    parser.add_argument("--registry-port", type=int, default=int(os.environ.get("KW_REGISTRY_PORT", 8081)),
+                        help="the schema registry (Apicurio Registry; its Confluent-compatible API)")
     parser.add_argument("--once", action="store_true", help="stop after the example run instead of serving")
     args = parser.parse_args()
     kafka_ports = [args.kafka_port + i for i in range(args.brokers)]
-    for port in (*kafka_ports, args.airflow_port, args.provider_port, args.pg_port):
+    for port in (*kafka_ports, args.airflow_port, args.provider_port, args.pg_port, args.registry_port):
         _port_free(port)
 
     examples_db = STATE / "examples.sqlite"
@@ -133,6 +169,13 @@ def main() -> int:
         broker.start()
         _say(f"Kafka {broker.bootstrap_servers} (KRaft, {args.brokers} node(s), logs {broker.log_file})")
 
+        registry = SchemaRegistry(STATE / "registry" / "run", port=args.registry_port)
+        stoppers.append(registry.stop)
+        registry.start()
+        # One connection for Airflow's tasks and the worker (it reads the same variable).
+        examples_env[REGISTRY_CONN_VAR] = json.dumps({"conn_type": "http", "host": registry.url})
+        _say(f"schema registry {registry.url} (Apicurio Registry, compatibility BACKWARD, log {registry.log_file})")
+
         provider = PaymentProvider(port=args.provider_port).start_in_thread()
         stoppers.append(provider.shutdown)
         _say(f"fake payment provider {provider.url} (POST /admin/failing {{\"failing\": true}} to break it)")
@@ -159,6 +202,7 @@ def main() -> int:
              f"(log {worker_log})")
 
         run_example(airflow)
+        run_checkout(airflow)
         _say(f"Airflow UI: {airflow.url}  user: {ADMIN}  password: {airflow.password}")
         _say(f"trigger again: see README (curl with a token from {airflow.url}/auth/token)")
         if args.once:

@@ -1,6 +1,7 @@
 """Shared fixtures: one real Kafka broker per test session, on a free loopback port, a
-3-node KRaft cluster (`cluster`) for the tests that take brokers away, and a real PostgreSQL
-server (`postgres`; `examples_postgres`: a fresh database as an Airflow connection URI).
+3-node KRaft cluster (`cluster`) for the tests that take brokers away, a real PostgreSQL
+server (`postgres`; `examples_postgres`: a fresh database as an Airflow connection URI), and a real
+schema registry (`schema_registry`: Apicurio Registry, Confluent-compatible API).
 
 A missing Java/Maven/broker/Postgres makes these fixtures fail loudly: there is no skip.
 """
@@ -37,6 +38,7 @@ from kafka_workflows.store.follower import stop_readers  # noqa: E402
 from stack.broker import Broker, free_port  # noqa: E402
 from stack.cluster import Cluster  # noqa: E402
 from stack.postgres import Postgres, scratch_server  # noqa: E402
+from stack.registry import SchemaRegistry  # noqa: E402
 from tests.helpers.webhook import WebhookReceiver  # noqa: E402
 
 # The session's airflow standalone, shared by tests/e2e and tests/security.
@@ -100,6 +102,16 @@ def cluster() -> Iterator[Cluster]:
     instance = Cluster(data, size=3).start()
     yield instance
     stop_readers()
+    instance.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def schema_registry() -> Iterator[SchemaRegistry]:
+    """A real Apicurio Registry (Confluent-compatible API, global compatibility BACKWARD), in memory."""
+    data = Path(tempfile.mkdtemp(prefix="registry-", dir=STATE))
+    instance = SchemaRegistry(data, port=free_port()).start()
+    yield instance
     instance.stop()
     shutil.rmtree(data, ignore_errors=True)
 

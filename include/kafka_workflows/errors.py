@@ -29,6 +29,11 @@ class MessageDecodeError(KafkaWorkflowsError, ValueError):
     record: Any = None
 
 
+class RegistryUnavailableError(KafkaWorkflowsError, ConnectionError):
+    """The schema registry did not answer (or answered an error that is not the record's): never a dead
+    letter; the unit gives up and is rebuilt, and the record is read again (schemas/codec.py)."""
+
+
 class NonRetryableError(KafkaWorkflowsError):
     """Raise (or subclass) in a handler when retrying cannot help: the message goes to the dead-letter topic."""
 

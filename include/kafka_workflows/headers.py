@@ -27,6 +27,10 @@ FIRST_FAILED_AT = "kw-first-failed-at"
 REPLAYED_FROM = "kw-replayed-from"
 JOB_INDEX = "kw-job-index"  # index of a job within its request (0-based), counted by the store
 TRACEPARENT = "traceparent"
+# A record that does not decode with its topic's schema (schemas/codec.py): on its dead letter
+SCHEMA_SUBJECT = "kw-schema-subject"
+SCHEMA_ID = "kw-schema-id"
+SCHEMA_ERROR = "kw-schema-error"
 
 WireHeaders = list[tuple[str, bytes]]
 

@@ -33,6 +33,7 @@ def decode_value(raw: bytes | None, where: str) -> Any:
 
 
 _PENDING: Any = object()  # a value not decoded yet
+NOT_DECODED: Any = _PENDING
 
 
 class Message:

@@ -31,7 +31,7 @@ from kafka_workflows.errors import ConfigError
 from kafka_workflows.handlers import resolve_callable
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import check_reachable
-from kafka_workflows.messages import Message, encode_value
+from kafka_workflows.messages import Message, encode_value, where
 from kafka_workflows.observe import Telemetry
 from kafka_workflows.spec import ProcessorSpec, SpecError, WorkflowSpec, load_specs
 from kafka_workflows.supervise import Runnable, Supervised
@@ -68,13 +68,19 @@ def select_specs(folder: Path, workflows: Iterable[str] = ()) -> list[WorkflowSp
     return specs
 
 
-def _transform(spec: ProcessorSpec) -> Callable[[Any], Iterable[Output]]:
-    """Adapt `message -> iterable of {[topic,] key, value[, headers]}` to the processor's Output."""
+def _transform(spec: ProcessorSpec, codecs: Mapping[str, Any] | None = None) -> Callable[[Any], Iterable[Output]]:
+    """Adapt `message -> iterable of {[topic,] key, value[, headers]}` to the processor's Output.
+
+    With schemas (`codecs`: topic -> schemas.codec.Codec): an input is decoded with its topic's schema
+    (one that does not decode takes the poison path, dead-lettered with its subject, id and reason),
+    and an output is checked and encoded with its topic's."""
     fn = resolve_callable(spec.transform, f"processor {spec.name!r} transform")
     allowed = set(spec.outputs)
+    codecs = dict(codecs or {})
 
     def process(raw: Any) -> Iterable[Output]:
-        message = Message.of(raw)
+        codec = codecs.get(raw.topic())
+        message = Message.of(raw) if codec is None else Message(raw, codec.decode(raw.value(), where(raw)))
         outputs = []
         for out in fn(message) or ():
             if "topic" not in out and len(spec.outputs) == 1:
@@ -83,10 +89,25 @@ def _transform(spec: ProcessorSpec) -> Callable[[Any], Iterable[Output]]:
                 raise ConfigError(f"processor {spec.name!r}: transform wrote to {out.get('topic')!r}, "
                                   f"not one of its outputs {sorted(allowed)} ({message.where})")
             headers = {h.REQUEST_ID: message.headers.get(h.REQUEST_ID), **(out.get("headers") or {})}
-            outputs.append(Output(out["topic"], out.get("key"), encode_value(out["value"]), headers))
+            out_codec = codecs.get(out["topic"])
+            if out_codec is None:
+                value = encode_value(out["value"])
+            else:
+                out_codec.check(out["value"], f"processor {spec.name!r}: output to {out['topic']} ({message.where})")
+                value = out_codec.encode(out["value"])
+            outputs.append(Output(out["topic"], out.get("key"), value, headers))
         return outputs
 
     return process
+
+
+def _codecs(spec: WorkflowSpec, topics: Iterable[str]) -> dict[str, Any] | None:
+    """The codecs of the topics `spec` declares a schema for (schemas/); None when it declares none."""
+    if not any(spec.schema_for(t) is not None for t in topics):
+        return None
+    from kafka_workflows.schemas.resolve import codecs_for
+
+    return codecs_for(spec, topics)
 
 
 def build_units(config: Mapping[str, Any], specs: list[WorkflowSpec], only: Iterable[str] = (),
@@ -106,10 +127,11 @@ def build_units(config: Mapping[str, Any], specs: list[WorkflowSpec], only: Iter
                 add(spec.name, w.name, partial(Worker, config, w.topics, w.group, w.handler, policy=w.retry,
                                                topic_partitions=w.partitions, store=w.store,
                                                batch_size=w.batch_size, concurrency=w.concurrency,
-                                               breaker=w.breaker))
+                                               breaker=w.breaker, codecs=_codecs(spec, w.topics)))
         for p in spec.processors:
             if not only or p.name in only:
-                add(spec.name, p.name, partial(TransactionalProcessor, config, p.topics, p.group, _transform(p),
+                add(spec.name, p.name, partial(TransactionalProcessor, config, p.topics, p.group,
+                                               _transform(p, _codecs(spec, [*p.topics, *p.outputs])),
                                                commit_interval=p.commit_interval,
                                                transactional_id_prefix=f"kw-{spec.name}"))
         for s in spec.stores:

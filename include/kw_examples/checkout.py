@@ -46,6 +46,14 @@ def _record(table: str, message: Message) -> None:
                      {"order_id": message.key, "detail": str(message.value)[:200]})
 
 
+def recorded(table: str, prefix: str = "") -> list[str]:
+    """The order ids one downstream service recorded (those starting with `prefix`), in order."""
+    with begin([f"CREATE TABLE IF NOT EXISTS {table} (order_id TEXT PRIMARY KEY, detail TEXT)"]) as conn:
+        rows = conn.execute(text(f"SELECT order_id FROM {table} WHERE order_id LIKE :p ORDER BY order_id"),
+                            {"p": f"{prefix}%"})
+        return [r[0] for r in rows]
+
+
 def prepare_delivery(message: Message) -> None:
     _record("deliveries", message)
 

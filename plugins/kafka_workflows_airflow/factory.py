@@ -68,7 +68,7 @@ def kafka_group(spec: WorkflowSpec, step: StepSpec) -> str | None:
     return groups[0] if len(set(groups)) == 1 else None
 
 
-def _operator(step: StepSpec, dag: DAG) -> BaseOperator:
+def _operator(step: StepSpec, dag: DAG, spec: WorkflowSpec | None = None) -> BaseOperator:
     common: dict[str, Any] = {"task_id": step.id, "retries": step.retries,
                               "retry_delay": pendulum.duration(seconds=step.retry_delay), "dag": dag}
     if step.doc:
@@ -88,6 +88,12 @@ def _operator(step: StepSpec, dag: DAG) -> BaseOperator:
     cls = resolve_callable(KIND_OPERATORS[step.kind], f"{step.kind} operator")
     # produce: every field; split/await/notify: what the spec says (declared fields such as allowed_sources too).
     args = step.body.model_dump(by_alias=False, exclude_unset=step.kind != "produce")
+    if step.kind in ("produce", "split") and spec is not None and isinstance(args.get("topic"), str):
+        from kafka_workflows.schemas.resolve import declared
+
+        value_schema = declared(spec, args["topic"])  # read at parse time: the operator gets data only
+        if value_schema is not None:
+            args["value_schema"] = value_schema
     if step.kind == "await" and args.get("outlets"):  # URIs in the spec, Assets in Airflow
         args["outlets"] = [Asset(name=uri, uri=uri) for uri in args["outlets"]]
     operator: BaseOperator = cls(**args, **common)
@@ -118,7 +124,7 @@ def build_dag(spec: WorkflowSpec, text: str = "", file: str = "<spec>") -> DAG:
     tasks: dict[str, BaseOperator] = {}
     for index, step in enumerate(spec.steps):
         try:
-            tasks[step.id] = _operator(step, dag)
+            tasks[step.id] = _operator(step, dag, spec)
             group = kafka_group(spec, step)
             if group is not None:
                 tasks[step.id].kafka_group = group  # type: ignore[attr-defined]  # read by links.KafkaGroupLink

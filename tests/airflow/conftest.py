@@ -13,6 +13,7 @@ import pytest
 
 from kw_examples.payment_provider import PaymentProvider
 from stack.broker import Broker
+from stack.registry import SchemaRegistry
 from tests.helpers.webhook import WebhookReceiver
 
 
@@ -29,6 +30,14 @@ def kafka_connection(broker: Broker, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AIRFLOW_CONN_KAFKA_DEFAULT", json.dumps(
         {"conn_type": "kafka", "extra": {"bootstrap.servers": broker.bootstrap_servers}}))
     return broker.bootstrap_servers
+
+
+@pytest.fixture
+def registry_connection(schema_registry: SchemaRegistry, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The schema registry's Airflow connection (`schema_registry_default`), read by tasks and workers alike."""
+    monkeypatch.setenv("AIRFLOW_CONN_SCHEMA_REGISTRY_DEFAULT", json.dumps(
+        {"conn_type": "http", "host": schema_registry.url}))
+    return schema_registry.url
 
 
 @pytest.fixture

@@ -108,3 +108,35 @@ def test_on_bad_rows_fail_keeps_one_transaction_and_a_file_broken_half_way_ends_
                                                              ("progress", 20), ("abort", None)]
     assert "after committing jobs 0..19: MalformedCsvError" in commands[-1]["reason"]
     assert "\\xff" not in commands[-1]["reason"]
+
+
+JOBS_SCHEMA = {"$schema": "http://json-schema.org/draft-07/schema#", "title": "ContactsJob", "type": "object",
+               "properties": {"rows": {"type": "array", "items": {"type": "object"}},
+                              "row_numbers": {"type": "array", "items": {"type": "integer"}}},
+               "required": ["rows", "row_numbers"]}
+
+
+def test_split_with_a_jobs_schema_writes_the_wire_format_and_a_job_that_does_not_fit_produces_nothing(
+        airflow_db: None, kafka_connection: str, registry_connection: str, kafka_config: dict[str, Any],
+        names: dict[str, str], tmp_path: Path) -> None:
+    """Issue 19: the jobs topic's schema (JSON Schema here) as the DAG factory hands it over."""
+    import json
+
+    from kafka_workflows.schemas.codec import SchemaFitError
+    from tests.helpers.kafka import read_all
+
+    generated = contacts.write_csv(tmp_path / "contacts.csv", 20, bad_every=0, missing_every=0)
+    declared = {"format": "json", "schema_str": json.dumps(JOBS_SCHEMA), "naming": "topic", "latest": False}
+    too_strict = {**declared, "schema_str": json.dumps(
+        {**JOBS_SCHEMA, "properties": {**JOBS_SCHEMA["properties"], "rows": {"type": "array", "maxItems": 1}}})}
+    with pytest.raises(SchemaFitError, match=r"split: job 0: does not fit subject .*: field rows fails its "
+                                             r"schema's 'maxItems' rule"):
+        _execute(names, source=str(generated.path), rows_per_job=5, extra={"value_schema": too_strict})
+    assert _committed_messages(kafka_config, names["topic"]) == 0
+    assert _committed_messages(kafka_config, commands_topic(names["store"])) == 0
+
+    other = {k: f"{v}-2" for k, v in names.items()}
+    result = _execute(other, source=str(generated.path), rows_per_job=5, extra={"value_schema": declared})
+    assert result["total_jobs"] == 4
+    jobs = read_all(kafka_config, other["topic"], expected=4)
+    assert len(jobs) == 4 and all(m.value()[:1] == b"\x00" for m in jobs), "the registry's wire format"

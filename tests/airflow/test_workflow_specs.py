@@ -10,7 +10,7 @@ import pendulum
 import pytest
 
 from kafka_workflows.runner import build_units, prepare_processor_topics, select_specs
-from tests.helpers.kafka import wait_for
+from tests.helpers.kafka import read_all, wait_for
 
 pytestmark = [pytest.mark.airflow, pytest.mark.integration]
 WORKFLOWS = Path(__file__).resolve().parents[2] / "dags" / "workflows"
@@ -24,7 +24,9 @@ def _rows(db: Path, table: str) -> list[str]:
         return []
 
 
-def test_checkout_spec_runs_end_to_end(airflow_db: None, kafka_connection: str, examples_db: Path) -> None:
+def test_checkout_spec_runs_end_to_end(airflow_db: None, kafka_connection: str, registry_connection: str,
+                                      examples_db: Path) -> None:
+    """The shipped checkout, Avro end to end through the schema registry (issue 19)."""
     from dags.workflows import dag_checkout
 
     config = {"bootstrap.servers": kafka_connection}
@@ -42,6 +44,10 @@ def test_checkout_spec_runs_end_to_end(airflow_db: None, kafka_connection: str, 
         expected = [f"{prefix}-{n:05d}" for n in range(25)]
         for table in ("deliveries", "inventory_updates", "invoices"):
             wait_for(lambda table=table: _rows(examples_db, table) == expected, 60, f"{table} to hold the orders")
+        # Both topics hold the registry's wire format (magic byte 0 and a schema id), never JSON.
+        for topic in ("order-purchase-completed", "order-checkout-completed"):
+            values = [m.value() for m in read_all(config, topic)]
+            assert values and all(v[:1] == b"\x00" for v in values), topic
     finally:
         for unit in units:
             unit.runnable.stop()

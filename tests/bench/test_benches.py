@@ -20,6 +20,7 @@ from stack.broker import Broker
 REPO = Path(__file__).resolve().parents[2]
 SHARES_BROKER = {"worker_throughput", "concurrency", "aggregation", "awaits", "completion_latency", "import_e2e"}
 OWN_BROKER = {"ui_api", "failover"}
+USES_REGISTRY = {"worker_throughput"}
 
 
 def test_every_bench_is_covered() -> None:
@@ -28,10 +29,13 @@ def test_every_bench_is_covered() -> None:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("bench", sorted(SHARES_BROKER | OWN_BROKER))
-def test_bench_runs_in_smoke_mode_and_prints_its_json_line(bench: str, broker: Broker) -> None:
+def test_bench_runs_in_smoke_mode_and_prints_its_json_line(bench: str, broker: Broker,
+                                                           request: pytest.FixtureRequest) -> None:
     args = [sys.executable, str(REPO / "bench" / f"{bench}.py"), "--smoke"]
     if bench in SHARES_BROKER:
         args += ["--bootstrap", broker.bootstrap_servers]
+    if bench in USES_REGISTRY:  # the session's schema registry (the bench starts its own otherwise)
+        args += ["--registry", request.getfixturevalue("schema_registry").url]
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=420, check=False)
     tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
     assert done.returncode == 0, f"bench/{bench}.py --smoke exited {done.returncode}:\n{tail}"
@@ -41,5 +45,8 @@ def test_bench_runs_in_smoke_mode_and_prints_its_json_line(bench: str, broker: B
     except json.JSONDecodeError:
         pytest.fail(f"bench/{bench}.py --smoke did not end with a JSON line:\n{tail}")
     assert result.get("smoke") is True, result
+    if bench == "worker_throughput":  # the Avro handler beside the JSON one, each decoding what it reads
+        assert set(result["decode_us_per_msg"]) == {"json", "avro"}, result
+        assert result["worker_msgs_per_s"]["avro_value_handler"] > 0, result
     if bench == "aggregation":  # the Kafka Streams peer builds (Maven) and counts the same tiny stream
         assert result.get("commands_per_s_streams", 0) > 0, result

@@ -107,3 +107,9 @@ def echo_or_poison(message: Message) -> list[dict[str, object]]:
     if isinstance(message.value, dict) and message.value.get("poison"):
         raise ValueError(f"{message.key} is poison")
     return [{"key": message.key, "value": message.value}]
+
+
+def double_amount(message: Message) -> list[dict[str, object]]:
+    """A processor transform over decoded records (issue 19): the amount doubled, to its one output."""
+    value = message.value
+    return [{"key": value["user_id"], "value": {"user_id": value["user_id"], "amount": value["amount"] * 2}}]

@@ -1,5 +1,5 @@
-"""A test runner that dies (SIGKILL: nothing of its own runs) or is terminated (SIGTERM) leaves no broker or
-Postgres behind."""
+"""A test runner that dies (SIGKILL: nothing of its own runs) or is terminated (SIGTERM) leaves no broker,
+Postgres or registry behind."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from stack.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
-# A stand-in for pytest: starts a broker, a Postgres server and a process that moved to a process
+# A stand-in for pytest: starts a broker, a Postgres server, a schema registry and a process that moved to a process
 # group of its own inside a watched session, prints their session ids, then waits to be killed.
 RUNNER = """
 import json, subprocess, sys, tempfile, time
@@ -26,31 +26,34 @@ from pathlib import Path
 from stack import reaper
 from stack.broker import Broker, free_port
 from stack.postgres import Postgres, scratch_dir
+from stack.registry import SchemaRegistry
 
 work = Path(tempfile.mkdtemp(prefix="kw-reaper-"))
 broker = Broker(work / "kafka", port=free_port()).start()
 postgres = Postgres(scratch_dir("kw-reaper-pg-") / "data").start()
+registry = SchemaRegistry(work / "registry", port=free_port()).start()
 wanderer = subprocess.Popen([sys.executable, "-c", "import os, time; os.setpgid(0, 0); time.sleep(600)"],
                             start_new_session=True)
 reaper.watch(wanderer.pid)
-print(json.dumps({"broker": broker.proc.pid, "postgres": postgres.proc.pid, "wanderer": wanderer.pid}), flush=True)
+print(json.dumps({"broker": broker.proc.pid, "postgres": postgres.proc.pid, "registry": registry.proc.pid,
+                  "wanderer": wanderer.pid}), flush=True)
 time.sleep(600)
 """
 
 
 @pytest.mark.integration
-def test_a_sigkilled_runner_leaves_no_broker_postgres_or_other_process_behind() -> None:
+def test_a_sigkilled_runner_leaves_no_broker_postgres_registry_or_other_process_behind() -> None:
     runner = subprocess.Popen([sys.executable, "-c", RUNNER], cwd=REPO, stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         line = runner.stdout.readline()  # type: ignore[union-attr]
         assert line, "the runner did not start its processes"
         sessions = set(json.loads(line).values())
-        assert len(members(sessions)) >= 3
+        assert len(members(sessions)) >= 4
         runner.send_signal(signal.SIGKILL)
         runner.wait(30)
         started = time.monotonic()
-        wait_for(lambda: not members(sessions), 60, "the broker, Postgres and the wanderer to be gone", 0.5)
+        wait_for(lambda: not members(sessions), 60, "the broker, Postgres, registry and wanderer to go", 0.5)
         print(f"everything the killed runner started was gone {time.monotonic() - started:.1f}s after the kill")
     finally:
         if runner.poll() is None:

@@ -4,6 +4,7 @@ none crashes the loader or affects a sibling spec; the JSON Schema agrees with p
 from __future__ import annotations
 
 import copy
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,8 @@ def test_mutated_specs_build_or_name_a_field_and_the_schema_agrees(doc: dict[str
 @given(doc=mutated())
 def test_a_mutated_spec_never_affects_its_sibling(tmp_path: Path, doc: dict[str, Any]) -> None:
     (tmp_path / "mutant.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    if not (tmp_path / "schemas").exists():  # the examples' schema files, next to them as in dags/workflows
+        shutil.copytree(WORKFLOWS / "schemas", tmp_path / "schemas")
     sibling = copy.deepcopy(EXAMPLES["checkout.yaml"])
     sibling["name"] = "sibling_checkout"
     (tmp_path / "sibling.yaml").write_text(yaml.safe_dump(sibling, sort_keys=False))

@@ -82,7 +82,9 @@ COMMANDS: tuple[Command, ...] = (
             )),
     Command("validate", "check workflow specs: file, line, field, expected, found",
             "kafka_workflows.cli.specs:validate",
-            (arg("specs", type=Path, help="a folder of workflow specs (or one file)"),)),
+            (arg("specs", type=Path, help="a folder of workflow specs (or one file)"),
+             arg("--registry", metavar="URL", help="also check every declared schema against this schema "
+                 "registry's compatibility rule (its Confluent-compatible API); an incompatible change fails"))),
     Command("schema", "print the JSON Schema of workflow specs", "kafka_workflows.cli.specs:schema"),
     Command("store-processor", "run the exactly-once processor of an atomic store",
             "kafka_workflows.cli.run:store_processor", (

@@ -29,6 +29,7 @@ from confluent_kafka import Message as KafkaMessage
 from kafka_workflows import headers as h
 from kafka_workflows.eos.handler import TP, Output, TransactionalHandler
 from kafka_workflows.eos.inbound import InboundError, inbound, where
+from kafka_workflows.errors import RegistryUnavailableError
 from kafka_workflows.kafka.msgsize import PRODUCER_DEFAULT
 from kafka_workflows.retry.fit import fit_dead_letter
 from kafka_workflows.retry.provenance import dead_letter_headers
@@ -71,7 +72,7 @@ class PoisonGuard:
             return self._one_at_a_time(batch)
         try:
             return list(self.handler.process_batch(batch))
-        except KafkaException:
+        except (KafkaException, RegistryUnavailableError):
             raise
         except Exception as exc:  # noqa: BLE001 - a poison input somewhere in the batch
             log.warning("%s: the handler's process_batch raised %s on %s..%s; aborting and taking those "
@@ -93,7 +94,7 @@ class PoisonGuard:
         for msg in batch:
             try:
                 outputs.extend(self.handler.process(msg) if self.per_message else self.handler.process_batch([msg]))
-            except KafkaException:
+            except (KafkaException, RegistryUnavailableError):  # not the record's fault: the unit gives up
                 raise
             except Exception as exc:  # noqa: BLE001 - a poison input: dead-lettered, the processor goes on
                 outputs.append(self.dead_letter(msg, exc))
@@ -105,7 +106,9 @@ class PoisonGuard:
         log.error("%s: %s: %s; dead-lettering it to %s in the transaction", where(msg), type(exc).__name__,
                   str(exc)[:200], topic)
         self.dead_lettered += 1
-        headers = dead_letter_headers(msg, h.decode(msg.headers()), self.group, exc)
+        schema_headers = getattr(exc, "schema_headers", None)  # a value that does not decode with its schema
+        headers = dead_letter_headers(msg, h.decode(msg.headers()), self.group, exc,
+                                      schema_headers() if callable(schema_headers) else None)
         limit = self.dead_letter_limits.get(topic, self.default_limit)
         key, value, fitted = fit_dead_letter(msg.key(), msg.value(), headers, limit)
         return Output(topic, key, value, fitted)

@@ -62,7 +62,7 @@ def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
     """The deepest YAML node along a pydantic error location (for its line number)."""
     for part in loc:
         if isinstance(node, yaml.MappingNode):
-            key = "await" if part == "await_" else ("class" if part == "class_" else part)
+            key = {"await_": "await", "class_": "class", "schema_": "schema"}.get(str(part), part)
             match = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(key)), None)
             if match is None:
                 return node
@@ -82,7 +82,7 @@ def _path(loc: tuple[Any, ...]) -> str:
         elif part in ("function-after", "function-before", "function-wrap") or str(part).startswith("function-"):
             continue
         else:
-            name = {"await_": "await", "class_": "class"}.get(str(part), str(part))
+            name = {"await_": "await", "class_": "class", "schema_": "schema"}.get(str(part), str(part))
             out += f".{name}" if out else name
     return out
 
@@ -177,7 +177,9 @@ def load_spec(path: Path) -> WorkflowSpec:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), [Problem("", f"cannot read: {exc}")]) from exc
-    return parse_spec(text, str(path))
+    spec = parse_spec(text, str(path))
+    spec._folder = str(path.resolve().parent)
+    return spec
 
 
 def spec_files(folder: Path) -> list[Path]:

@@ -29,6 +29,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    PrivateAttr,
     model_validator,
 )
 
@@ -265,6 +266,54 @@ class TriggerSpec(_Spec):
     kafka_config_id: str = "kafka_default"
 
 
+SCHEMA_FORMATS = ("avro", "protobuf", "json")
+SCHEMA_FILE = r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,250}$"  # relative to the spec's folder, no '..' (checked below)
+
+
+class SchemaSpec(_Spec):
+    """A topic's values through the schema registry (schemas/): the format, the subject, the schema.
+
+    The schema is a file next to the spec (`file`, relative to the spec's folder), or `latest`: the
+    subject's latest version in the registry. A Protobuf schema is a generated message class
+    (`message`, a dotted path): its descriptor is the schema, registered like a file's.
+    """
+
+    format: Literal["avro", "protobuf", "json"]
+    file: str | None = Field(default=None, pattern=SCHEMA_FILE,
+                             description="the schema file (.avsc, .json), relative to the spec's folder")
+    latest: bool = Field(default=False, description="use the subject's latest version in the registry")
+    message: str | None = Field(default=None, pattern=DOTTED,
+                                description="protobuf: the generated message class, e.g. pkg.orders_pb2.Order")
+    subject: str | None = Field(default=None, min_length=1, max_length=255,
+                                description="the registry subject; default: from the naming strategy")
+    naming: Literal["topic", "record", "topic_record"] = Field(
+        default="topic", description="subject naming strategy: <topic>-value, <record name>, <topic>-<record name>")
+
+    @model_validator(mode="after")
+    def _source(self) -> Self:
+        if self.format == "protobuf":
+            if self.message is None:
+                raise ValueError("a protobuf schema names its generated message class (message: pkg.mod_pb2.Msg)")
+            if self.file is not None or self.latest:
+                raise ValueError("a protobuf schema is its message class: leave out file and latest")
+            return self
+        if self.message is not None:
+            raise RuleError(("message",), "only a protobuf schema names a message class")
+        if (self.file is None) == (not self.latest):
+            raise ValueError("give exactly one of file (a schema next to the spec) or latest: true")
+        if self.file is not None and ".." in self.file.split("/"):
+            raise RuleError(("file",), "must stay in the spec's folder (no '..')")
+        if self.latest and self.subject is None and self.naming != "topic":
+            raise RuleError(("naming",), "latest needs the subject: give subject, or use naming: topic")
+        return self
+
+
+class TopicSettings(_Spec):
+    """What a workflow declares about one topic it writes or reads."""
+
+    schema_: SchemaSpec | None = Field(default=None, alias="schema")
+
+
 class WorkflowSpec(_Spec):
     name: str = Field(pattern=NAME, description="the DAG id")
     description: str | None = None
@@ -278,6 +327,15 @@ class WorkflowSpec(_Spec):
     processors: list[ProcessorSpec] = Field(default_factory=list)
     stores: list[StoreSpec] = Field(default_factory=list)
     trigger: TriggerSpec | None = Field(default=None, description="Kafka in: start a run per record of a topic")
+
+
+    topics: dict[str, TopicSettings] = Field(
+        default_factory=dict, description="per topic the workflow writes or reads: its schema (schema:)")
+    _folder: str | None = PrivateAttr(default=None)  # the spec file's folder (schema files are next to it)
+
+    @property
+    def folder(self) -> str | None:
+        return self._folder
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -300,7 +358,14 @@ class WorkflowSpec(_Spec):
                 if others.count(unit.name) > 1:
                     raise RuleError((kind, index, "name"), f"{unit.name!r} is used twice; worker and processor "
                                     "names must be unique")
+        for topic in self.topics:
+            if not re.match(TOPIC, topic):
+                raise RuleError(("topics", topic), "is not a topic name: letters, digits, '.', '_', '-' only")
         return self
+
+    def schema_for(self, topic: str) -> SchemaSpec | None:
+        settings = self.topics.get(topic)
+        return settings.schema_ if settings is not None else None
 
     def dependencies(self) -> dict[str, list[str]]:
         """Upstream step ids of each step (`after`, or the step before when it is not given)."""

@@ -19,9 +19,10 @@ from confluent_kafka import Message as KafkaMessage
 
 from kafka_workflows import headers as h
 from kafka_workflows.errors import BatchItemFailed, MessageDecodeError
-from kafka_workflows.messages import MessageBatch, where
+from kafka_workflows.messages import Message, MessageBatch, where
 from kafka_workflows.worker.context import WorkerContext
 from kafka_workflows.worker.dispatch import Handler, MessageStrategy
+from kafka_workflows.worker.inbound import Inbound
 from kafka_workflows.worker.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class BatchStrategy:
         self.outcomes = outcomes
         self.handler = handler
         self.general = general
+        self._decoded: dict[int, Inbound] = {}  # id(record) -> its inbound, when values have a schema
 
     def handle(self, consumer: Consumer, batch: list[KafkaMessage]) -> None:
         """Runs of consecutive messages of one partition go to `_handle_run`; what needs the
@@ -46,7 +48,19 @@ class BatchStrategy:
         boundary = ctx.boundary
         # The boundary: a record joins a run only when it is plain (or, reporting to a store, read
         # and accepted); any other goes the general way, which reads it and refuses it, named.
-        accepted = ((lambda msg: boundary.read(msg).error is None) if boundary.report else boundary.plain)
+        # With a schema, the decoded values are kept for the run's messages (decoded once, here).
+        decoded = self._decoded
+        decoded.clear()
+
+        def read_in_full(msg: KafkaMessage) -> bool:
+            inbound = boundary.read(msg)
+            if inbound.error is not None:
+                return False
+            if boundary.codecs:
+                decoded[id(msg)] = inbound
+            return True
+
+        accepted = read_in_full if boundary.full else boundary.plain
         done = ctx.checkpoint.pending
         run: list[KafkaMessage] = []
         run_tp: TP | None = None
@@ -85,7 +99,7 @@ class BatchStrategy:
                 return
             started = time.perf_counter()
             try:
-                self.handler(MessageBatch(records))  # type: ignore[arg-type]
+                self.handler(self._batch(records))  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
                 index, cause = failed_index(records, exc)
                 if index is None:
@@ -111,6 +125,12 @@ class BatchStrategy:
             else:
                 self._batch_done(records, time.perf_counter() - started)
                 return
+
+    def _batch(self, records: list[KafkaMessage]) -> MessageBatch:
+        if not self._decoded:
+            return MessageBatch(records)
+        inbounds = [self._decoded.get(id(msg)) for msg in records]
+        return MessageBatch(records, [None if i is None else Message(i.msg, i.value, base=i.base) for i in inbounds])
 
     def _batch_done(self, records: list[KafkaMessage], elapsed: float | None) -> None:
         ctx = self.ctx

@@ -146,8 +146,8 @@ class ConcurrentStrategy:
 
     def _message(self, entry: Entry) -> Message:
         """The handler's view; the value is decoded when the handler first reads it."""
-        return Message(entry.msg, headers=self._headers(entry) if entry.failures else entry.headers,
-                       base=entry.inbound.base)
+        return Message(entry.msg, entry.inbound.value,
+                       headers=self._headers(entry) if entry.failures else entry.headers, base=entry.inbound.base)
 
     def _pressure(self, consumer: Consumer) -> None:
         """At the caps, stop taking messages: first by not consuming (librdkafka's prefetch queue is

@@ -23,7 +23,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from kafka_workflows import headers as h
 from kafka_workflows.errors import BatchItemFailed, MessageDecodeError
-from kafka_workflows.messages import Message, MessageBatch, decode_value, where
+from kafka_workflows.messages import NOT_DECODED, Message, MessageBatch, decode_value, where
 from kafka_workflows.worker.context import WorkerContext, WorkerStats
 from kafka_workflows.worker.holds import FOREVER
 from kafka_workflows.worker.outcomes import Hold, Outcomes
@@ -62,7 +62,7 @@ class MessageStrategy:
         read, plain = ctx.boundary.read, ctx.boundary.plain
         clock, checkpoint, cut = time.perf_counter, ctx.checkpoint, ctx.cut
         done = checkpoint.pending
-        report = ctx.writes.store_client is not None
+        full = ctx.boundary.full  # reporting to a store, or values with a schema: every record read in full
         run_topic: str | None = None  # the run: its partition, start, size and last message
         run_partition, run_started, run, last = -1, 0.0, 0, None
         due = checkpoint.progress_due
@@ -80,9 +80,9 @@ class MessageStrategy:
                     done[(topic, partition)] = msg.offset() + 1
                 run_topic, due = None, checkpoint.progress_due
                 continue
-            # The boundary: read in full when reporting to a store; else only asked whether the record
-            # is plain (no object built); one that is not goes the general way, which reads it.
-            inbound = read(msg) if report else None
+            # The boundary: read in full when reporting to a store or decoding with a schema; else only
+            # asked whether the record is plain (no object built); one that is not goes the general way.
+            inbound = read(msg) if full else None
             if (inbound.error is not None) if inbound is not None else not plain(msg):
                 if run:
                     self._run_done(run_topic, run_partition, last, clock() - run_started, run, done)  # type: ignore[arg-type]
@@ -91,7 +91,7 @@ class MessageStrategy:
                     done[(topic, partition)] = msg.offset() + 1
                 run_topic, due = None, checkpoint.progress_due
                 continue
-            message = Message(msg)
+            message = Message(msg) if inbound is None else Message(msg, inbound.value, base=inbound.base)
             started = clock()
             if partition != run_partition or topic != run_topic or started >= due:  # a new run
                 if run:
@@ -171,7 +171,7 @@ class MessageStrategy:
         if failures:  # an in-place retry: which attempt this is
             headers[h.ATTEMPT] = str(inbound.attempt_after(failures))
         try:
-            value = decode_value(msg.value(), where(msg))
+            value = inbound.value if inbound.value is not NOT_DECODED else decode_value(msg.value(), where(msg))
         except MessageDecodeError as exc:
             log.error("%s; dead-lettering it without calling the handler", exc)
             held.pop(tp, None)

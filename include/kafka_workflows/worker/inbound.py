@@ -13,17 +13,27 @@ a record is read by `Boundary.read` before anything acts on it:
   `kw-job-index` in [0, int64] and `kw-request-id` non-empty and at most MAX_REQUEST_ID bytes;
   every other `kw-` header at most MAX_KW_HEADER bytes.
 
+With a schema declared for its base topic (schemas/), its value is decoded here too, once:
+`Inbound.value` is the decoded record the handler's `message.value` returns. A value that does not
+decode (no wire format, an unknown schema id, a shape its schema cannot read) is refused like a bad
+header, with a SchemaDecodeError naming the subject, the id and the reason.
+
 A record that fails is not handed to anyone: `Inbound.error` says why (a HeaderError naming the
-header and its size, never its content) and the strategy dead-letters it (worker/outcomes.py).
+header and its size, never its content, or a SchemaDecodeError) and the strategy dead-letters it
+(worker/outcomes.py).
 The common record costs a scan of its header names: a message handler's hot path asks `plain`
 (no object built) and reads the record in full only when it fails or is not plain.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from confluent_kafka import Message as KafkaMessage
 
 from kafka_workflows import headers as h
+from kafka_workflows.messages import NOT_DECODED, where
 from kafka_workflows.retry.provenance import Origin
 
 MAX_REQUEST_ID = h.MAX_REQUEST_ID_BYTES  # the store refuses longer ids too (store/limits.py)
@@ -37,7 +47,7 @@ class Inbound:
     """One consumed record, its kw- headers parsed and its origin decided by the worker."""
 
     __slots__ = ("attempt", "base", "error", "first_failed_at", "job_index", "msg", "original", "request_id",
-                 "retry_at", "round")
+                 "retry_at", "round", "value")
 
     def __init__(self, msg: KafkaMessage, base: str, round: int | None) -> None:
         self.msg = msg
@@ -49,7 +59,8 @@ class Inbound:
         self.request_id: str | None = None
         self.first_failed_at: int | None = None  # carried on from this group's own retry
         self.original: tuple[int, int] | None = None  # (partition, offset) of the first read, ditto
-        self.error: h.HeaderError | None = None  # why the record cannot be trusted
+        self.error: Exception | None = None  # why the record cannot be trusted (HeaderError, SchemaDecodeError)
+        self.value: Any = NOT_DECODED  # the value decoded with its topic's schema, when it has one
 
     @property
     def origin(self) -> tuple[str, int] | None:
@@ -88,17 +99,20 @@ def _too_long(name: str, value: bytes) -> h.HeaderError:
 class Boundary:
     """Reads consumed records for one worker: its retry topics, and whether it reports to a store."""
 
-    def __init__(self, retry_topics: dict[str, tuple[str, int]], report: bool) -> None:
+    def __init__(self, retry_topics: dict[str, tuple[str, int]], report: bool,
+                 codecs: Mapping[str, Any] | None = None) -> None:
         self.retry_topics = retry_topics
         self.report = report
+        self.codecs = dict(codecs or {})  # base topic -> schemas.codec.Codec
+        self.full = report or bool(self.codecs)  # every record read in full (no `plain` shortcut)
         self._last_plain: list[tuple[str, bytes | None]] | None = None  # the headers `plain` accepted last
 
     def plain(self, msg: KafkaMessage) -> bool:
         """The hot path's question, for a request-topic record of a worker that reports to no store:
         True when `read` would accept it with nothing to note (no kw- header but a small kw-attempt
         and bounded ones). False only says "read it": `read` decides, on the general way."""
-        if self.report:
-            return False  # a store's jobs are read in full
+        if self.full:
+            return False  # a store's jobs, and values with a schema, are read in full
         raw = msg.headers()
         if raw is None or raw == self._last_plain:  # most producers send the same headers each time
             return True
@@ -118,7 +132,7 @@ class Boundary:
         raw = msg.headers()
         report = self.report
         if raw is None and not report:
-            return inbound
+            return self._decode(inbound) if self.codecs else inbound
         own_retry = origin is not None
         partition = offset = None
         try:
@@ -161,4 +175,17 @@ class Boundary:
             inbound.error = exc
         if partition is not None and offset is not None:
             inbound.original = (partition, offset)
+        return self._decode(inbound) if self.codecs and inbound.error is None else inbound
+
+    def _decode(self, inbound: Inbound) -> Inbound:
+        codec = self.codecs.get(inbound.base)
+        if codec is not None:
+            from kafka_workflows.schemas.codec import SchemaDecodeError
+
+            msg = inbound.msg
+            try:
+                inbound.value = codec.decode(msg.value(), where(msg))
+            except SchemaDecodeError as exc:
+                exc.record = msg
+                inbound.error = exc
         return inbound

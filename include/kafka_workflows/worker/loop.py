@@ -96,6 +96,8 @@ class Worker:
     :param max_in_flight: with concurrency, messages admitted and not done before fetching pauses.
     :param max_in_flight_bytes: the same cap in bytes of keys and values.
     :param breaker: the group's circuit breaker settings (retry/breaker.py); None: no breaker.
+    :param codecs: topic -> schemas.codec.Codec for the topics whose values have a schema: decoded once
+        at the boundary; a value that does not decode is dead-lettered at once.
     """
 
     def __init__(self, config: Mapping[str, Any], topics: Sequence[str], group: str,
@@ -106,7 +108,7 @@ class Worker:
                  metrics: WorkerMetrics | None = None, concurrency: int = 1,
                  max_in_flight: int | None = None, max_in_flight_bytes: int = DEFAULT_MAX_BYTES,
                  breaker: BreakerPolicy | None = None, telemetry: Telemetry | None = None,
-                 unit: str | None = None) -> None:
+                 unit: str | None = None, codecs: Mapping[str, Any] | None = None) -> None:
         if not topics:
             raise ConfigError("worker needs at least one topic")
         if not group:
@@ -149,8 +151,9 @@ class Worker:
         self._breaker_state = CLOSED  # as the loop last carried it out
         self._breaker_opened = 0  # breaker.opened when the loop last paused for it
         self._breaker_told: list[tuple[str, str]] = []  # (op, reason) of this worker's own transitions, to tell
-        self.ctx = WorkerContext(group, self.policy, self.retry_topics, Boundary(self.retry_topics, store is not None),
-                                 self.held, self.writes, self.checkpoint, self.metrics, self.stats, self.status.soon,
+        boundary = Boundary(self.retry_topics, store is not None, codecs)
+        self.ctx = WorkerContext(group, self.policy, self.retry_topics, boundary, self.held, self.writes,
+                                 self.checkpoint, self.metrics, self.stats, self.status.soon,
                                  breaker=self.breaker)
         self.outcomes = Outcomes(self.ctx)
         one_at_a_time = blocking_call(self.handler) if is_async(self.handler) else self.handler  # type: ignore[arg-type]

@@ -107,13 +107,20 @@ class Outcomes:
     def reject(self, inbound: Inbound, headers: Mapping[str, str] | None = None,
                error: h.HeaderError | None = None) -> None:
         """A record the boundary refused (or whose kw- headers cannot be carried on): dead-lettered,
-        the header named, never quoted."""
-        error = error or inbound.error
-        assert error is not None
-        inbound.error = error  # never reported to a store as a job
-        log.error("%s: %s; dead-lettering it", where(inbound.msg), error)
+        the header named, never quoted. A value that does not decode with its schema is dead-lettered
+        at once with kw-schema-subject, kw-schema-id and kw-schema-error (its job counts as failed)."""
+        refused = error or inbound.error
+        assert refused is not None
+        inbound.error = refused  # a HeaderError: never reported to a store as a job
+        headers = headers if headers is not None else h.decode(inbound.msg.headers())
+        schema_headers = getattr(refused, "schema_headers", None)
+        if isinstance(refused, MessageDecodeError) and callable(schema_headers):
+            log.error("%s; dead-lettering it", refused)
+            self.dead_letter(inbound, headers, refused, extra=schema_headers())
+            return
+        log.error("%s: %s; dead-lettering it", where(inbound.msg), refused)
         self.ctx.metrics.headers_untrusted.labels(self.ctx.group, inbound.base).inc()
-        self.dead_letter(inbound, headers if headers is not None else h.decode(inbound.msg.headers()), error)
+        self.dead_letter(inbound, headers, refused)
 
     def dead_letter(self, inbound: Inbound, headers: Mapping[str, str], exc: BaseException,
                     extra: Mapping[str, object] | None = None) -> None:

@@ -91,7 +91,8 @@ class Writes:
         offsets are stored; the store counts job indices, so a repeat after a crash changes nothing.
         A record that is not a job (no kw-request-id or kw-job-index: the boundary decided) is not
         reported; one rejected at the boundary is never a job."""
-        if self.store_client is None or inbound.job_index < 0 or inbound.request_id is None or inbound.error:
+        if self.store_client is None or inbound.job_index < 0 or inbound.request_id is None \
+                or isinstance(inbound.error, h.HeaderError):
             return
         if failure is None:
             self.store_client.complete(inbound.request_id, inbound.job_index, flush=False)

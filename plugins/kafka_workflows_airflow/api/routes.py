@@ -16,8 +16,10 @@ from kafka_workflows.errors import ConfigError
 from kafka_workflows.monitor import actions
 from kafka_workflows.monitor.deadletters import LetterQuery, letter_detail, read_letters
 from kafka_workflows.monitor.service import Invalid, NotFound, units_of
+from kafka_workflows.ops.deadletters import source_topic
 from kafka_workflows_airflow.api import offload
 from kafka_workflows_airflow.api.deps import EDIT, READ, MonitorDep, ReadableDep, UserNameDep
+from kafka_workflows_airflow.api.schemas import decoded_value
 from kafka_workflows_airflow.control import control_secret
 
 router = APIRouter(prefix="/api", tags=["kafka-workflows"])
@@ -156,7 +158,10 @@ def _letter(dag_id: str, letter_id: str, monitor: MonitorDep) -> dict[str, Any]:
     letter = read_letters(monitor.config, [letter_id]).get(letter_id)
     if letter is None:
         raise NotFound("dead letter", letter_id, "(no longer in its topic)")
-    return {**row, **letter_detail(letter)}
+    detail = {**row, **letter_detail(letter)}
+    # A value with a schema is shown decoded, with its subject and version; bytes when it does not decode.
+    shown = decoded_value(monitor.spec(dag_id), source_topic(letter.topic, row["group"]), letter.value)
+    return {**detail, **(shown or {})}
 
 
 @router.post("/workflows/{dag_id}/dead-letters/replay", dependencies=EDIT,

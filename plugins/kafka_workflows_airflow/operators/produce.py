@@ -12,7 +12,7 @@ from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import check_reachable
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.messages import request_id_for
-from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
+from kafka_workflows_airflow.hooks import KafkaWorkflowsHook, SchemaRegistryHook
 from kafka_workflows_airflow.links import LINKS
 
 
@@ -33,6 +33,10 @@ class ProduceRequestsOperator(BaseOperator):
     :param partitions: partitions of the topic when this task creates it.
     :param kafka_config_id: the Airflow connection of the Kafka provider (`kafka_default`).
     :param delivery_timeout: seconds to wait for the broker's acknowledgements.
+    :param value_schema: the topic's schema as the spec declares it (schemas/resolve.py `declared`):
+        every request is checked against it first (a request that does not fit fails the task, naming
+        the request and the field, before anything is written), then sent in the registry's wire format.
+    :param schema_registry_conn_id: the Airflow connection of the schema registry.
     """
 
     template_fields: Sequence[str] = ("topic", "key", "value", "requests", "key_field")
@@ -43,7 +47,8 @@ class ProduceRequestsOperator(BaseOperator):
     def __init__(self, *, topic: str, value: Any = None, key: str | None = None,
                  requests: Any = None, key_field: str | None = None, workflow: str | None = None,
                  partitions: int = 3, kafka_config_id: str = KafkaWorkflowsHook.default_conn_name,
-                 delivery_timeout: float = 60.0, **kwargs: Any) -> None:
+                 delivery_timeout: float = 60.0, value_schema: dict[str, Any] | None = None,
+                 schema_registry_conn_id: str = SchemaRegistryHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if (value is None) == (requests is None):
             raise ValueError(f"{self.task_id}: give exactly one of `value` (one request) or `requests` (many)")
@@ -56,6 +61,8 @@ class ProduceRequestsOperator(BaseOperator):
         self.partitions = partitions
         self.kafka_config_id = kafka_config_id
         self.delivery_timeout = delivery_timeout
+        self.value_schema = value_schema
+        self.schema_registry_conn_id = schema_registry_conn_id
 
     def _keyed_requests(self) -> list[tuple[str | None, Any]]:
         if self.requests is None:
@@ -73,8 +80,17 @@ class ProduceRequestsOperator(BaseOperator):
             items.append((str(item[self.key_field]), item))
         return items
 
+    def _payloads(self, items: list[tuple[str | None, Any]]) -> list[bytes | None]:
+        if not self.value_schema:
+            return [None] * len(items)
+        codec = SchemaRegistryHook(self.schema_registry_conn_id).codec({**self.value_schema, "topic": self.topic})
+        for index, (_key, value) in enumerate(items):
+            codec.check(value, f"{self.task_id}: requests[{index}]" if self.requests is not None else self.task_id)
+        return [codec.encode(value) for _key, value in items]
+
     def execute(self, context: Context) -> dict[str, Any]:
         items = self._keyed_requests()  # validate before any I/O
+        payloads = self._payloads(items)  # with a schema: every request checked, then encoded; nothing written yet
         ti = context["ti"]
         request_id = request_id_for(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
         config = KafkaWorkflowsHook(self.kafka_config_id).get_kafka_config()
@@ -82,8 +98,11 @@ class ProduceRequestsOperator(BaseOperator):
         ensure_topics(config, [TopicSpec(self.topic, self.partitions)])
         headers = {h.REQUEST_ID: request_id, h.WORKFLOW: self.workflow or ti.dag_id, h.ATTEMPT: 1}
         producer = RequestProducer(config)
-        for key, value in items:
-            producer.send(self.topic, value, key=key, headers=headers)
+        for (key, value), payload in zip(items, payloads, strict=True):
+            if payload is None:
+                producer.send(self.topic, value, key=key, headers=headers)
+            else:
+                producer.send(self.topic, payload, key=key, headers=headers, raw=True)
         delivered = producer.flush(self.delivery_timeout)
         offsets: dict[str, list[int]] = {}
         for d in delivered:

@@ -34,7 +34,7 @@ from kafka_workflows.split.jobs import (
     produce_jobs,
 )
 from kafka_workflows.store import StoreClient, StoreError
-from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
+from kafka_workflows_airflow.hooks import KafkaWorkflowsHook, SchemaRegistryHook
 from kafka_workflows_airflow.links import LINKS
 from kafka_workflows_airflow.sources import SourcePolicy, open_source, step_roots
 
@@ -93,7 +93,9 @@ class SplitToJobsOperator(BaseOperator):
                  source_conn_id: str | None = None, limits: Mapping[str, int] | None = None,
                  max_message_bytes: int | None = None, chunk_jobs: int | str | None = DEFAULT_CHUNK_JOBS,
                  chunk_seconds: float | str = DEFAULT_CHUNK_SECONDS,
-                 kafka_config_id: str = KafkaWorkflowsHook.default_conn_name, **kwargs: Any) -> None:
+                 kafka_config_id: str = KafkaWorkflowsHook.default_conn_name,
+                 value_schema: dict[str, Any] | None = None,
+                 schema_registry_conn_id: str = SchemaRegistryHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.source = source
         self.topic = topic
@@ -114,6 +116,8 @@ class SplitToJobsOperator(BaseOperator):
         self.max_message_bytes = max_message_bytes
         self.chunk_jobs = chunk_jobs
         self.chunk_seconds = chunk_seconds
+        self.value_schema = value_schema  # the jobs topic's schema (schemas/resolve.py `declared`), or None
+        self.schema_registry_conn_id = schema_registry_conn_id
 
     # -- inputs, validated before any I/O ---------------------------------------------------
     def _source(self) -> str:
@@ -217,9 +221,18 @@ class SplitToJobsOperator(BaseOperator):
         meta: dict[str, Any] = {"dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
                                 "source": describe_source(source), "rows_per_job": rows_per_job}
 
+        codec = (SchemaRegistryHook(self.schema_registry_conn_id).codec({**self.value_schema, "topic": self.topic})
+                 if self.value_schema else None)
+
+        def encode(index: int, message: Any) -> bytes:
+            if codec is None:
+                return encode_value(message)
+            codec.check(message, f"{self.task_id}: job {index}")  # a job that does not fit aborts the transaction
+            return codec.encode(message)
+
         def jobs() -> Iterator[tuple[str, bytes]]:
             for job in csv_jobs.jobs():
-                key, value = f"{request_id}/{job.index}", encode_value(job.to_message())
+                key, value = f"{request_id}/{job.index}", encode(job.index, job.to_message())
                 rows = f"rows {job.row_numbers[0]}-{job.row_numbers[-1]}" if job.row_numbers else "no rows"
                 # Checked before it is produced: an oversized record would abort every attempt's transaction.
                 limit.check(f"job {job.index} ({rows}, {len(job.rows)} row(s))", value, key,

@@ -367,7 +367,11 @@
         const d = await api(`/workflows/${enc(ctx.dag_id)}/dead-letters/${enc(id)}`);
         const headers = Object.entries(d.headers && typeof d.headers === "object" ? d.headers : {});
         state.detail = [h("h2", {}, `Letter ${text(d.id)}`), h("table", {}, headers.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, h("code", {}, text(v)))))),
-          h("p", {class: "muted"}, `Value: ${num(d.value_size)} bytes${d.value_truncated ? " (preview cut)" : ""}`), h("pre", {}, text(d.value_preview))];
+          h("p", {class: "muted"}, `Value: ${num(d.value_size)} bytes${d.value_truncated ? " (preview cut)" : ""}`),
+          ...(d.schema && typeof d.schema === "object"
+            ? [h("p", {class: "muted"}, `Decoded with subject ${text(d.schema.subject)}, version ${text(d.schema.version ?? "?")} (schema id ${text(d.schema.id)}, ${text(d.schema.format)})`),
+               h("pre", {}, text(JSON.stringify(d.value_decoded, null, 2)))]
+            : [h("pre", {}, text(d.value_preview))])];
       } catch (e) { state.detail = error(e.message); }
       load();
     }

@@ -75,6 +75,7 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
 
     A value that is `bytes` is sent as is, anything else as JSON. Every job carries the headers
     kw-request-id, kw-workflow (when given), kw-attempt=1 and kw-job-index (0-based), plus `headers`.
+    The init command carries the W3C trace headers of `headers` (traceparent, tracestate) too.
     """
     if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
         raise JobsError(f"request {request_id!r}: total must be an integer >= 0, got {total!r}")
@@ -129,8 +130,9 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
                                 f"total={total} was declared; nothing was produced")
             final_total = count if total is None else total
             command = init_command(store_name, request_id, final_total, meta)
+            trace = {k: v for k, v in (headers or {}).items() if k in (h.TRACEPARENT, h.TRACESTATE)}
             producer.produce(command.topic, command.value, command.key,
-                             {h.REQUEST_ID: request_id, h.WORKFLOW: workflow})
+                             {h.REQUEST_ID: request_id, h.WORKFLOW: workflow, **trace})
             producer.commit(timeout=transaction_timeout_ms / 1000)
         except KafkaException as exc:
             detail = producer.failure_detail(exc)

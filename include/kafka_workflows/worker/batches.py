@@ -20,6 +20,7 @@ from confluent_kafka import Message as KafkaMessage
 from kafka_workflows import headers as h
 from kafka_workflows.errors import BatchItemFailed, MessageDecodeError
 from kafka_workflows.messages import MessageBatch, where
+from kafka_workflows.observe import tracing
 from kafka_workflows.worker.context import WorkerContext
 from kafka_workflows.worker.dispatch import Handler, MessageStrategy
 from kafka_workflows.worker.outcomes import Outcomes
@@ -85,7 +86,10 @@ class BatchStrategy:
                 return
             started = time.perf_counter()
             try:
-                self.handler(MessageBatch(records))  # type: ignore[arg-type]
+                if tracing.ENABLED:
+                    self._traced(records)
+                else:
+                    self.handler(MessageBatch(records))  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
                 index, cause = failed_index(records, exc)
                 if index is None:
@@ -111,6 +115,17 @@ class BatchStrategy:
             else:
                 self._batch_done(records, time.perf_counter() - started)
                 return
+
+    def _traced(self, records: list[KafkaMessage]) -> None:
+        """One batch call inside its consumer span, linked to every message's trace context (a batch
+        has no one parent: OpenTelemetry's messaging conventions link each message's creation)."""
+        read = self.ctx.boundary.read
+        contexts = [carrier for carrier in (read(msg).trace for msg in records) if carrier is not None]
+        first = records[0]
+        attributes = tracing.messaging(first.topic(), first.partition(), first.offset(), group=self.ctx.group,
+                                       count=len(records))
+        with tracing.span(f"process {first.topic()}", kind="CONSUMER", links=contexts, attributes=attributes):
+            self.handler(MessageBatch(records))  # type: ignore[arg-type]
 
     def _batch_done(self, records: list[KafkaMessage], elapsed: float | None) -> None:
         ctx = self.ctx

@@ -12,6 +12,7 @@ from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import check_reachable
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.messages import request_id_for
+from kafka_workflows.observe import tracing
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
 from kafka_workflows_airflow.links import LINKS
 
@@ -82,9 +83,13 @@ class ProduceRequestsOperator(BaseOperator):
         ensure_topics(config, [TopicSpec(self.topic, self.partitions)])
         headers = {h.REQUEST_ID: request_id, h.WORKFLOW: self.workflow or ti.dag_id, h.ATTEMPT: 1}
         producer = RequestProducer(config)
-        for key, value in items:
-            producer.send(self.topic, value, key=key, headers=headers)
-        delivered = producer.flush(self.delivery_timeout)
+        # Traced (Airflow's [traces] otel_on), one `send` span, a child of this task's: every request carries it.
+        with tracing.producing(self.topic, {"kw.request_id": request_id}) as trace:
+            if trace is not None:
+                headers.update(trace.headers())
+            for key, value in items:
+                producer.send(self.topic, value, key=key, headers=headers)
+            delivered = producer.flush(self.delivery_timeout)
         offsets: dict[str, list[int]] = {}
         for d in delivered:
             first, last = offsets.get(str(d.partition), [d.offset, d.offset])

@@ -18,7 +18,7 @@ import pytest
 from stack.broker import Broker
 
 REPO = Path(__file__).resolve().parents[2]
-SHARES_BROKER = {"worker_throughput", "concurrency", "aggregation", "awaits", "completion_latency"}
+SHARES_BROKER = {"worker_throughput", "concurrency", "aggregation", "awaits", "completion_latency", "tracing_overhead"}
 OWN_BROKER = {"ui_api", "failover"}
 
 

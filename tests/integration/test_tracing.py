@@ -102,10 +102,12 @@ def test_each_job_is_handled_in_a_consumer_span_of_its_message_trace(
     assert processed and all(s.kind.name == "CONSUMER" for s in processed)
     assert all(s.attributes["messaging.system"] == "kafka" and s.attributes["messaging.consumer.group.name"] == group
                for s in processed)
-    if strategy == "batch":  # one call for the three: linked to the one valid context, a root of its own
+    if strategy == "batch":  # one call for the three: linked to the one valid context; not all in one
+        # trace (two have none), so a root of its own
         assert len(processed) == 1 and processed[0].parent is None
         assert [f"{link.context.trace_id:032x}" for link in processed[0].links] == [TRACE]
         assert processed[0].attributes["messaging.batch.message_count"] == 3
+        assert list(processed[0].attributes["kw.job_indexes"]) == [0, 1, 2]
         return
     assert len(processed) == 3
     by_offset = {s.attributes["messaging.kafka.offset"]: s for s in processed}
@@ -143,3 +145,26 @@ def test_a_retry_and_a_dead_letter_keep_the_message_trace(kafka_config: dict[str
     assert len(attempts) == 2, "the first attempt and the retry"
     assert {f"{s.context.trace_id:032x}" for s in attempts} == {TRACE}
     assert all(not s.status.is_ok and s.events[0].name == "exception" for s in attempts)
+
+
+def test_a_batch_of_one_trace_joins_it_and_links_every_message(kafka_config: dict[str, Any], topic: str,
+                                                               group: str, spans: InMemorySpanExporter) -> None:
+    ensure_topics(kafka_config, [TopicSpec(topic, 1)])
+    seen: list[int] = []
+
+    @batch_handler
+    def many(batch: MessageBatch) -> None:
+        seen.extend(1 for _ in batch)
+
+    worker = Worker(kafka_config, [topic], group, many)
+    _produce(kafka_config, topic, [(f"k{n}".encode(), [(h.TRACEPARENT, f"00-{TRACE}-{n + 1:016x}-01".encode())])
+                                   for n in range(3)])
+    thread = start_in_thread(worker)
+    try:
+        wait_for(lambda: len(seen) == 3, 60, "the three messages handled")
+    finally:
+        stop_thread(worker, thread)
+    processed = [s for s in spans.get_finished_spans() if s.name == f"process {topic}"]
+    assert sum(s.attributes["messaging.batch.message_count"] for s in processed) == 3
+    assert {f"{s.context.trace_id:032x}" for s in processed} == {TRACE}
+    assert sorted(link.context.span_id for s in processed for link in s.links) == [1, 2, 3]

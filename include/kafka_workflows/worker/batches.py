@@ -117,14 +117,22 @@ class BatchStrategy:
                 return
 
     def _traced(self, records: list[KafkaMessage]) -> None:
-        """One batch call inside its consumer span, linked to every message's trace context (a batch
-        has no one parent: OpenTelemetry's messaging conventions link each message's creation)."""
+        """One batch call inside its consumer span, linked to every message's trace context (OpenTelemetry's
+        messaging conventions: a batch links each message's creation). When every message carries the
+        same trace (a split's jobs: one DAG run), the span joins it, a child of the first message's context."""
         read = self.ctx.boundary.read
-        contexts = [carrier for carrier in (read(msg).trace for msg in records) if carrier is not None]
+        inbound = [read(msg) for msg in records]
+        contexts = [i.trace for i in inbound if i.trace is not None]
         first = records[0]
         attributes = tracing.messaging(first.topic(), first.partition(), first.offset(), group=self.ctx.group,
                                        count=len(records))
-        with tracing.span(f"process {first.topic()}", kind="CONSUMER", links=contexts, attributes=attributes):
+        jobs = [i.job_index for i in inbound if i.job_index >= 0]
+        if jobs:
+            attributes["kw.job_indexes"] = jobs
+        same = bool(contexts) and len(contexts) == len(records) and all(
+            c.trace_id == contexts[0].trace_id for c in contexts)
+        with tracing.span(f"process {first.topic()}", kind="CONSUMER", parent=contexts[0] if same else None,
+                          links=contexts, attributes=attributes):
             self.handler(MessageBatch(records))  # type: ignore[arg-type]
 
     def _batch_done(self, records: list[KafkaMessage], elapsed: float | None) -> None:

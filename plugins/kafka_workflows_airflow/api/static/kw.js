@@ -157,6 +157,9 @@
   const table = (attrs, head, body) => h("table", attrs, h("thead", {}, h("tr", {}, head.map((c) => (c instanceof Node ? c : h("th", {}, c))))), h("tbody", {}, body));
   const thNum = (t) => h("th", {class: "num"}, t);
   const tdNum = (n) => h("td", {class: "num"}, num(n));
+  // A W3C trace id (checked server-side: 32 hex digits), linked to the trace UI when [kafka_workflows] trace_ui_url is set.
+  const traceRef = (id, href) => (id ? h("span", {class: "kw-trace", "data-trace-id": text(id)}, "trace ",
+    href ? h("a", {href, target: "_blank", rel: "noopener noreferrer"}, h("code", {}, text(id))) : h("code", {}, text(id))) : null);
   const card = (label, value, attrs) => h("div", {class: "card", ...(attrs || {})}, label, h("b", {}, value));
   const error = (message) => h("div", {class: "notice error"}, message);
   let notice = null;
@@ -452,6 +455,7 @@
             h("td", {}, h("b", {}, text(l.error_type)), " ", text(l.error)),
             h("td", {}, l.skipped_by ? [badge("skipped"), ` by ${text(l.skipped_by)}: ${text(l.skip_reason)}`] : null,
               replayed ? [badge("replayed"), ` by ${text(replayed.by)} `, when(replayed.at), " "] : null, l.replayed_from ? badge("replay") : null, " ",
+              traceRef(l.trace_id, l.trace_url), " ",
               h("a", {href: "#", "data-open": id, onclick: (ev) => { ev.preventDefault(); openLetter(id); }}, "open")));
         }, 7, "No dead letters match.")),
         h("div", {id: "kw-detail"}, state.detail));
@@ -474,7 +478,8 @@
         "Request ", h("code", {}, text(q.request_id)), " is not registered yet (the split has not committed it). Waiting…")];
       const failedJobs = list(q.failed_jobs), bad = list(m.bad_examples);
       return [h("h1", {}, "Import progress ", badge(q.status)),
-        h("p", {class: "muted"}, "Request ", h("code", {}, text(q.request_id)), ` of store ${text(q.store)}${p.terminal ? "" : " · updates every second"}`),
+        h("p", {class: "muted"}, "Request ", h("code", {}, text(q.request_id)), ` of store ${text(q.store)}${p.terminal ? "" : " · updates every second"}`,
+          q.trace_id ? [" · ", traceRef(q.trace_id, q.trace_url)] : null),
         h("div", {id: "kw-status", "data-status": text(q.status), "data-percent": finite(p.percent) ? p.percent : ""}, bar(p)),
         h("div", {class: "cards"}, card("Completed", num(p.completed)), card("Failed", num(p.failed)), card("Total jobs", num(p.total)),
           card("Rate", finite(p.rate) ? `${p.rate} jobs/s` : "–"), card(p.terminal ? "Took" : "ETA", secs(p.terminal ? p.elapsed : p.eta))),

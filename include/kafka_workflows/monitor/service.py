@@ -303,5 +303,5 @@ class Monitor:
                     break
             else:
                 found.append({"step": step.id, "store": None, "request_id": request_id, "status": "not registered",
-                              "progress": None})
+                              "progress": None, "trace_id": None})
         return {"workflow": name, "run_id": run_id, "requests": found}

@@ -6,7 +6,8 @@ COPY pyproject.toml README.md ./
 COPY include ./include
 # plugins/ is listed by pyproject's package finder; the worker image ships an empty one.
 # [examples]: the example handlers' database (SQLAlchemy, psycopg for the shared Postgres).
-RUN mkdir -p plugins && pip install --no-cache-dir ".[examples]" && useradd --uid 50000 worker
+# [tracing]: the OpenTelemetry SDK and OTLP exporter, used when the OTEL_* variables are set.
+RUN mkdir -p plugins && pip install --no-cache-dir ".[examples,tracing]" && useradd --uid 50000 worker
 USER worker
 ENTRYPOINT ["kafka-workflows"]
 CMD ["--help"]

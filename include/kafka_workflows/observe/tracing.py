@@ -201,10 +201,15 @@ def configure(service_name: str = "kafka-workflows", environ: Mapping[str, str] 
         return True
     if not _wanted(environ):
         return False
-    from opentelemetry import trace
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError:
+        log.warning("the OTEL_* variables ask for traces but the OpenTelemetry SDK is not installed "
+                    "(pip install 'kafka-workflows[tracing]'): tracing stays off")
+        return False
 
     attributes = {} if environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
     provider = TracerProvider(resource=Resource.create(attributes))

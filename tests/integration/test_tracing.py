@@ -27,6 +27,7 @@ from kafka_workflows.handlers import batch_handler
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.messages import Message, MessageBatch
 from kafka_workflows.observe import tracing
+from kafka_workflows.ops.deadletters import replay
 from kafka_workflows.retry.policy import NonBlockingRetry, RetryPolicy
 from kafka_workflows.retry.topics import dead_letter_topic
 from kafka_workflows.store import commands_topic
@@ -141,6 +142,12 @@ def test_a_retry_and_a_dead_letter_keep_the_message_trace(kafka_config: dict[str
     finally:
         stop_thread(worker, thread)
     assert dict(dead[0].headers())[h.TRACEPARENT] == PARENT.encode()
+    # A replay sends it back with the same trace (as do the UI's and the canary's: one replay_once).
+    moved = replay(kafka_config, topic, group)
+    assert len(moved) == 1
+    again = [m for m in read_all(kafka_config, topic, expected=2, timeout=30) if dict(m.headers() or []).get(
+        h.REPLAYED_FROM)]
+    assert [dict(m.headers())[h.TRACEPARENT] for m in again] == [PARENT.encode()]
     attempts = [s for s in spans.get_finished_spans() if s.name.startswith("process ")]
     assert len(attempts) == 2, "the first attempt and the retry"
     assert {f"{s.context.trace_id:032x}" for s in attempts} == {TRACE}

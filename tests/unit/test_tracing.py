@@ -58,3 +58,44 @@ def test_configure_stays_off_without_the_otel_variables() -> None:
                                       "OTEL_SDK_DISABLED": "true"}) is False
     assert tracing.configure(environ={"OTEL_TRACES_EXPORTER": "none"}) is False
     assert tracing.ENABLED is False
+
+
+class _Letter:
+    """A dead-letter record as the monitor's follower hands it over."""
+
+    def __init__(self, headers: list[tuple[str, bytes]]) -> None:
+        self._headers = headers
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return 1, 1_700_000_000_000
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"{}"
+
+    def topic(self) -> str:
+        return "t.g.dlq"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 7
+
+
+@pytest.mark.parametrize(("traceparent", "shown"), [
+    (VALID.encode(), "4bf92f3577b34da6a3ce929d0e0e4736"), (b"00-" + b"z" * 52, None), (VALID.encode() * 100, None)])
+def test_a_dead_letter_and_a_run_show_a_trace_id_only_when_their_traceparent_is_valid(
+        traceparent: bytes, shown: str | None) -> None:
+    from kafka_workflows.monitor.deadletters import _summary
+    from kafka_workflows.monitor.service import Monitor
+
+    assert _summary(_Letter([("traceparent", traceparent)]))["trace_id"] == shown  # type: ignore[arg-type]
+    view = Monitor._request_view("s", {"request_id": "r", "status": "running", "total": 2, "completed": 1,
+                                       "failed": 0, "meta": {"traceparent": traceparent.decode("ascii", "replace")}})
+    assert view["trace_id"] == shown

@@ -91,11 +91,13 @@ def store_processor(args: argparse.Namespace) -> int:
     telemetry = Telemetry(stale_after=args.health_stale_after)
     limits = StoreLimits(max_total=args.max_total, max_request_id_bytes=args.max_request_id_bytes,
                          max_reason_chars=args.max_reason_chars, max_command_bytes=args.max_command_bytes)
-    run_supervised(f"store-processor {args.store}", partial(
-        StoreProcessor, kafka_config_from_env(), args.store, args.group, partitions=args.partitions,
-        commit_interval=args.commit_interval, limits=limits, telemetry=telemetry), kafka_config_from_env(),
-        telemetry=telemetry, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr)
-    tracing.shutdown()
+    try:
+        run_supervised(f"store-processor {args.store}", partial(
+            StoreProcessor, kafka_config_from_env(), args.store, args.group, partitions=args.partitions,
+            commit_interval=args.commit_interval, limits=limits, telemetry=telemetry), kafka_config_from_env(),
+            telemetry=telemetry, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr)
+    finally:
+        tracing.shutdown()  # export what is buffered
     return 0
 
 

@@ -6,8 +6,9 @@ COPY pyproject.toml README.md ./
 COPY include ./include
 # plugins/ is listed by pyproject's package finder; the worker image ships an empty one.
 # [examples]: the example handlers' database (SQLAlchemy, psycopg for the shared Postgres);
-# [schemas]: the schema registry client and its Avro, Protobuf and JSON Schema serializers.
-RUN mkdir -p plugins && pip install --no-cache-dir ".[examples,schemas]" && useradd --uid 50000 worker
+# [schemas]: the schema registry client and its Avro, Protobuf and JSON Schema serializers;
+# [tracing]: the OpenTelemetry SDK and OTLP exporter, used when the OTEL_* variables are set.
+RUN mkdir -p plugins && pip install --no-cache-dir ".[examples,schemas,tracing]" && useradd --uid 50000 worker
 USER worker
 ENTRYPOINT ["kafka-workflows"]
 CMD ["--help"]

@@ -7,6 +7,10 @@ provider, a PostgreSQL server for Airflow's metadata (and with
 repo's dags/ and plugins/) and the companion worker; triggers `subscription_renewals` through the REST API;
 shows the renewals the worker processed; triggers `checkout` (Avro end to end through the registry);
 then keeps running until Ctrl-C, which stops everything in reverse order. State lives in .state/ (git-ignored).
+
+`--tracing` also starts Jaeger (stack/jaeger.py: built from its Go module by the set-up, in-memory)
+and turns tracing on everywhere: Airflow's `[traces] otel_on` and the OTEL_* variables for Airflow
+and the worker, `[kafka_workflows] trace_ui_url` so the run tab and the dead letters link to it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from kw_examples.payment_provider import PaymentProvider
 from stack.airflow import ADMIN, AirflowStandalone
 from stack.broker import Broker
 from stack.cluster import Cluster
+from stack.jaeger import Jaeger
 from stack.postgres import Postgres, scratch_dir
 from stack.registry import SchemaRegistry
 from stack.wait import wait_for
@@ -135,9 +140,16 @@ def main() -> int:
     parser.add_argument("--registry-port", type=int, default=int(os.environ.get("KW_REGISTRY_PORT", 8081)),
                         help="the schema registry (Apicurio Registry; its Confluent-compatible API)")
     parser.add_argument("--once", action="store_true", help="stop after the example run instead of serving")
+    parser.add_argument("--tracing", action="store_true",
+                        help="also start Jaeger and trace Airflow and the worker to it (one trace per DAG run)")
+    parser.add_argument("--jaeger-ui-port", type=int, default=int(os.environ.get("KW_JAEGER_UI_PORT", 16686)))
+    parser.add_argument("--otlp-port", type=int, default=int(os.environ.get("KW_OTLP_PORT", 4317)),
+                        help="Jaeger's OTLP/gRPC port (with --tracing)")
     args = parser.parse_args()
     kafka_ports = [args.kafka_port + i for i in range(args.brokers)]
-    for port in (*kafka_ports, args.airflow_port, args.provider_port, args.pg_port, args.registry_port):
+    tracing_ports = (args.jaeger_ui_port, args.otlp_port, args.otlp_port + 1) if args.tracing else ()
+    for port in (*kafka_ports, args.airflow_port, args.provider_port, args.pg_port, args.registry_port,
+                 *tracing_ports):
         _port_free(port)
 
     examples_db = STATE / "examples.sqlite"
@@ -180,9 +192,19 @@ def main() -> int:
         stoppers.append(provider.shutdown)
         _say(f"fake payment provider {provider.url} (POST /admin/failing {{\"failing\": true}} to break it)")
 
+        traced: dict[str, str] = {}
+        if args.tracing:
+            jaeger = Jaeger(STATE / "jaeger" / "data", otlp_grpc=args.otlp_port, otlp_http=args.otlp_port + 1,
+                            ui=args.jaeger_ui_port)
+            stoppers.append(jaeger.stop)
+            jaeger.start()
+            traced = {"AIRFLOW__TRACES__OTEL_ON": "True", **jaeger.otel_env("airflow"),
+                      "AIRFLOW__KAFKA_WORKFLOWS__TRACE_UI_URL": f"{jaeger.ui_url}/trace/"}
+            _say(f"Jaeger UI {jaeger.ui_url} (OTLP/gRPC {jaeger.otlp_endpoint}): one trace per DAG run")
+
         airflow = AirflowStandalone(STATE / "airflow", args.airflow_port, broker.bootstrap_servers,
                                     metadata_db=metadata_db,
-                                    extra_env={**examples_env, "PAYMENT_PROVIDER_URL": provider.url})
+                                    extra_env={**examples_env, "PAYMENT_PROVIDER_URL": provider.url, **traced})
         _say("starting airflow standalone (first start migrates its database: about a minute)")
         airflow.start()
         stoppers.append(airflow.stop)
@@ -190,8 +212,9 @@ def main() -> int:
         worker_log = STATE / "worker.log"
         with open(worker_log, "ab") as log:
             # The worker side of every workflow spec: the same YAML files Airflow builds the DAGs from.
+            worker_env = {**airflow.env(), **({"OTEL_SERVICE_NAME": "kafka-workflows-worker"} if traced else {})}
             worker = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", "worker", str(WORKFLOWS)],
-                                      env=airflow.env(), stdout=log, stderr=subprocess.STDOUT)
+                                      env=worker_env, stdout=log, stderr=subprocess.STDOUT)
 
         def stop_worker() -> None:
             worker.send_signal(signal.SIGTERM)
@@ -204,6 +227,8 @@ def main() -> int:
         run_example(airflow)
         run_checkout(airflow)
         _say(f"Airflow UI: {airflow.url}  user: {ADMIN}  password: {airflow.password}")
+        if args.tracing:
+            _say(f"traces: {jaeger.ui_url} (service airflow, kafka-workflows-worker)")
         _say(f"trigger again: see README (curl with a token from {airflow.url}/auth/token)")
         if args.once:
             return 0

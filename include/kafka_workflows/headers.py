@@ -26,7 +26,8 @@ ERROR_MESSAGE = "kw-error-message"
 FIRST_FAILED_AT = "kw-first-failed-at"
 REPLAYED_FROM = "kw-replayed-from"
 JOB_INDEX = "kw-job-index"  # index of a job within its request (0-based), counted by the store
-TRACEPARENT = "traceparent"
+TRACEPARENT = "traceparent"  # W3C trace context (observe/tracing.py parses and bounds it)
+TRACESTATE = "tracestate"
 # A record that does not decode with its topic's schema (schemas/codec.py): on its dead letter
 SCHEMA_SUBJECT = "kw-schema-subject"
 SCHEMA_ID = "kw-schema-id"

@@ -39,6 +39,11 @@ CONFIG: dict[str, Any] = {
             "kafka_config_id": _option(
                 "The Kafka connection (the Kafka provider's connection type) the operations UI reads and writes "
                 "Kafka with.", "kafka_default", "kafka_default"),
+            "trace_ui_url": _option(
+                "The trace UI's page of one trace, for the trace ids the run tab and the dead letters show (W3C "
+                "trace context, when tracing is on): `{trace_id}` is replaced by the id, else the id is appended "
+                "as a path segment. Empty: trace ids are shown without a link.",
+                "http://jaeger.example.com:16686/trace/", ""),
             "control_secret": _option(
                 "Secret to sign operator commands (skip, unblock, pause, resume) written to kafka-workflows.control. "
                 "When set here and in the workers (KAFKA_WORKFLOWS_CONTROL_SECRET), workers refuse unsigned or wrongly "

@@ -32,6 +32,7 @@ from typing import Any
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseNotifier, Context
 
+from kafka_workflows.observe import tracing
 from kafka_workflows.store.indexcodec import decode_ranges
 from kafka_workflows_airflow.egress import (
     SECTION,
@@ -219,10 +220,19 @@ class WebhookNotifier(BaseNotifier):
             retry_after: float | None = None
             signed = {**headers, SIGNATURE_HEADER: sign(secret, body)} if secret is not None else dict(headers)
             try:
-                response = egress.request("POST", url, body=body, headers=signed, timeout=self.timeout,
-                                          follow_redirects=False)
-                with response:
-                    response.read(65536)
+                # Traced, each attempt is a CLIENT span whose context the POST carries (W3C traceparent).
+                with tracing.optional_span("POST", kind="CLIENT", attributes={
+                        "http.request.method": "POST", "server.address": urllib.parse.urlsplit(url).hostname or "",
+                        "http.request.resend_count": attempt - 1}) as span:
+                    trace = tracing.current() if span is not None else None
+                    if trace is not None:
+                        signed.update(trace.headers())
+                    response = egress.request("POST", url, body=body, headers=signed, timeout=self.timeout,
+                                              follow_redirects=False)
+                    if span is not None:
+                        span.set_attribute("http.response.status_code", int(response.status))
+                    with response:
+                        response.read(65536)
                 self.log.info("webhook POST %s: HTTP %d in %.0f ms (attempt %d/%d)", shown, response.status,
                               1000 * (time.monotonic() - started), attempt, attempts)
                 return int(response.status)

@@ -18,7 +18,8 @@ import pytest
 from stack.broker import Broker
 
 REPO = Path(__file__).resolve().parents[2]
-SHARES_BROKER = {"worker_throughput", "concurrency", "aggregation", "awaits", "completion_latency", "import_e2e"}
+SHARES_BROKER = {"worker_throughput", "concurrency", "aggregation", "awaits", "completion_latency", "import_e2e",
+                 "tracing_overhead"}
 OWN_BROKER = {"ui_api", "failover"}
 USES_REGISTRY = {"worker_throughput"}
 

@@ -11,6 +11,9 @@ sources and callbacks are allow-listed the way a deployment would configure them
   link-local address is refused all the same, which the security tests show);
 - `allowed_callbacks`: the session receiver;
 - `allowed_networks`: 127.0.0.1/32 only, so other loopback addresses (127.0.0.2) stay refused.
+
+It is traced (`[traces] otel_on`, the OTEL_* variables naming the session's Jaeger), so every DAG run
+is one trace there, and the workers the tests start with its env() trace too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import pytest
 
 from stack.airflow import AirflowStandalone
 from stack.broker import Broker, free_port
+from stack.jaeger import Jaeger
 from stack.postgres import Postgres
 from tests.helpers.webhook import WebhookReceiver
 
@@ -41,7 +45,14 @@ def stack_receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture(scope="session")
-def standalone(broker: Broker, stack_receiver: WebhookReceiver, postgres: Postgres,
+def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jaeger]:
+    """The session's trace backend (stack/jaeger.py: built from its Go module, in-memory storage)."""
+    with Jaeger(tmp_path_factory.mktemp("jaeger")) as backend:
+        yield backend
+
+
+@pytest.fixture(scope="session")
+def standalone(broker: Broker, stack_receiver: WebhookReceiver, postgres: Postgres, jaeger: Jaeger,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStandalone]:
     home = tmp_path_factory.mktemp("standalone")
     (home / "imports").mkdir()
@@ -52,6 +63,10 @@ def standalone(broker: Broker, stack_receiver: WebhookReceiver, postgres: Postgr
         "KW_EXAMPLES_DB": str(home / "examples.sqlite"),
         "AIRFLOW_CONN_KW_WEBHOOK": json.dumps({"conn_type": "http", "password": WEBHOOK_SECRET}),
         **{k: v for k, v in allowed.items() if k.startswith("AIRFLOW__KAFKA_WORKFLOWS__")},
+        # Traced, as a deployment would be: Airflow's [traces] on, spans to the session's Jaeger (the
+        # workers the tests start with this env trace too: the OTEL_* variables are theirs as well).
+        "AIRFLOW__TRACES__OTEL_ON": "True", **jaeger.otel_env("airflow"),
+        "AIRFLOW__KAFKA_WORKFLOWS__TRACE_UI_URL": f"{jaeger.ui_url}/trace/",
     })
     instance.start()
     yield instance

@@ -84,8 +84,17 @@ def test_build_contexts_dockerfiles_and_mounts_exist() -> None:
 
 def test_the_worker_runs_the_same_specs_airflow_reads() -> None:
     worker = _compose()["services"]["worker"]
-    assert worker["command"] == ["worker", "/workflows"]
+    assert worker["command"][:2] == ["worker", "/workflows"]
     assert "./dags/workflows:/workflows:ro" in worker["volumes"]
+
+
+def test_the_worker_serves_metrics_and_is_probed_on_its_liveness_endpoint() -> None:
+    worker = _compose()["services"]["worker"]
+    command = worker["command"]
+    port = command[command.index("--metrics-port") + 1]
+    assert command[command.index("--metrics-addr") + 1] == "0.0.0.0" and port in worker["expose"]
+    probe = " ".join(worker["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/healthz" in probe
 
 
 def test_worker_image_holds_the_kafka_side_only() -> None:

@@ -6,6 +6,7 @@ import argparse
 import json
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -45,8 +46,16 @@ def parse_breaker(text: str | None) -> BreakerPolicy | None:
 
 
 def worker(args: argparse.Namespace) -> int:
-    from kafka_workflows.observe import Telemetry
+    from kafka_workflows.observe import Telemetry, tracing
 
+    tracing.configure("kafka-workflows-worker")  # on only when the OTEL_* variables say so
+    try:
+        return _worker(args, Telemetry)
+    finally:
+        tracing.shutdown()
+
+
+def _worker(args: argparse.Namespace, Telemetry: Any) -> int:
     config = kafka_config_from_env()
     telemetry = Telemetry(stale_after=args.health_stale_after)
     if args.specs is not None:
@@ -73,18 +82,22 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def store_processor(args: argparse.Namespace) -> int:
-    from kafka_workflows.observe import Telemetry
+    from kafka_workflows.observe import Telemetry, tracing
     from kafka_workflows.store.limits import StoreLimits
     from kafka_workflows.store.processor import StoreProcessor
     from kafka_workflows.supervise import run_supervised
 
+    tracing.configure("kafka-workflows-store")
     telemetry = Telemetry(stale_after=args.health_stale_after)
     limits = StoreLimits(max_total=args.max_total, max_request_id_bytes=args.max_request_id_bytes,
                          max_reason_chars=args.max_reason_chars, max_command_bytes=args.max_command_bytes)
-    run_supervised(f"store-processor {args.store}", partial(
-        StoreProcessor, kafka_config_from_env(), args.store, args.group, partitions=args.partitions,
-        commit_interval=args.commit_interval, limits=limits, telemetry=telemetry), kafka_config_from_env(),
-        telemetry=telemetry, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr)
+    try:
+        run_supervised(f"store-processor {args.store}", partial(
+            StoreProcessor, kafka_config_from_env(), args.store, args.group, partitions=args.partitions,
+            commit_interval=args.commit_interval, limits=limits, telemetry=telemetry), kafka_config_from_env(),
+            telemetry=telemetry, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr)
+    finally:
+        tracing.shutdown()  # export what is buffered
     return 0
 
 

@@ -26,6 +26,7 @@ from kafka_workflows import headers as h
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.config import client_config
 from kafka_workflows.monitor.follower import TopicFollower
+from kafka_workflows.observe import tracing
 from kafka_workflows.ops.deadletters import DeadLetter, replay_once
 
 PREVIEW_BYTES = 4096
@@ -86,6 +87,7 @@ def _summary(msg: KafkaMessage) -> dict[str, Any]:
                     f"@{headers.get(h.ORIGINAL_OFFSET)}",
         "error_type": error_type, "error": error[:300], "fingerprint": fingerprint(error_type, error),
         "attempt": headers.get(h.ATTEMPT), "request_id": headers.get(h.REQUEST_ID),
+        "trace_id": tracing.trace_id_of(headers.get(h.TRACEPARENT)),  # None unless a valid W3C traceparent
         "at": ts / 1000 if kind else None, "replayed_from": headers.get(h.REPLAYED_FROM),
         "skipped_by": headers.get("kw-skipped-by"), "skip_reason": headers.get("kw-skip-reason"),
         "value_size": len(msg.value() or b""),

@@ -24,6 +24,7 @@ from kafka_workflows.monitor.deadletters import DeadLetterIndex
 from kafka_workflows.monitor.lag import LagMonitor
 from kafka_workflows.monitor.requests import StoreIndex, progress_of
 from kafka_workflows.monitor.status import StatusIndex, breaker_of
+from kafka_workflows.observe import tracing
 from kafka_workflows.spec import WorkflowSpec, load_specs
 from kafka_workflows.store import commands_topic, default_group
 
@@ -277,6 +278,8 @@ class Monitor:
         reasons = value.get("failure_reasons") or {}
         return {"store": store, "request_id": value.get("request_id"), "status": value.get("status"),
                 "progress": progress_of(value), "meta": value.get("meta") or {},
+                # the run's trace (W3C trace context the split kept in meta), checked: the value came through Kafka
+                "trace_id": tracing.trace_id_of((value.get("meta") or {}).get(tracing.TRACEPARENT)),
                 "failed_jobs": [{"job": int(k), "reason": v} for k, v in list(reasons.items())[:200]],
                 "failed_jobs_truncated": bool(value.get("failure_reasons_truncated")) or len(reasons) > 200,
                 "created_at": value.get("created_at"), "updated_at": value.get("updated_at"),
@@ -303,5 +306,5 @@ class Monitor:
                     break
             else:
                 found.append({"step": step.id, "store": None, "request_id": request_id, "status": "not registered",
-                              "progress": None})
+                              "progress": None, "trace_id": None})
         return {"workflow": name, "run_id": run_id, "requests": found}

@@ -113,6 +113,8 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
     `chunk_jobs=None`: one transaction; else a transaction per `chunk_jobs` jobs or `chunk_seconds`.
     `rows_read()`: the rows the iterator has read so far (recorded with each chunk's progress).
     `give_up(exc)`: whether an exception of the iterator is final (the request is then aborted).
+    The store commands (progress, init, abort) carry the W3C trace headers of `headers` (traceparent,
+    tracestate) too.
     """
     if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
         raise JobsError(f"request {request_id!r}: total must be an integer >= 0, got {total!r}")
@@ -157,7 +159,8 @@ def produce_jobs(config: Mapping[str, Any], transactional_id: str, jobs_topic: s
             raise RequestAbortedError(f"request {request_id!r} of store {store_name!r} was aborted by an earlier "
                                       f"attempt ({known.aborted[:300]}); it will not complete: run it again as a "
                                       "new request")
-        split = _Split(producer, store_name, request_id, workflow, chunk_jobs, chunk_seconds, rows_read)
+        trace = {k: v for k, v in (headers or {}).items() if k in (h.TRACEPARENT, h.TRACESTATE)}
+        split = _Split(producer, store_name, request_id, workflow, chunk_jobs, chunk_seconds, rows_read, trace)
         skip = split.committed = known.jobs
         if skip:
             log.info("request %r: an earlier attempt committed jobs 0..%d (%d rows read); reading past them",
@@ -216,8 +219,10 @@ class _Split:
     """The open transaction of a split: jobs go in, a chunk commits with its progress, the last with init."""
 
     def __init__(self, producer: TransactionalProducer, store: str, request_id: str, workflow: str | None,
-                 chunk_jobs: int | None, chunk_seconds: float, rows_read: Callable[[], int] | None) -> None:
+                 chunk_jobs: int | None, chunk_seconds: float, rows_read: Callable[[], int] | None,
+                 trace: Mapping[str, object]) -> None:
         self.producer, self.store, self.request_id, self.workflow = producer, store, request_id, workflow
+        self.headers = {h.REQUEST_ID: request_id, h.WORKFLOW: workflow, **trace}  # every store command's
         self.chunk_jobs, self.chunk_seconds, self.rows_read = chunk_jobs, chunk_seconds, rows_read
         self.open = False
         self.started = 0.0
@@ -231,8 +236,7 @@ class _Split:
             self.open, self.started, self.in_chunk = True, time.monotonic(), 0
 
     def _command(self, command: CommandMessage) -> None:
-        self.producer.produce(command.topic, command.value, command.key,
-                              {h.REQUEST_ID: self.request_id, h.WORKFLOW: self.workflow})
+        self.producer.produce(command.topic, command.value, command.key, self.headers)
 
     def _commit(self, count: int, command: CommandMessage | None) -> None:
         self._begin()

@@ -92,11 +92,11 @@ class StoreClient:
         self._partitions: dict[str, int] = {}
 
     # commands
-    def _send(self, command: CommandMessage, flush: bool) -> None:
+    def _send(self, command: CommandMessage, flush: bool, trace: Mapping[str, str] | None = None) -> None:
         if self._producer is None:
             self._producer = RequestProducer(self.config, partitioner="murmur2_random")
-        self._producer.send(command.topic, command.value, key=command.key,
-                            headers={h.REQUEST_ID: command.key}, raw=True)
+        headers = {h.REQUEST_ID: command.key} if trace is None else {h.REQUEST_ID: command.key, **trace}
+        self._producer.send(command.topic, command.value, key=command.key, headers=headers, raw=True)
         if flush:
             self._producer.flush()
 
@@ -107,13 +107,16 @@ class StoreClient:
         checked_request_id(request_id)
         self._send(init_command(self.name, request_id, total, meta), flush)
 
-    def complete(self, request_id: str, job: int, *, flush: bool = True) -> None:
+    def complete(self, request_id: str, job: int, *, flush: bool = True,
+                 trace: Mapping[str, str] | None = None) -> None:
+        """`trace`: the W3C trace headers (traceparent, tracestate) the command carries."""
         checked_request_id(request_id)
-        self._send(complete_command(self.name, request_id, job), flush)
+        self._send(complete_command(self.name, request_id, job), flush, trace)
 
-    def fail(self, request_id: str, job: int, reason: str, *, flush: bool = True) -> None:
+    def fail(self, request_id: str, job: int, reason: str, *, flush: bool = True,
+             trace: Mapping[str, str] | None = None) -> None:
         checked_request_id(request_id)
-        self._send(fail_command(self.name, request_id, job, reason), flush)
+        self._send(fail_command(self.name, request_id, job, reason), flush, trace)
 
     def init_command(self, request_id: str, total: int, meta: Mapping[str, Any] | None = None) -> CommandMessage:
         checked_request_id(request_id)

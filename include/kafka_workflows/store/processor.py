@@ -48,8 +48,8 @@ from kafka_workflows.kafka.config import check_reachable, client_config
 from kafka_workflows.kafka.msgsize import PRODUCER_DEFAULT, message_limit
 from kafka_workflows.kafka.reader import partition_reader, read_partition
 from kafka_workflows.messages import encode_value
-from kafka_workflows.observe import Telemetry
-from kafka_workflows.store.commands import parse_command
+from kafka_workflows.observe import Telemetry, tracing
+from kafka_workflows.store.commands import Command, parse_command
 from kafka_workflows.store.errors import StoreError, StoreTimeoutError
 from kafka_workflows.store.limits import DEFAULT_LIMITS, StoreLimits, check_request_id
 from kafka_workflows.store.metrics import StoreRequests
@@ -213,6 +213,18 @@ class StoreHandler(TransactionalHandler):
             log.warning("%s: command for %r belongs in partition %d (murmur2); forwarding it", where,
                         cmd.request_id, home)
             return (Output(self.commands, cmd.request_id, message.value(), message.headers(), partition=home),)
+        if tracing.ENABLED:  # the command's span, a child of whoever wrote it (the split, a worker's handler)
+            with tracing.span(f"{cmd.op} {self.name}", kind="CONSUMER",
+                              parent=tracing.carrier_from_headers(message.headers()),
+                              attributes={**tracing.messaging(message.topic(), p, message.offset()),
+                                          "kw.request_id": cmd.request_id, "kw.store": self.name,
+                                          **({"kw.job_index": cmd.job} if cmd.job is not None else {})}):
+                self._apply(p, cmd, where)
+        else:
+            self._apply(p, cmd, where)
+        return ()
+
+    def _apply(self, p: int, cmd: Command, where: str) -> None:
         now = self.clock()
         requests = self.state.setdefault(p, {})
         state = requests.get(cmd.request_id)
@@ -229,7 +241,6 @@ class StoreHandler(TransactionalHandler):
             self._dirty.setdefault(p, set()).add(cmd.request_id)
         if outcome == BECAME_TERMINAL:
             self._completed.setdefault(p, []).append(cmd.request_id)
-        return ()
 
     def before_commit(self) -> Iterable[Output]:
         """One store write per changed request (not per command), and the completion events."""
@@ -245,7 +256,11 @@ class StoreHandler(TransactionalHandler):
         for p, request_ids in self._completed.items():
             for request_id in request_ids:
                 final = encoded.get((p, request_id)) or self._encode(p, self.state[p][request_id])
-                outputs.append(Output(self.events, request_id, final, {h.REQUEST_ID: request_id}))
+                # The event carries the run's trace context, from the init's meta (the split wrote it).
+                meta = self.state[p][request_id].meta if request_id in self.state.get(p, {}) else None
+                trace = tracing.carrier_of((meta or {}).get(tracing.TRACEPARENT), (meta or {}).get(tracing.TRACESTATE))
+                outputs.append(Output(self.events, request_id, final,
+                                      {h.REQUEST_ID: request_id, **(trace.headers() if trace else {})}))
         self._dirty, self._completed = {}, {}
         return outputs
 

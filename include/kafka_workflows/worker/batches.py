@@ -20,6 +20,7 @@ from confluent_kafka import Message as KafkaMessage
 from kafka_workflows import headers as h
 from kafka_workflows.errors import BatchItemFailed, MessageDecodeError
 from kafka_workflows.messages import Message, MessageBatch, where
+from kafka_workflows.observe import tracing
 from kafka_workflows.worker.context import WorkerContext
 from kafka_workflows.worker.dispatch import Handler, MessageStrategy
 from kafka_workflows.worker.inbound import Inbound
@@ -99,7 +100,10 @@ class BatchStrategy:
                 return
             started = time.perf_counter()
             try:
-                self.handler(self._batch(records))  # type: ignore[arg-type]
+                if tracing.ENABLED:
+                    self._traced(records)
+                else:
+                    self.handler(self._batch(records))  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
                 index, cause = failed_index(records, exc)
                 if index is None:
@@ -131,6 +135,25 @@ class BatchStrategy:
             return MessageBatch(records)
         inbounds = [self._decoded.get(id(msg)) for msg in records]
         return MessageBatch(records, [None if i is None else Message(i.msg, i.value, base=i.base) for i in inbounds])
+
+    def _traced(self, records: list[KafkaMessage]) -> None:
+        """One batch call inside its consumer span, linked to every message's trace context (OpenTelemetry's
+        messaging conventions: a batch links each message's creation). When every message carries the
+        same trace (a split's jobs: one DAG run), the span joins it, a child of the first message's context."""
+        read = self.ctx.boundary.read
+        inbound = [read(msg) for msg in records]
+        contexts = [i.trace for i in inbound if i.trace is not None]
+        first = records[0]
+        attributes = tracing.messaging(first.topic(), first.partition(), first.offset(), group=self.ctx.group,
+                                       count=len(records))
+        jobs = [i.job_index for i in inbound if i.job_index >= 0]
+        if jobs:
+            attributes["kw.job_indexes"] = jobs
+        same = bool(contexts) and len(contexts) == len(records) and all(
+            c.trace_id == contexts[0].trace_id for c in contexts)
+        with tracing.span(f"process {first.topic()}", kind="CONSUMER", parent=contexts[0] if same else None,
+                          links=contexts, attributes=attributes):
+            self.handler(self._batch(records))  # type: ignore[arg-type]
 
     def _batch_done(self, records: list[KafkaMessage], elapsed: float | None) -> None:
         ctx = self.ctx

@@ -68,8 +68,8 @@ class ConcurrentStrategy:
         self.scheduler = KeyScheduler(concurrency, max_in_flight, max_in_flight_bytes)
         self.outcome_queue: SimpleQueue[Outcome] = SimpleQueue()
         self.runner: AsyncRunner | ThreadRunner = (
-            AsyncRunner(handler, self.outcome_queue) if is_async(handler)  # type: ignore[arg-type]
-            else ThreadRunner(handler, concurrency, self.outcome_queue))  # type: ignore[arg-type]
+            AsyncRunner(handler, self.outcome_queue, ctx.group) if is_async(handler)  # type: ignore[arg-type]
+            else ThreadRunner(handler, concurrency, self.outcome_queue, ctx.group))  # type: ignore[arg-type]
         self.assignment = assignment  # the worker's live set
         self._ops_paused = ops_paused
         self.pressed: set[TP] = set()  # partitions paused because the caps were reached

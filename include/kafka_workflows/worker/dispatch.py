@@ -24,8 +24,10 @@ from confluent_kafka import Message as KafkaMessage
 from kafka_workflows import headers as h
 from kafka_workflows.errors import BatchItemFailed, MessageDecodeError
 from kafka_workflows.messages import NOT_DECODED, Message, MessageBatch, decode_value, where
+from kafka_workflows.observe import tracing
 from kafka_workflows.worker.context import WorkerContext, WorkerStats
 from kafka_workflows.worker.holds import FOREVER
+from kafka_workflows.worker.inbound import Inbound
 from kafka_workflows.worker.outcomes import Hold, Outcomes
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,11 @@ class MessageStrategy:
         read, plain = ctx.boundary.read, ctx.boundary.plain
         clock, checkpoint, cut = time.perf_counter, ctx.checkpoint, ctx.cut
         done = checkpoint.pending
-        full = ctx.boundary.full  # reporting to a store, or values with a schema: every record read in full
+        # Every record is read in full when reporting to a store, decoding with a schema, or traced
+        # (observe/tracing.py: its trace context is the handler span's parent). Off, the tracing flag is
+        # all tracing costs: read once a batch, not once a message.
+        traced = tracing.ENABLED
+        full = ctx.boundary.full or traced
         run_topic: str | None = None  # the run: its partition, start, size and last message
         run_partition, run_started, run, last = -1, 0.0, 0, None
         due = checkpoint.progress_due
@@ -102,7 +108,10 @@ class MessageStrategy:
                     started, due = clock(), checkpoint.progress_due
                 run_topic, run_partition, run_started = topic, partition, started
             try:
-                handler(message)
+                if traced:
+                    self._traced(inbound, message)  # type: ignore[arg-type]
+                else:
+                    handler(message)
             except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
                 if run:  # the run before the failed call; the failed call is not observed (it did not return)
                     self._run_done(topic, partition, last, started - run_started, run, done)  # type: ignore[arg-type]
@@ -120,6 +129,21 @@ class MessageStrategy:
             last = msg
         if run:
             self._run_done(run_topic, run_partition, last, clock() - run_started, run, done)  # type: ignore[arg-type]
+
+    def _traced(self, inbound: Inbound, message: Message) -> None:
+        """One handler call inside its consumer span, a child of the message's trace context; a job's
+        store report then carries the span's context (worker/writes.py)."""
+        msg = inbound.msg
+        topic = msg.topic()
+        attributes = tracing.messaging(topic, msg.partition(), msg.offset(), group=self.ctx.group)
+        attributes["kw.attempt"] = inbound.attempt
+        if inbound.request_id is not None:
+            attributes["kw.request_id"] = inbound.request_id
+        if inbound.job_index >= 0:
+            attributes["kw.job_index"] = inbound.job_index
+        with tracing.span(f"process {topic}", kind="CONSUMER", parent=inbound.trace, attributes=attributes):
+            inbound.trace = tracing.current()
+            self._call_one(message)
 
     def _run_done(self, topic: str, partition: int, last: KafkaMessage, elapsed: float, calls: int,
                   done: dict[TP, int]) -> None:
@@ -180,7 +204,10 @@ class MessageStrategy:
         message = Message(msg, value, headers, base=inbound.base)
         started = time.perf_counter()
         try:
-            self._call_one(message)
+            if tracing.ENABLED:
+                self._traced(inbound, message)
+            else:
+                self._call_one(message)
         except Exception as exc:  # noqa: BLE001 - every handler failure goes through the policy
             if isinstance(exc, BatchItemFailed):  # a batch handler naming its only message
                 exc = exc.cause if isinstance(exc.cause, Exception) else exc

@@ -12,6 +12,10 @@ a record is read by `Boundary.read` before anything acts on it:
   on a retry topic `kw-retry-at` and `kw-first-failed-at` int64, and, when the worker reports to a store,
   `kw-job-index` in [0, int64] and `kw-request-id` non-empty and at most MAX_REQUEST_ID bytes;
   every other `kw-` header at most MAX_KW_HEADER bytes.
+- with tracing on (observe/tracing.py's ENABLED), its W3C `traceparent` and `tracestate` are parsed
+  and bounded into `Inbound.trace`; a malformed or huge one is ignored (the handler's span starts a
+  trace of its own), never dead-lettered for that and never echoed. With tracing off they are not
+  looked at.
 
 With a schema declared for its base topic (schemas/), its value is decoded here too, once:
 `Inbound.value` is the decoded record the handler's `message.value` returns. A value that does not
@@ -34,6 +38,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from kafka_workflows import headers as h
 from kafka_workflows.messages import NOT_DECODED, where
+from kafka_workflows.observe import tracing
 from kafka_workflows.retry.provenance import Origin
 
 MAX_REQUEST_ID = h.MAX_REQUEST_ID_BYTES  # the store refuses longer ids too (store/limits.py)
@@ -47,7 +52,7 @@ class Inbound:
     """One consumed record, its kw- headers parsed and its origin decided by the worker."""
 
     __slots__ = ("attempt", "base", "error", "first_failed_at", "job_index", "msg", "original", "request_id",
-                 "retry_at", "round", "value")
+                 "retry_at", "round", "trace", "value")
 
     def __init__(self, msg: KafkaMessage, base: str, round: int | None) -> None:
         self.msg = msg
@@ -61,6 +66,7 @@ class Inbound:
         self.original: tuple[int, int] | None = None  # (partition, offset) of the first read, ditto
         self.error: Exception | None = None  # why the record cannot be trusted (HeaderError, SchemaDecodeError)
         self.value: Any = NOT_DECODED  # the value decoded with its topic's schema, when it has one
+        self.trace: tracing.Carrier | None = None  # its trace context (tracing on, a valid traceparent)
 
     @property
     def origin(self) -> tuple[str, int] | None:
@@ -87,9 +93,10 @@ def _int(value: bytes, name: str, low: int = h.INT64_MIN) -> int:
 _SMALL: dict[bytes, int] = {str(i).encode(): i for i in range(1, 1001)}
 _ATTEMPT_NAME = h.ATTEMPT
 # The kw- headers the boundary reads (any other kw- header is only bounded).
-_ATTEMPT, _REQUEST_ID, _JOB_INDEX, _RETRY_AT, _PARTITION, _OFFSET, _FIRST_FAILED = range(7)
+_ATTEMPT, _REQUEST_ID, _JOB_INDEX, _RETRY_AT, _PARTITION, _OFFSET, _FIRST_FAILED, _TRACE = range(8)
 _READ = {h.ATTEMPT: _ATTEMPT, h.REQUEST_ID: _REQUEST_ID, h.JOB_INDEX: _JOB_INDEX, h.RETRY_AT: _RETRY_AT,
-         h.ORIGINAL_PARTITION: _PARTITION, h.ORIGINAL_OFFSET: _OFFSET, h.FIRST_FAILED_AT: _FIRST_FAILED}
+         h.ORIGINAL_PARTITION: _PARTITION, h.ORIGINAL_OFFSET: _OFFSET, h.FIRST_FAILED_AT: _FIRST_FAILED,
+         tracing.TRACEPARENT: _TRACE, tracing.TRACESTATE: _TRACE}
 
 
 def _too_long(name: str, value: bytes) -> h.HeaderError:
@@ -135,6 +142,8 @@ class Boundary:
             return self._decode(inbound) if self.codecs else inbound
         own_retry = origin is not None
         partition = offset = None
+        traced = tracing.ENABLED
+        traceparent = tracestate = None
         try:
             for name, value in raw or ():
                 kind = _READ.get(name)
@@ -143,6 +152,12 @@ class Boundary:
                 if kind is None:
                     if len(value) > MAX_KW_HEADER and name.startswith("kw-"):
                         raise _too_long(name, value)
+                elif kind == _TRACE:  # not a kw- header: never refused, only believed when valid
+                    if traced:
+                        if name == tracing.TRACEPARENT:
+                            traceparent = value
+                        else:
+                            tracestate = value
                 elif kind == _ATTEMPT:
                     attempt = _SMALL.get(value)
                     inbound.attempt = attempt if attempt is not None else _int(value, name, 1)
@@ -175,6 +190,8 @@ class Boundary:
             inbound.error = exc
         if partition is not None and offset is not None:
             inbound.original = (partition, offset)
+        if traceparent is not None:
+            inbound.trace = tracing.carrier_of(traceparent, tracestate)
         return self._decode(inbound) if self.codecs and inbound.error is None else inbound
 
     def _decode(self, inbound: Inbound) -> Inbound:

@@ -22,6 +22,7 @@ from queue import SimpleQueue
 from typing import Any
 
 from kafka_workflows.messages import Message
+from kafka_workflows.observe import tracing
 
 Outcome = tuple[Any, Exception | None, float]  # (entry, error or None, seconds)
 
@@ -43,11 +44,43 @@ def blocking_call(handler: Callable[[Message], Any]) -> Callable[[Message], Any]
     return call
 
 
+def traced(entry: Any, group: str | None) -> Any:
+    """The consumer span of one concurrent call (an `Entry` of worker/lanes.py): a child of the
+    message's trace context and linked to it; a job's store report then carries the span's context."""
+    inbound = entry.inbound
+    msg = inbound.msg
+    attributes = tracing.messaging(msg.topic(), msg.partition(), msg.offset(), group=group)
+    attributes["kw.attempt"] = inbound.attempt
+    if inbound.request_id is not None:
+        attributes["kw.request_id"] = inbound.request_id
+    if inbound.job_index >= 0:
+        attributes["kw.job_index"] = inbound.job_index
+    return _Traced(inbound, attributes)
+
+
+class _Traced:
+    def __init__(self, inbound: Any, attributes: dict[str, Any]) -> None:
+        self.inbound, self.attributes, self._span = inbound, attributes, None
+
+    def __enter__(self) -> None:
+        inbound = self.inbound
+        parent = inbound.trace
+        self._span = tracing.span(f"process {inbound.msg.topic()}", kind="CONSUMER", parent=parent,
+                                  links=(parent,) if parent is not None else (), attributes=self.attributes)
+        self._span.__enter__()
+        inbound.trace = tracing.current()
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._span.__exit__(*exc)  # type: ignore[union-attr]
+
+
 class ThreadRunner:
     """Plain handlers on a pool of `size` threads."""
 
-    def __init__(self, handler: Callable[[Message], Any], size: int, outcomes: SimpleQueue[Outcome]) -> None:
+    def __init__(self, handler: Callable[[Message], Any], size: int, outcomes: SimpleQueue[Outcome],
+                 group: str | None = None) -> None:
         self._handler = handler
+        self.group = group
         self._outcomes = outcomes
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="kw-handler")
 
@@ -58,7 +91,11 @@ class ThreadRunner:
     def _call(self, entry: Any, message: Message) -> None:
         started = time.perf_counter()
         try:
-            self._handler(message)
+            if tracing.ENABLED:
+                with traced(entry, self.group):
+                    self._handler(message)
+            else:
+                self._handler(message)
         except Exception as exc:  # noqa: BLE001 - the worker's loop carries out what it becomes
             self._outcomes.put((entry, exc, time.perf_counter() - started))
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a pool thread stops nothing: a failure
@@ -74,8 +111,10 @@ class ThreadRunner:
 class AsyncRunner:
     """`async def` handlers as tasks on one event loop, run by a thread of its own."""
 
-    def __init__(self, handler: Callable[[Message], Any], outcomes: SimpleQueue[Outcome]) -> None:
+    def __init__(self, handler: Callable[[Message], Any], outcomes: SimpleQueue[Outcome],
+                 group: str | None = None) -> None:
         self._handler = handler
+        self.group = group
         self._outcomes = outcomes
         self._loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
@@ -96,7 +135,11 @@ class AsyncRunner:
     async def _call(self, entry: Any, message: Message) -> None:
         started = time.perf_counter()
         try:
-            await self._handler(message)
+            if tracing.ENABLED:
+                with traced(entry, self.group):  # the span is the task's own (contextvars)
+                    await self._handler(message)
+            else:
+                await self._handler(message)
         except Exception as exc:  # noqa: BLE001 - the worker's loop carries out what it becomes
             self._outcomes.put((entry, exc, time.perf_counter() - started))
         else:

@@ -94,11 +94,13 @@ class Writes:
         if self.store_client is None or inbound.job_index < 0 or inbound.request_id is None \
                 or isinstance(inbound.error, h.HeaderError):
             return
+        # Traced, the command carries the handler span's context (the message's own for a batch).
+        trace = inbound.trace.headers() if inbound.trace is not None else None
         if failure is None:
-            self.store_client.complete(inbound.request_id, inbound.job_index, flush=False)
+            self.store_client.complete(inbound.request_id, inbound.job_index, flush=False, trace=trace)
         else:
             self.store_client.fail(inbound.request_id, inbound.job_index, failure[:MAX_REPORTED_REASON],
-                                   flush=False)
+                                   flush=False, trace=trace)
         self.unflushed = True
 
     def flush(self) -> None:

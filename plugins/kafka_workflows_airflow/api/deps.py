@@ -34,6 +34,13 @@ def specs_folder() -> Path:
     return Path(configured) if configured else Path(conf.get("core", "dags_folder")) / "workflows"
 
 
+def trace_link(trace_id: str | None) -> str | None:
+    """The trace UI's page of `trace_id` (`[kafka_workflows] trace_ui_url`), or None."""
+    from kafka_workflows.observe.tracing import trace_link as link
+
+    return link(conf.get("kafka_workflows", "trace_ui_url", fallback=""), trace_id)
+
+
 def get_monitor(user: GetUserDep) -> Monitor:
     """The process's monitor; `user` makes every route authenticate before it is resolved."""
     global _monitor

@@ -18,7 +18,7 @@ from kafka_workflows.monitor.deadletters import LetterQuery, letter_detail, read
 from kafka_workflows.monitor.service import Invalid, NotFound, units_of
 from kafka_workflows.ops.deadletters import source_topic
 from kafka_workflows_airflow.api import offload
-from kafka_workflows_airflow.api.deps import EDIT, READ, MonitorDep, ReadableDep, UserNameDep
+from kafka_workflows_airflow.api.deps import EDIT, READ, MonitorDep, ReadableDep, UserNameDep, trace_link
 from kafka_workflows_airflow.api.schemas import decoded_value
 from kafka_workflows_airflow.control import control_secret
 
@@ -135,6 +135,7 @@ def _letters_page(monitor: MonitorDep, dag_id: str, f: LetterFilter, offset: int
     page = monitor.letters.page(_query(monitor, dag_id, f), offset, limit)
     for row in page["items"]:
         row["replayed"] = monitor.audit.replayed(row["id"])
+        row["trace_url"] = trace_link(row.get("trace_id"))
     return page
 
 
@@ -158,7 +159,7 @@ def _letter(dag_id: str, letter_id: str, monitor: MonitorDep) -> dict[str, Any]:
     letter = read_letters(monitor.config, [letter_id]).get(letter_id)
     if letter is None:
         raise NotFound("dead letter", letter_id, "(no longer in its topic)")
-    detail = {**row, **letter_detail(letter)}
+    detail = {**row, **letter_detail(letter), "trace_url": trace_link(row.get("trace_id"))}
     # A value with a schema is shown decoded, with its subject and version; bytes when it does not decode.
     shown = decoded_value(monitor.spec(dag_id), source_topic(letter.topic, row["group"]), letter.value)
     return {**detail, **(shown or {})}
@@ -217,4 +218,7 @@ async def request(dag_id: str, store: str, request_id: str, monitor: MonitorDep)
 @router.get("/workflows/{dag_id}/runs/{run_id}", dependencies=READ,
             summary="The store requests of one DAG run, with their progress")
 async def run(dag_id: str, run_id: str, monitor: MonitorDep) -> dict[str, Any]:
-    return await offload.read(monitor.run, dag_id, run_id)
+    found = await offload.read(monitor.run, dag_id, run_id)
+    for request in found["requests"]:
+        request["trace_url"] = trace_link(request.get("trace_id"))
+    return found

@@ -13,6 +13,7 @@ from airflow.sdk import BaseNotifier, BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
 from kafka_workflows.handlers import resolve_callable
+from kafka_workflows.observe import tracing
 from kafka_workflows_airflow.notifiers import MAX_FAILED_INDICES, notification_payload
 
 NotifierSpec = BaseNotifier | Callable[[Context], Any] | str | Mapping[str, Any]
@@ -111,8 +112,13 @@ class NotifyOperator(BaseOperator):
         for spec in self.notifiers:
             name = self._name(spec)
             try:
-                notifier = self._resolve(spec)
-                notifier({**context, "notification": payload})  # type: ignore[call-arg, arg-type]
+                # Traced (Airflow's [traces] otel_on): one span per notifier, a child of this task's, in the
+                # run's trace; a webhook's POST carries it (notifiers.py).
+                with tracing.optional_span(f"notify {name}", attributes={
+                        "kw.request_id": str(payload.get("request_id") or ""), "kw.notifier": name,
+                        "kw.status": str(payload.get("status") or "")}):
+                    notifier = self._resolve(spec)
+                    notifier({**context, "notification": payload})  # type: ignore[call-arg, arg-type]
                 self.log.info("notifier %s done", name)
             except Exception as exc:  # every notifier gets its chance; the task fails below
                 self.log.exception("notifier %s failed", name)

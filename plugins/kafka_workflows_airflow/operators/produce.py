@@ -12,6 +12,7 @@ from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import check_reachable
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.messages import request_id_for
+from kafka_workflows.observe import tracing
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook, SchemaRegistryHook
 from kafka_workflows_airflow.links import LINKS
 
@@ -98,12 +99,16 @@ class ProduceRequestsOperator(BaseOperator):
         ensure_topics(config, [TopicSpec(self.topic, self.partitions)])
         headers = {h.REQUEST_ID: request_id, h.WORKFLOW: self.workflow or ti.dag_id, h.ATTEMPT: 1}
         producer = RequestProducer(config)
-        for (key, value), payload in zip(items, payloads, strict=True):
-            if payload is None:
-                producer.send(self.topic, value, key=key, headers=headers)
-            else:
-                producer.send(self.topic, payload, key=key, headers=headers, raw=True)
-        delivered = producer.flush(self.delivery_timeout)
+        # Traced (Airflow's [traces] otel_on), one `send` span, a child of this task's: every request carries it.
+        with tracing.producing(self.topic, {"kw.request_id": request_id}) as trace:
+            if trace is not None:
+                headers.update(trace.headers())
+            for (key, value), payload in zip(items, payloads, strict=True):
+                if payload is None:
+                    producer.send(self.topic, value, key=key, headers=headers)
+                else:
+                    producer.send(self.topic, payload, key=key, headers=headers, raw=True)
+            delivered = producer.flush(self.delivery_timeout)
         offsets: dict[str, list[int]] = {}
         for d in delivered:
             first, last = offsets.get(str(d.partition), [d.offset, d.offset])

@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from kafka_workflows.kafka.config import check_reachable
 from kafka_workflows.kafka.msgsize import MessageTooLargeError, message_limit
 from kafka_workflows.messages import encode_value, request_id_for
+from kafka_workflows.observe import tracing
 from kafka_workflows.sources.csv_source import (
     BAD_ROW_MODES,
     CsvJobSource,
@@ -247,13 +248,19 @@ class SplitToJobsOperator(BaseOperator):
             return getattr(ti, "try_number", 1) > (getattr(ti, "max_tries", None) or self.retries or 0)
 
         try:
-            result = produce_jobs(config, transactional_id, self.topic, request_id, jobs(), self.store,
-                                  workflow=self.workflow or ti.dag_id, meta=meta,
-                                  topic_partitions=self.partitions,
-                                  transaction_timeout_ms=self.transaction_timeout_ms,
-                                  producer_overrides={"message.max.bytes": max(limit.max_bytes, 1000)},
-                                  chunk_jobs=chunk_jobs, chunk_seconds=chunk_seconds,
-                                  rows_read=lambda: csv_jobs.rows_read, give_up=give_up)
+            # Traced (Airflow's [traces] otel_on), one `send` span, a child of this task's: every job and
+            # the store's commands carry its context, and the init's meta keeps it for the completion event.
+            with tracing.producing(self.topic, {"kw.request_id": request_id, "kw.store": self.store}) as trace:
+                if trace is not None:
+                    meta.update(trace.headers())
+                result = produce_jobs(config, transactional_id, self.topic, request_id, jobs(), self.store,
+                                      headers=trace.headers() if trace is not None else None,
+                                      workflow=self.workflow or ti.dag_id, meta=meta,
+                                      topic_partitions=self.partitions,
+                                      transaction_timeout_ms=self.transaction_timeout_ms,
+                                      producer_overrides={"message.max.bytes": max(limit.max_bytes, 1000)},
+                                      chunk_jobs=chunk_jobs, chunk_seconds=chunk_seconds,
+                                      rows_read=lambda: csv_jobs.rows_read, give_up=give_up)
         except SourceUnreadableError:
             raise
         except MessageTooLargeError as exc:

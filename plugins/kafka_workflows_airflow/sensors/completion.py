@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import Asset, BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 
+from kafka_workflows.observe import tracing
 from kafka_workflows.store import (
     ABORTED,
     COMPLETED_WITH_FAILURES,
@@ -202,7 +203,29 @@ class AwaitCompletionSensor(BaseSensorOperator):
         summary = asset_extra(self.request_id, self.store, value)
         for asset in self._assets():  # recorded by Airflow with the task's success
             context["outlet_events"][asset].extra = dict(summary)
+        self._trace(value, context)
         return value
+
+    def _trace(self, value: dict[str, Any], context: Context) -> None:
+        """Traced (Airflow's [traces] otel_on): an `await <store>` span, a child of this task's span (in
+        the run's trace), from the task's start to the request's end, linked to the split's context the
+        store kept in the request's meta (bounded and checked: the value came through Kafka)."""
+        if not tracing.active():
+            return
+        meta = value.get("meta") if isinstance(value.get("meta"), dict) else {}
+        carrier = tracing.carrier_of(meta.get(tracing.TRACEPARENT), meta.get(tracing.TRACESTATE))
+        started = getattr(context.get("ti"), "start_date", None)
+        with tracing.span(f"await {self.store}", links=(carrier,) if carrier else (),
+                          start_time=int(started.timestamp() * 1e9) if started is not None else None,
+                          attributes={"kw.request_id": self.request_id, "kw.store": self.store,
+                                      "kw.status": str(value.get("status")), "kw.total": _int(value.get("total")),
+                                      "kw.completed": _int(value.get("completed")),
+                                      "kw.failed": _int(value.get("failed"))}):
+            pass
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
 
 
 def asset_extra(request_id: str, store: str, value: dict[str, Any]) -> dict[str, Any]:

@@ -52,10 +52,10 @@ class FakeStore:
     def __init__(self) -> None:
         self.reports: list[tuple[str, str, int]] = []
 
-    def complete(self, request_id: str, job: int, *, flush: bool = True) -> None:
+    def complete(self, request_id: str, job: int, *, flush: bool = True, trace: Any = None) -> None:
         self.reports.append(("complete", request_id, job))
 
-    def fail(self, request_id: str, job: int, reason: str, *, flush: bool = True) -> None:
+    def fail(self, request_id: str, job: int, reason: str, *, flush: bool = True, trace: Any = None) -> None:
         self.reports.append(("fail", request_id, job))
 
     def flush(self, timeout: float = 60.0) -> list[Any]:

@@ -157,6 +157,9 @@
   const table = (attrs, head, body) => h("table", attrs, h("thead", {}, h("tr", {}, head.map((c) => (c instanceof Node ? c : h("th", {}, c))))), h("tbody", {}, body));
   const thNum = (t) => h("th", {class: "num"}, t);
   const tdNum = (n) => h("td", {class: "num"}, num(n));
+  // A W3C trace id (checked server-side: 32 hex digits), linked to the trace UI when [kafka_workflows] trace_ui_url is set.
+  const traceRef = (id, href) => (id ? h("span", {class: "kw-trace", "data-trace-id": text(id)}, "trace ",
+    href ? h("a", {href, target: "_blank", rel: "noopener noreferrer"}, h("code", {}, text(id))) : h("code", {}, text(id))) : null);
   const card = (label, value, attrs) => h("div", {class: "card", ...(attrs || {})}, label, h("b", {}, value));
   const error = (message) => h("div", {class: "notice error"}, message);
   let notice = null;
@@ -456,6 +459,7 @@
             h("td", {}, h("b", {}, text(l.error_type)), " ", text(l.error)),
             h("td", {}, l.skipped_by ? [badge("skipped"), ` by ${text(l.skipped_by)}: ${text(l.skip_reason)}`] : null,
               replayed ? [badge("replayed"), ` by ${text(replayed.by)} `, when(replayed.at), " "] : null, l.replayed_from ? badge("replay") : null, " ",
+              traceRef(l.trace_id, l.trace_url), " ",
               h("a", {href: "#", "data-open": id, onclick: (ev) => { ev.preventDefault(); openLetter(id); }}, "open")));
         }, 7, "No dead letters match.")),
         h("div", {id: "kw-detail"}, state.detail));
@@ -480,7 +484,8 @@
       // A pipelined split commits jobs while it reads: until it seals the total the request is pending.
       const split = q.split && typeof q.split === "object" ? q.split : null, splitting = q.status === "pending" && split;
       return [h("h1", {}, "Import progress ", badge(q.status)),
-        h("p", {class: "muted"}, "Request ", h("code", {}, text(q.request_id)), ` of store ${text(q.store)}${p.terminal ? "" : " · updates every second"}`),
+        h("p", {class: "muted"}, "Request ", h("code", {}, text(q.request_id)), ` of store ${text(q.store)}${p.terminal ? "" : " · updates every second"}`,
+          q.trace_id ? [" · ", traceRef(q.trace_id, q.trace_url)] : null),
         q.error ? h("div", {class: "notice error", id: "kw-error"}, text(q.error)) : null,
         splitting ? h("p", {id: "kw-splitting", "data-rows": finite(split.rows) ? Number(split.rows) : "", "data-jobs": finite(split.jobs) ? Number(split.jobs) : ""}, "Splitting: ", h("b", {}, num(split.rows)),
           " rows read, ", h("b", {}, num(split.jobs)), " jobs committed so far (being handled); the total is known once the whole source is read.") : null,

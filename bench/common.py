@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
 
 
 def add_bench_args(parser: argparse.ArgumentParser) -> None:
@@ -36,3 +40,30 @@ def bench_broker(args: argparse.Namespace, **broker_settings: Any) -> Iterator[d
             yield {"bootstrap.servers": broker.bootstrap_servers}
         finally:
             broker.stop()
+
+
+def raw_loop(config: dict[str, str], topic: str, n: int) -> float:
+    """The baseline every worker bench divides by: a bare read_committed consume loop storing offsets
+    (what any consumer does), in messages per second from its first batch."""
+    consumer = Consumer({**config, "group.id": f"raw-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": True, "enable.auto.offset.store": False,
+                         "auto.commit.interval.ms": 1000, "isolation.level": "read_committed",
+                         "fetch.wait.max.ms": 100, "fetch.queue.backoff.ms": 10})
+    consumer.subscribe([topic])
+    seen, started = 0, None
+    while seen < n:
+        batch = consumer.consume(500, 1.0)
+        if batch and started is None:
+            started = time.perf_counter()
+        last: dict[tuple[str, int], int] = {}
+        for msg in batch:
+            if msg.error():
+                continue
+            msg.value()
+            last[(msg.topic(), msg.partition())] = msg.offset() + 1
+            seen += 1
+        if last:
+            consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in last.items()])
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return n / elapsed

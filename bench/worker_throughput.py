@@ -32,9 +32,9 @@ from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "include")]
 
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
 
-from bench.common import add_bench_args, bench_broker  # noqa: E402
+from bench.common import add_bench_args, bench_broker, raw_loop  # noqa: E402
 from kafka_workflows.handlers import batch_handler  # noqa: E402
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
 from kafka_workflows.messages import Message, MessageBatch  # noqa: E402
@@ -58,31 +58,6 @@ def produce(config: dict[str, str], topic: str, n: int, codec: Any = None) -> No
             except BufferError:
                 producer.poll(0.05)
     producer.flush(60)
-
-
-def raw_loop(config: dict[str, str], topic: str, n: int) -> float:
-    consumer = Consumer({**config, "group.id": f"raw-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
-                         "enable.auto.commit": True, "enable.auto.offset.store": False,
-                         "auto.commit.interval.ms": 1000, "isolation.level": "read_committed",
-                         "fetch.wait.max.ms": 100, "fetch.queue.backoff.ms": 10})
-    consumer.subscribe([topic])
-    seen, started = 0, None
-    while seen < n:
-        batch = consumer.consume(500, 1.0)
-        if batch and started is None:
-            started = time.perf_counter()
-        last: dict[tuple[str, int], int] = {}
-        for msg in batch:
-            if msg.error():
-                continue
-            msg.value()
-            last[(msg.topic(), msg.partition())] = msg.offset() + 1
-            seen += 1
-        if last:
-            consumer.store_offsets(offsets=[TopicPartition(t, p, o) for (t, p), o in last.items()])
-    elapsed = time.perf_counter() - (started or time.perf_counter())
-    consumer.close()
-    return n / elapsed
 
 
 def worker_loop(config: dict[str, str], topic: str, n: int, batch: bool, read_value: bool = False,

@@ -192,14 +192,7 @@ class Jaeger:
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        reaper.unwatch(self.proc.pid)
+        reaper.stop_session(self.proc, timeout)
         self.proc = None
 
     def __enter__(self) -> Jaeger:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO
+from typing import IO, Any
 
 GRACE = 15.0  # seconds between SIGTERM and SIGKILL (Airflow's components take ~12 s to stop)
 
@@ -49,6 +49,19 @@ def watch(sid: int) -> None:
 
 def unwatch(sid: int) -> None:
     _tell(f"-{sid}")
+
+
+def stop_session(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM the session `proc` leads (started with start_new_session=True), SIGKILL it after
+    `timeout` seconds, wait, and tell the reaper it is stopped. The one stop of every stack server."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    unwatch(proc.pid)
 
 
 def members(sessions: set[int]) -> list[int]:

@@ -177,13 +177,7 @@ class SchemaRegistry:
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        reaper.unwatch(self.proc.pid)
+        reaper.stop_session(self.proc, timeout)
 
     def __enter__(self) -> SchemaRegistry:
         return self.start()

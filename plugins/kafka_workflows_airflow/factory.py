@@ -131,6 +131,45 @@ def build_dag(spec: WorkflowSpec, text: str = "", file: str = "<spec>") -> DAG:
     return dag
 
 
+def incident_dag_id(spec: WorkflowSpec) -> str:
+    return f"{spec.name}_incident"
+
+
+def build_incident_dag(spec: WorkflowSpec, file: str = "<spec>") -> DAG | None:
+    """`<workflow>_incident`, when a worker of the spec declares `incidents:`: started by each incident
+    its groups publish (an AssetWatcher with triggers/incidents.py's IncidentTrigger), its one task
+    asks a human and carries out the answer (operators/incident.py). None without `incidents:`."""
+    workers = [w for w in spec.workers if w.incidents is not None]
+    if not workers:
+        return None
+    from airflow.sdk import AssetWatcher
+
+    from kafka_workflows_airflow.notifiers import INCIDENT_HTML, INCIDENT_SUBJECT, EmailNotifier, RequiredActionNotifier
+    from kafka_workflows_airflow.operators.incident import IncidentOperator
+    from kafka_workflows_airflow.triggers.incidents import IncidentTrigger
+
+    groups: dict[str, list[str]] = {}
+    for w in workers:
+        groups.setdefault(w.group, []).extend(t for t in w.topics if t not in groups[w.group])
+    asset = Asset(name=f"kafka-workflows-incidents-{spec.name}", uri=f"kafka-workflows://incidents/{spec.name}",
+                  watchers=[AssetWatcher(name=f"{spec.name}_incidents", trigger=IncidentTrigger(groups=list(groups)))])
+    policy = workers[0].incidents
+    assert policy is not None
+    emails = sorted({e for w in workers for e in (w.incidents.email if w.incidents else [])})
+    notifiers: list[Any] = [RequiredActionNotifier()]
+    if emails:
+        notifiers.append(EmailNotifier(emails, subject=INCIDENT_SUBJECT, html_content=INCIDENT_HTML))
+    with DAG(dag_id=incident_dag_id(spec), schedule=[asset], start_date=pendulum.parse(spec.start_date, tz="UTC"),
+             catchup=False, is_paused_upon_creation=False, tags=["kafka-workflows", "incident"],
+             description=f"{spec.name}: a human decides what happens to a stuck key or an error spike",
+             doc_md=f"Started by the incidents of {', '.join(sorted(groups))} (`incidents:` in "
+                    f"`{Path(file).name}`): asks in Required Actions, carries out the answer through "
+                    "kafka-workflows.control.") as dag:
+        IncidentOperator(task_id="decide", workflow=spec.name, groups=groups, pause_minutes=policy.pause_minutes,
+                         notifiers=notifiers)
+    return dag
+
+
 def _stand_in(path: Path, error: SpecError) -> DAG:
     """A visible, paused DAG that says what is wrong, for a spec that does not build."""
     text = ""
@@ -166,4 +205,12 @@ def dags_from_folder(folder: Path) -> dict[str, DAG]:
             log.error("invalid workflow spec %s:\n%s", path, error)
             dag = _stand_in(path, error)
         dags["dag_" + re.sub(r"\W", "_", dag.dag_id)] = dag
+        if not isinstance(result, SpecError):
+            try:
+                incident = build_incident_dag(result, str(path))
+            except Exception as exc:  # noqa: BLE001 - one workflow's incident DAG never stops the others
+                log.error("%s: the incident DAG of %s was not built: %s: %s", path, result.name, type(exc).__name__, exc)
+                incident = None
+            if incident is not None:
+                dags["dag_" + re.sub(r"\W", "_", incident.dag_id)] = incident
     return dags

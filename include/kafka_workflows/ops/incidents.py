@@ -45,6 +45,11 @@ class IncidentPolicy(BaseModel):
     spike: PositiveInt = Field(default=50, description="failures of one error fingerprint within `window` that "
                                                        "ask a human")
     window: PositiveFloat = Field(default=60.0, description="seconds the fingerprint's failures are counted over")
+    email: list[str] = Field(default_factory=list, max_length=50,
+                             description="Airflow side: addresses the question is mailed to (Airflow's SMTP "
+                                         "connection), besides the task log")
+    pause_minutes: PositiveInt = Field(default=15, le=7 * 24 * 60,
+                                       description="Airflow side: the question's default length of a pause")
 
 
 class Incident(BaseModel):

@@ -209,7 +209,8 @@ def dags_from_folder(folder: Path) -> dict[str, DAG]:
             try:
                 incident = build_incident_dag(result, str(path))
             except Exception as exc:  # noqa: BLE001 - one workflow's incident DAG never stops the others
-                log.error("%s: the incident DAG of %s was not built: %s: %s", path, result.name, type(exc).__name__, exc)
+                log.error("%s: the incident DAG of %s was not built: %s: %s", path, result.name,
+                          type(exc).__name__, exc)
                 incident = None
             if incident is not None:
                 dags["dag_" + re.sub(r"\W", "_", incident.dag_id)] = incident

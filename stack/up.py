@@ -4,13 +4,15 @@ Starts a real Kafka broker (`--brokers 3`: a 3-node KRaft cluster on --kafka-por
 two ports), the fake payment provider, a PostgreSQL server for Airflow's metadata (and with
 `--db postgres` for the examples' tables, else they live in SQLite), `airflow standalone` (this
 repo's dags/ and plugins/) and the companion worker; triggers `subscription_renewals` through the REST API;
-shows the renewals the worker processed; then keeps running until Ctrl-C, which stops
+shows the renewals the worker processed; shows the renewals group's circuit breaker open when the
+fake provider fails and close when it is back, with nothing dead-lettered; then keeps running until Ctrl-C, which stops
 everything in reverse order. State lives in .state/ (git-ignored).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -18,6 +20,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 import airflow_client.client as af
@@ -26,6 +30,8 @@ from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
 
+from kafka_workflows.kafka.producer import RequestProducer
+from kafka_workflows.ops.deadletters import list_dead_letters
 from kw_examples import subscriptions
 from kw_examples.db import CONN_VAR
 from kw_examples.payment_provider import PaymentProvider
@@ -38,6 +44,7 @@ from stack.wait import wait_for
 REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / ".state"
 WORKFLOWS = REPO / "dags" / "workflows"
+RENEWALS_TOPIC, RENEWALS_GROUP = "subscription-renewals", "renewals"
 
 
 def _say(text: str) -> None:
@@ -84,6 +91,52 @@ def run_example(airflow: AirflowStandalone) -> None:
     _say(f"{len(renewed)} renewals processed by the worker:")
     for r in renewed:
         print(f"    {r['user_id']:<10} period {r['period']}  charge {r['charge_id']}", flush=True)
+
+
+def breaker_state(airflow: AirflowStandalone, token: str) -> str | None:
+    """The renewals group's circuit breaker as the operations UI shows it (the plugin's API)."""
+    path = f"/kafka-workflows/api/workflows/subscription_renewals/groups/{RENEWALS_GROUP}"
+    request = urllib.request.Request(f"{airflow.url}{path}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            breaker = json.load(response).get("breaker")
+    except (OSError, ValueError):
+        return None
+    return breaker.get("state") if isinstance(breaker, dict) else None
+
+
+def show_breaker(airflow: AirflowStandalone, provider: PaymentProvider) -> None:
+    """The circuit breaker (issue 22): the provider fails, the renewals group's breaker opens within
+    seconds (no retry spent, nothing dead-lettered), the provider comes back, a probe closes it."""
+    config = {"bootstrap.servers": airflow.kafka_bootstrap}
+    token = airflow.token()
+    before = len(list_dead_letters(config, RENEWALS_TOPIC, RENEWALS_GROUP))
+    provider.failing = True
+    started = time.monotonic()
+    _say("breaker demo: the payment provider fails now (POST /admin/failing {\"failing\": true})")
+    period = pendulum.now("UTC").date().isoformat()
+    users = [f"demo-{uuid.uuid4().hex[:6]}-{n}" for n in range(6)]
+    producer = RequestProducer(config)
+    for user in users:
+        producer.send(RENEWALS_TOPIC, {"user_id": user, "plan": "demo", "amount_cents": 990, "period": period},
+                      key=user)
+    producer.flush()
+    producer.close()
+    wait_for(lambda: breaker_state(airflow, token) == "open", 120, "the renewals group's breaker to open", 0.5)
+    _say(f"the breaker of group renewals opened {time.monotonic() - started:.1f}s after the outage began; the UI "
+         f"shows it open: {airflow.url}/dags/subscription_renewals/plugin/kafka (group renewals)")
+    time.sleep(6)  # past one cool-down: a probe fails and the breaker opens again
+    provider.failing = False
+    back = time.monotonic()
+    _say("the payment provider answers again (POST /admin/failing {\"failing\": false})")
+    wait_for(lambda: breaker_state(airflow, token) == "closed", 120, "a probe to close the breaker", 0.5)
+    _say(f"the breaker closed {time.monotonic() - back:.1f}s after the provider came back")
+    wait_for(lambda: {r["user_id"] for r in subscriptions.renewals()} >= set(users), 120,
+             "the held renewals to be charged")
+    dead = len(list_dead_letters(config, RENEWALS_TOPIC, RENEWALS_GROUP)) - before
+    _say(f"all {len(users)} renewals of the outage were charged once; {dead} dead-lettered meanwhile")
+    if dead:
+        raise SystemExit("the breaker demo dead-lettered renewals; see the worker log")
 
 
 def main() -> int:
@@ -159,6 +212,7 @@ def main() -> int:
              f"(log {worker_log})")
 
         run_example(airflow)
+        show_breaker(airflow, provider)
         _say(f"Airflow UI: {airflow.url}  user: {ADMIN}  password: {airflow.password}")
         _say(f"trigger again: see README (curl with a token from {airflow.url}/auth/token)")
         if args.once:

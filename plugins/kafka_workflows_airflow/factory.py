@@ -165,8 +165,10 @@ def build_incident_dag(spec: WorkflowSpec, file: str = "<spec>") -> DAG | None:
              doc_md=f"Started by the incidents of {', '.join(sorted(groups))} (`incidents:` in "
                     f"`{Path(file).name}`): asks in Required Actions, carries out the answer through "
                     "kafka-workflows.control.") as dag:
+        # Retries: a task that could not start (a busy API server) must not lose the incident; a retry
+        # asks again (a question is answered once: the first answer ends the task).
         IncidentOperator(task_id="decide", workflow=spec.name, groups=groups, pause_minutes=policy.pause_minutes,
-                         notifiers=notifiers)
+                         notifiers=notifiers, retries=3, retry_delay=pendulum.duration(seconds=10))
     return dag
 
 

@@ -309,10 +309,18 @@ def test_a_stuck_key_asks_a_human_in_airflow_and_the_answer_is_carried_out_and_a
         page.locator("[name=element_reason]").fill("ticket INC-7: provider back")
         flag.touch()  # the dependency is back; the worker would wait an hour to notice
         page.get_by_role("button", name="Respond").click()
-        expect(page.get_by_text("from admin")).to_be_visible()  # "Response received at … from admin"
+        answered = page.get_by_text("from admin")  # "Response received at … from admin"
+        expect(answered).to_be_visible()
+        answered.scroll_into_view_if_needed()
         shot(page, "incident-answered")
         wait_for(lambda: "ok" in [r["outcome"] for r in records(record) if r["key"] == key], 120,
                  "the unblocked key to be handled")
+        page.goto(f"{standalone.url}/kafka-workflows/ui/workflows/{WORKFLOW}")  # the operations UI's audit log
+        row = page.locator("table.audit tr", has_text="ticket INC-7: provider back")
+        expect(row).to_contain_text("admin")
+        expect(row).to_contain_text(f"retrying {TOPIC}[{partition}]@{offset} now")
+        row.scroll_into_view_if_needed()
+        shot(page, "incident-audit")
 
     [command] = [c for c in control_history(config, ("command",)) if c.get("key") == key]
     assert (command["op"], command["by"], command["reason"], command["topic"], command["partition"],

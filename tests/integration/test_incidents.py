@@ -15,7 +15,7 @@ from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.ops.control import send_command
 from kafka_workflows.ops.deadletters import list_dead_letters
 from kafka_workflows.ops.incidents import IncidentPolicy, incident_key, parse_incident
-from kafka_workflows.ops.status import group_state, read_status_topic
+from kafka_workflows.ops.status import group_state, read_status_topic, read_statuses
 from kafka_workflows.retry.policy import BlockingRetry, RetryPolicy
 from kafka_workflows.worker import Worker
 from tests.helpers.kafka import records, start_in_thread, stop_thread, wait_for
@@ -59,6 +59,8 @@ def test_a_key_held_past_the_threshold_is_published_as_an_incident(
         assert (incident.reason, incident.topic, incident.partition, incident.offset, incident.key,
                 incident.error_type) == ("held", topic, 0, offset, "stuck-user", "ConnectionError")
         assert incident.held_for >= 2
+        assert [s["worker"] for s in read_statuses(kafka_config) if s["group"] == group] == [worker.member], \
+            "an incident is not a worker's status"
     finally:
         stop_thread(worker, thread)
 

@@ -125,7 +125,7 @@ def read_statuses(config: Mapping[str, Any], max_age: float = 30.0) -> list[dict
     """The latest status of every live worker (those that reported within `max_age` seconds)."""
     now = time.time()
     return [s for s in read_status_topic(config).values()
-            if isinstance(s.get("worker"), str) and isinstance(s.get("group"), str)
+            if isinstance(s.get("worker"), str) and isinstance(s.get("group"), str) and s.get("kind") != "incident"
             and isinstance(s.get("at"), int | float) and now - s["at"] <= max_age]
 
 

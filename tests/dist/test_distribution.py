@@ -154,7 +154,8 @@ def test_airflow_at_the_floors_lists_the_provider_its_plugin_and_its_config_and_
                   "print(json.dumps({'dags': sorted(b.dag_ids), 'errors': {k: v[:300] for k, v in "
                   "b.import_errors.items()}}))"], env=airflow_env)
     result = json.loads(parsed.strip().splitlines()[-1])
-    assert result == {"dags": ["checkout", "contacts_import", "contacts_imported", "subscription_renewals"],
+    assert result == {"dags": ["checkout", "contacts_import", "contacts_imported", "subscription_renewals",
+                               "subscription_renewals_incident"],
                       "errors": {}}, result
 
 

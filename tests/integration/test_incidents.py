@@ -1,9 +1,10 @@
 """Incidents and the commands a human's answer may need (issue 22): a worker publishes a key held too
-long to the status topic; "pause for N minutes" ends on its own; "non-blocking retries" moves a held
-message on until "blocking"."""
+long, and an error's spike, to the status topic; "pause for N minutes" ends on its own;
+"non-blocking retries" moves a held message on until "blocking"."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,13 @@ import pytest
 
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.producer import RequestProducer
-from kafka_workflows.ops.control import send_command
+from kafka_workflows.ops.control import STATUS_TOPIC, send_command
 from kafka_workflows.ops.deadletters import list_dead_letters
 from kafka_workflows.ops.incidents import IncidentPolicy, incident_key, parse_incident
 from kafka_workflows.ops.status import group_state, read_status_topic, read_statuses
 from kafka_workflows.retry.policy import BlockingRetry, RetryPolicy
 from kafka_workflows.worker import Worker
-from tests.helpers.kafka import records, start_in_thread, stop_thread, wait_for
+from tests.helpers.kafka import read_all, records, start_in_thread, stop_thread, wait_for
 
 pytestmark = pytest.mark.integration
 HANDLER = "tests.helpers.handlers.record"
@@ -42,10 +43,18 @@ def outcomes(record: Path, key: str) -> list[str]:
     return [r["outcome"] for r in records(record) if r["key"] == key]
 
 
-def test_a_key_held_past_the_threshold_is_published_as_an_incident(
+def incidents(config: dict[str, Any], group: str) -> list[Any]:
+    """Every incident of `group` in the status topic, oldest first."""
+    found = [parse_incident(json.loads(m.value()))[0] for m in read_all(config, STATUS_TOPIC)
+             if m.key() == incident_key(group).encode() and m.value() is not None]
+    return [i for i in found if i is not None]
+
+
+def test_a_key_held_past_the_threshold_and_its_error_spiking_are_published_as_incidents(
         kafka_config: dict[str, Any], topic: str, group: str, record: Path, tmp_path: Path) -> None:
     ensure_topics(kafka_config, [TopicSpec(topic, partitions=1)])
-    worker = Worker(kafka_config, [topic], group, HANDLER, status_interval=1.0, incidents=IncidentPolicy(held_after=2),
+    worker = Worker(kafka_config, [topic], group, HANDLER, status_interval=1.0,
+                    incidents=IncidentPolicy(held_after=2, spike=3, window=60),
                     policy=RetryPolicy(blocking=BlockingRetry(intervals=[0.5])))
     thread = start_in_thread(worker)
     try:
@@ -61,6 +70,10 @@ def test_a_key_held_past_the_threshold_is_published_as_an_incident(
         assert incident.held_for >= 2
         assert [s["worker"] for s in read_statuses(kafka_config) if s["group"] == group] == [worker.member], \
             "an incident is not a worker's status"
+        found = wait_for(lambda: (lambda f: f if {i.reason for i in f} == {"held", "spike"} else None)(
+            incidents(kafka_config, group)), 30, "both incidents", 0.5)
+        assert sorted((i.reason, i.error_type) for i in found) == [("held", "ConnectionError"),
+                                                                   ("spike", "ConnectionError")], found
     finally:
         stop_thread(worker, thread)
 

@@ -5,8 +5,10 @@ two ports), a schema registry (Apicurio Registry: the requests' Avro schemas), t
 provider, a PostgreSQL server for Airflow's metadata (and with
 `--db postgres` for the examples' tables, else they live in SQLite), `airflow standalone` (this
 repo's dags/ and plugins/) and the companion worker; triggers `subscription_renewals` through the REST API;
-shows the renewals the worker processed; triggers `checkout` (Avro end to end through the registry);
-then keeps running until Ctrl-C, which stops everything in reverse order. State lives in .state/ (git-ignored).
+shows the renewals the worker processed; shows the renewals group's circuit breaker open when the
+fake provider fails and close when it is back, with nothing dead-lettered; triggers `checkout` (Avro end to
+end through the registry); then keeps running until Ctrl-C, which stops everything in reverse order. State
+lives in .state/ (git-ignored).
 
 `--tracing` also starts Jaeger (stack/jaeger.py: built from its Go module by the set-up, in-memory)
 and turns tracing on everywhere: Airflow's `[traces] otel_on` and the OTEL_* variables for Airflow
@@ -24,6 +26,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 import airflow_client.client as af
@@ -32,6 +36,8 @@ from airflow_client.client.api.dag_api import DAGApi
 from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
 
+from kafka_workflows.kafka.producer import RequestProducer
+from kafka_workflows.ops.deadletters import list_dead_letters
 from kw_examples import checkout, subscriptions
 from kw_examples.db import CONN_VAR
 from kw_examples.payment_provider import PaymentProvider
@@ -47,6 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 STATE = REPO / ".state"
 REGISTRY_CONN_VAR = "AIRFLOW_CONN_SCHEMA_REGISTRY_DEFAULT"
 WORKFLOWS = REPO / "dags" / "workflows"
+RENEWALS_TOPIC, RENEWALS_GROUP = "subscription-renewals", "renewals"
 
 
 def _say(text: str) -> None:
@@ -123,6 +130,52 @@ def run_checkout(airflow: AirflowStandalone, orders: int = 10) -> None:
                  f"{table} to record every checkout")
     _say(f"checkout: {orders} Avro purchases -> exactly-once Avro checkouts -> deliveries, inventory and "
          "invoices each recorded every order once")
+
+
+def breaker_state(airflow: AirflowStandalone, token: str) -> str | None:
+    """The renewals group's circuit breaker as the operations UI shows it (the plugin's API)."""
+    path = f"/kafka-workflows/api/workflows/subscription_renewals/groups/{RENEWALS_GROUP}"
+    request = urllib.request.Request(f"{airflow.url}{path}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            breaker = json.load(response).get("breaker")
+    except (OSError, ValueError):
+        return None
+    return breaker.get("state") if isinstance(breaker, dict) else None
+
+
+def show_breaker(airflow: AirflowStandalone, provider: PaymentProvider) -> None:
+    """The circuit breaker (issue 22): the provider fails, the renewals group's breaker opens within
+    seconds (no retry spent, nothing dead-lettered), the provider comes back, a probe closes it."""
+    config = {"bootstrap.servers": airflow.kafka_bootstrap}
+    token = airflow.token()
+    before = len(list_dead_letters(config, RENEWALS_TOPIC, RENEWALS_GROUP))
+    provider.failing = True
+    started = time.monotonic()
+    _say("breaker demo: the payment provider fails now (POST /admin/failing {\"failing\": true})")
+    period = pendulum.now("UTC").date().isoformat()
+    users = [f"demo-{uuid.uuid4().hex[:6]}-{n}" for n in range(6)]
+    producer = RequestProducer(config)
+    for user in users:
+        producer.send(RENEWALS_TOPIC, {"user_id": user, "plan": "demo", "amount_cents": 990, "period": period},
+                      key=user)
+    producer.flush()
+    producer.close()
+    wait_for(lambda: breaker_state(airflow, token) == "open", 120, "the renewals group's breaker to open", 0.5)
+    _say(f"the breaker of group renewals opened {time.monotonic() - started:.1f}s after the outage began; the UI "
+         f"shows it open: {airflow.url}/dags/subscription_renewals/plugin/kafka (group renewals)")
+    time.sleep(6)  # past one cool-down: a probe fails and the breaker opens again
+    provider.failing = False
+    back = time.monotonic()
+    _say("the payment provider answers again (POST /admin/failing {\"failing\": false})")
+    wait_for(lambda: breaker_state(airflow, token) == "closed", 120, "a probe to close the breaker", 0.5)
+    _say(f"the breaker closed {time.monotonic() - back:.1f}s after the provider came back")
+    wait_for(lambda: {r["user_id"] for r in subscriptions.renewals()} >= set(users), 120,
+             "the held renewals to be charged")
+    dead = len(list_dead_letters(config, RENEWALS_TOPIC, RENEWALS_GROUP)) - before
+    _say(f"all {len(users)} renewals of the outage were renewed; {dead} dead-lettered meanwhile")
+    if dead:
+        raise SystemExit("the breaker demo dead-lettered renewals; see the worker log")
 
 
 def main() -> int:
@@ -225,6 +278,7 @@ def main() -> int:
              f"(log {worker_log})")
 
         run_example(airflow)
+        show_breaker(airflow, provider)
         run_checkout(airflow)
         _say(f"Airflow UI: {airflow.url}  user: {ADMIN}  password: {airflow.password}")
         if args.tracing:

@@ -127,7 +127,8 @@ def build_units(config: Mapping[str, Any], specs: list[WorkflowSpec], only: Iter
                 add(spec.name, w.name, partial(Worker, config, w.topics, w.group, w.handler, policy=w.retry,
                                                topic_partitions=w.partitions, store=w.store,
                                                batch_size=w.batch_size, concurrency=w.concurrency,
-                                               breaker=w.breaker, codecs=_codecs(spec, w.topics)))
+                                               breaker=w.breaker, codecs=_codecs(spec, w.topics),
+                                               incidents=w.incidents))
         for p in spec.processors:
             if not only or p.name in only:
                 add(spec.name, p.name, partial(TransactionalProcessor, config, p.topics, p.group,

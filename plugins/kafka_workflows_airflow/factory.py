@@ -209,6 +209,47 @@ def runs_to_start(asset: str, triggering_asset_events: Any = None, inlet_events:
     return list(runs.values())
 
 
+def incident_dag_id(spec: WorkflowSpec) -> str:
+    return f"{spec.name}_incident"
+
+
+def build_incident_dag(spec: WorkflowSpec, file: str = "<spec>") -> DAG | None:
+    """`<workflow>_incident`, when a worker of the spec declares `incidents:`: started by each incident
+    its groups publish (an AssetWatcher with triggers/incidents.py's IncidentTrigger), its one task
+    asks a human and carries out the answer (operators/incident.py). None without `incidents:`."""
+    workers = [w for w in spec.workers if w.incidents is not None]
+    if not workers:
+        return None
+    from airflow.sdk import AssetWatcher
+
+    from kafka_workflows_airflow.notifiers import INCIDENT_HTML, INCIDENT_SUBJECT, EmailNotifier, RequiredActionNotifier
+    from kafka_workflows_airflow.operators.incident import IncidentOperator
+    from kafka_workflows_airflow.triggers.incidents import IncidentTrigger
+
+    groups: dict[str, list[str]] = {}
+    for w in workers:
+        groups.setdefault(w.group, []).extend(t for t in w.topics if t not in groups[w.group])
+    asset = Asset(name=f"kafka-workflows-incidents-{spec.name}", uri=f"kafka-workflows://incidents/{spec.name}",
+                  watchers=[AssetWatcher(name=f"{spec.name}_incidents", trigger=IncidentTrigger(groups=list(groups)))])
+    policy = workers[0].incidents
+    assert policy is not None
+    emails = sorted({e for w in workers for e in (w.incidents.email if w.incidents else [])})
+    notifiers: list[Any] = [RequiredActionNotifier()]
+    if emails:
+        notifiers.append(EmailNotifier(emails, subject=INCIDENT_SUBJECT, html_content=INCIDENT_HTML))
+    with DAG(dag_id=incident_dag_id(spec), schedule=[asset], start_date=pendulum.parse(spec.start_date, tz="UTC"),
+             catchup=False, is_paused_upon_creation=False, tags=["kafka-workflows", "incident"],
+             description=f"{spec.name}: a human decides what happens to a stuck key or an error spike",
+             doc_md=f"Started by the incidents of {', '.join(sorted(groups))} (`incidents:` in "
+                    f"`{Path(file).name}`): asks in Required Actions, carries out the answer through "
+                    "kafka-workflows.control.") as dag:
+        # Retries: a task that could not start (a busy API server) must not lose the incident; a retry
+        # asks again (a question is answered once: the first answer ends the task).
+        IncidentOperator(task_id="decide", workflow=spec.name, groups=groups, pause_minutes=policy.pause_minutes,
+                         notifiers=notifiers, retries=3, retry_delay=pendulum.duration(seconds=10))
+    return dag
+
+
 def _stand_in(path: Path, error: SpecError) -> DAG:
     """A visible, paused DAG that says what is wrong, for a spec that does not build."""
     text = ""
@@ -249,7 +290,14 @@ def dags_from_folder(folder: Path) -> dict[str, DAG]:
             warnings.warn_explicit(str(error), InvalidWorkflowSpec, str(path), (first.line if first else None) or 1)
             log.error("invalid workflow spec %s:\n%s", path, error)
             dag = _stand_in(path, error)
-        for built in (dag, dispatcher):
+        incident: DAG | None = None
+        if not isinstance(result, SpecError):
+            try:
+                incident = build_incident_dag(result, str(path))
+            except Exception as exc:  # noqa: BLE001 - one workflow's incident DAG never stops the others
+                log.error("%s: the incident DAG of %s was not built: %s: %s", path, result.name,
+                          type(exc).__name__, exc)
+        for built in (dag, dispatcher, incident):
             if built is not None:
                 dags["dag_" + re.sub(r"\W", "_", built.dag_id)] = built
     return dags

@@ -15,6 +15,10 @@ XCom-free facts: dag, run, task state).
 - `LogNotifier`: one line in the task log (and the payload as JSON).
 - `EmailNotifier`: the SMTP provider's `SmtpNotifier` (Airflow's SMTP connection/settings) with a
   subject and body made for this summary; skipped when no recipient is given.
+
+For an incident's required action (operators/incident.py, a HITL operator's `notifiers`):
+- `RequiredActionNotifier`: one task-log line with the question and the link to answer it.
+- `EmailNotifier(to, subject=INCIDENT_SUBJECT, html_content=INCIDENT_HTML)`: the question mailed.
 """
 
 from __future__ import annotations
@@ -320,3 +324,28 @@ class EmailNotifier(SmtpNotifier):
             self.log.info("no email recipient given: email notification skipped")
             return
         super().notify(context)
+
+
+class RequiredActionNotifier(BaseNotifier):
+    """For a Human-in-the-loop task: log its question and the Required Actions link to answer it
+    (absolute when `[api] base_url` is set)."""
+
+    def notify(self, context: Context) -> None:
+        task = context["task"]
+        ti = context["task_instance"]
+        path = (f"/dags/{ti.dag_id}/runs/{urllib.parse.quote(ti.run_id, safe='')}/tasks/{ti.task_id}"
+                "/required_actions")
+        try:
+            link = task.generate_link_to_ui_from_context(context=context)
+        except (ValueError, AttributeError):  # no [api] base_url: the path in the Airflow UI
+            link = path
+        self.log.warning("required action: %s; answer at %s", getattr(task, "subject", ti.task_id), link)
+
+    async def async_notify(self, context: Context) -> None:
+        self.notify(context)
+
+
+INCIDENT_SUBJECT = "[kafka-workflows] {{ task.subject }}"
+INCIDENT_HTML = ("<p>A decision is needed: <b>{{ task.subject | e }}</b></p><pre>{{ task.body | e }}</pre>"
+                 "<p>Answer it under Required Actions in Airflow (DAG {{ dag.dag_id | e }}, run "
+                 "{{ run_id | e }}).</p>")

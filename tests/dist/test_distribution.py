@@ -161,7 +161,7 @@ def test_airflow_at_the_floors_lists_the_provider_its_plugin_and_its_config_and_
     result = json.loads(parsed.strip().splitlines()[-1])
     assert Version(version) < Version("3.3"), "at a 3.3 floor refund_requested builds: expect refund_requested.kafka_in"
     assert result["dags"] == ["checkout", "contacts_import", "contacts_imported", "refund_requested",
-                              "subscription_renewals"], result
+                              "subscription_renewals", "subscription_renewals_incident"], result
     assert result["errors"] == {}, result
     assert list(result["invalid"]) == ["refund_requested"], result
     assert "needs Airflow 3.3+" in result["invalid"]["refund_requested"], result

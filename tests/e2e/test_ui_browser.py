@@ -34,8 +34,9 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from kafka_workflows.ops.control import CONTROL_TOPIC, ensure_control_topics
+from kafka_workflows.ops.control import CONTROL_TOPIC, control_history, ensure_control_topics
 from kafka_workflows.ops.deadletters import list_dead_letters
+from kafka_workflows.ops.incidents import IncidentPolicy
 from kw_examples import contacts
 from stack.airflow import ADMIN, AirflowStandalone
 from stack.broker import Broker
@@ -269,6 +270,66 @@ def test_the_run_tab_of_a_contacts_import_shows_progress_reach_100_percent_and_s
         running.check_alive()
     finally:
         running.stop()
+
+
+# -- Airflow asks a human (issue 22) --------------------------------------------------------------------------
+
+INCIDENT_DAG = f"{WORKFLOW}_incident"
+
+
+def pending_action(standalone: AirflowStandalone, token: str, key: str) -> dict[str, Any] | None:
+    """The required action asked about `key`, not answered yet (Airflow's REST API)."""
+    request = urllib.request.Request(
+        f"{standalone.url}/api/v2/dags/{INCIDENT_DAG}/dagRuns/~/hitlDetails?response_received=false",
+        headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        details = json.load(response)["hitl_details"]
+    return next((d for d in details if key in (d.get("body") or "")), None)
+
+
+def test_a_stuck_key_asks_a_human_in_airflow_and_the_answer_is_carried_out_and_audited_with_the_user(
+        page: Page, standalone: AirflowStandalone, config: dict[str, str], record: Path, tmp_path: Path) -> None:
+    """The worker publishes the key held too long; the incident DAG's AssetWatcher starts a run whose
+    HITL task asks in Required Actions; admin answers "Unblock now" in the UI; the worker retries the
+    key at once (its next retry was an hour away) and the command is audited with admin's name."""
+    key = f"ui-incident-{uuid.uuid4().hex[:8]}"
+    flag = tmp_path / "provider-back"
+    token = standalone.token()
+    with renewals_worker(config, retry_every=3600.0, incidents=IncidentPolicy(held_after=3)):
+        partition, offset = produce(config, key, {"fail_unless_exists": str(flag)})
+        # Parsing the incident DAG and starting its watcher may take the standalone a while the first time.
+        detail = wait_for(lambda: pending_action(standalone, token, key), 300, "a required action about the key", 2)
+        run_id = detail["task_instance"]["dag_run_id"]
+        page.goto(f"{standalone.url}/dags/{INCIDENT_DAG}/runs/{run_id}/tasks/decide/required_actions")
+        expect(page.get_by_text(f"{TOPIC}[{partition}]@{offset}")).to_be_visible()
+        expect(page.get_by_text(key, exact=True)).to_be_visible()
+        shot(page, "incident-required-action")
+        page.get_by_text("Select Value").click(force=True)  # Airflow's option picker (react-select)
+        page.get_by_role("option", name="Unblock now").click()
+        page.locator("[name=element_reason]").fill("ticket INC-7: provider back")
+        flag.touch()  # the dependency is back; the worker would wait an hour to notice
+        page.get_by_role("button", name="Respond").click()
+        answered = page.get_by_text("from admin")  # "Response received at … from admin"
+        expect(answered).to_be_visible()
+        answered.scroll_into_view_if_needed()
+        shot(page, "incident-answered")
+        wait_for(lambda: "ok" in [r["outcome"] for r in records(record) if r["key"] == key], 120,
+                 "the unblocked key to be handled")
+        page.goto(f"{standalone.url}/kafka-workflows/ui/workflows/{WORKFLOW}")  # the operations UI's audit log
+        row = page.locator("table.audit tr", has_text="ticket INC-7: provider back")
+        expect(row).to_contain_text("admin")
+        expect(row).to_contain_text(f"retrying {TOPIC}[{partition}]@{offset} now")
+        row.scroll_into_view_if_needed()
+        shot(page, "incident-audit")
+
+    [command] = [c for c in control_history(config, ("command",)) if c.get("key") == key]
+    assert (command["op"], command["by"], command["reason"], command["topic"], command["partition"],
+            command["offset"]) == ("unblock", "admin", "ticket INC-7: provider back", TOPIC, partition, offset)
+    [applied] = [a for a in control_history(config, ("applied",)) if a.get("command") == command["id"]]
+    assert applied["result"] == f"retrying {TOPIC}[{partition}]@{offset} now"
+    calls = [r["outcome"] for r in records(record) if r["key"] == key]
+    assert calls[-1] == "ok" and calls.count("ok") == 1, calls
+    assert not [d for d in list_dead_letters(config, TOPIC, GROUP) if d.key == key], "unblock dead-letters nothing"
 
 
 def _dag_known(dags: DAGApi, dag_id: str) -> bool:

@@ -55,10 +55,11 @@ def produce(config: dict[str, Any], key: str, value: dict[str, Any]) -> tuple[in
 
 
 @contextmanager
-def renewals_worker(config: dict[str, Any], retry_every: float = 1.0) -> Iterator[Worker]:
-    """A worker of the group whose blocking retries come every `retry_every` seconds, forever."""
+def renewals_worker(config: dict[str, Any], retry_every: float = 1.0, **options: Any) -> Iterator[Worker]:
+    """A worker of the group whose blocking retries come every `retry_every` seconds, forever
+    (`options`: more of Worker's, e.g. incidents)."""
     worker = Worker(config, [TOPIC], GROUP, "tests.helpers.handlers.record", status_interval=1.0,
-                    policy=RetryPolicy(blocking=BlockingRetry(intervals=[retry_every])))
+                    policy=RetryPolicy(blocking=BlockingRetry(intervals=[retry_every])), **options)
     thread: threading.Thread = start_in_thread(worker)
     try:
         yield worker

@@ -110,8 +110,14 @@ COMMANDS: tuple[Command, ...] = (
             OPERATION_ARGS + SKIP_ARGS),
     Command("unblock", "retry the blocking message now", "kafka_workflows.cli.ops:operate",
             OPERATION_ARGS + UNBLOCK_ARGS),
-    Command("pause", "pause a group's handler on every worker", "kafka_workflows.cli.ops:operate", OPERATION_ARGS),
+    Command("pause", "pause a group's handler on every worker", "kafka_workflows.cli.ops:operate", (
+        *OPERATION_ARGS,
+        arg("--minutes", type=float, help="resume on its own after this many minutes (default: until resumed)"))),
     Command("resume", "resume a paused handler", "kafka_workflows.cli.ops:operate", OPERATION_ARGS),
+    Command("nonblocking", "switch a group to non-blocking retries (retry topics, else the dead-letter topic) "
+            "until `blocking`", "kafka_workflows.cli.ops:operate", OPERATION_ARGS),
+    Command("blocking", "switch a group back to its declared retry policy", "kafka_workflows.cli.ops:operate",
+            OPERATION_ARGS),
     Command("open-breaker", "open a group's circuit breaker on every worker, until closed",
             "kafka_workflows.cli.ops:operate", OPERATION_ARGS),
     Command("close-breaker", "close a group's circuit breaker: held messages are retried, partitions resume",

@@ -31,7 +31,7 @@ def operate(args: argparse.Namespace) -> int:
     command, applied = send_command(kafka_config_from_env(), op, args.group,
                                     topic=getattr(args, "topic", None), partition=getattr(args, "partition", None),
                                     offset=getattr(args, "offset", None), reason=args.reason, wait=args.wait,
-                                    key=getattr(args, "key", None))
+                                    key=getattr(args, "key", None), minutes=getattr(args, "minutes", None))
     for record in applied:
         print(f"{record['worker']}: {record['result']}")
     if not applied:

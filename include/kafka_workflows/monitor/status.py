@@ -54,8 +54,8 @@ class StatusIndex(TopicFollower):
 def _checked(value: Any) -> dict[str, Any] | None:
     """A status with the shapes the pages rely on (anything can be written to a topic): holds that
     do not name their topic, partition and offset are dropped; a status without a group is ignored."""
-    if not isinstance(value, dict) or not isinstance(value.get("group"), str):
-        return None
+    if not isinstance(value, dict) or not isinstance(value.get("group"), str) or value.get("kind") == "incident":
+        return None  # an incident (ops/incidents.py) is not a worker's status
     try:
         at = float(value.get("at", 0))
     except (TypeError, ValueError):

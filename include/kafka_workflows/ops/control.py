@@ -9,7 +9,11 @@ A topic holds whatever any producer wrote: a worker acts only on records that va
 `CommandRecord` (strict types; skip and unblock name the partition, skip also the offset the
 operator saw held); anything else is logged and counted, never raised. Pause and resume are also
 kept as the group's state in the compacted status topic (key `paused/<group>`), so a worker that
-starts or joins later starts paused. Likewise open and close of the group's circuit breaker (key
+starts or joins later starts paused; a pause with `until` (epoch seconds: "pause for N minutes")
+ends on its own then, on every worker. `nonblocking` switches the group to non-blocking retries
+until a `blocking` command (key `retries/<group>`): a failure then moves on to the retry topics (or,
+with none declared, to the dead-letter topic) instead of holding its partition. Likewise open and
+close of the group's circuit breaker (key
 `breaker/<group>`): an operator's open holds until an operator closes it; a worker's breaker writes
 `auto` ones when it trips and when a probe succeeds (`send_breaker_state`). Dead-letter replays are
 recorded here too (`kind: replayed`).
@@ -52,8 +56,8 @@ from kafka_workflows.kafka.reader import TopicMissingError, read_topic
 
 CONTROL_TOPIC = "kafka-workflows.control"
 STATUS_TOPIC = "kafka-workflows.status"
-Op = Literal["skip", "unblock", "pause", "resume", "open", "close"]
-OPS: tuple[str, ...] = ("skip", "unblock", "pause", "resume", "open", "close")
+Op = Literal["skip", "unblock", "pause", "resume", "open", "close", "nonblocking", "blocking"]
+OPS: tuple[str, ...] = ("skip", "unblock", "pause", "resume", "open", "close", "nonblocking", "blocking")
 SECRET_ENV = "KAFKA_WORKFLOWS_CONTROL_SECRET"
 SIGNATURE = "sig"
 UNSIGNED_FIELDS = frozenset({SIGNATURE, "_where"})  # `_where` is the follower's note, not the producer's
@@ -121,6 +125,11 @@ def paused_key(group: str) -> str:
     return f"paused/{group}"
 
 
+def retries_key(group: str) -> str:
+    """The status-topic key of a group's retry mode (`nonblocking`/`blocking` commands)."""
+    return f"retries/{group}"
+
+
 def breaker_key(group: str) -> str:
     """The status-topic key of a group's circuit breaker state."""
     return f"breaker/{group}"
@@ -160,6 +169,7 @@ class CommandRecord(BaseModel):
     reason: StrictStr = Field(default="", max_length=2000)
     at: float
     auto: StrictBool = False  # open/close: told by a worker's breaker (open probes after its cool-down)
+    until: float | None = Field(default=None, allow_inf_nan=False)  # pause: epoch seconds it ends on its own
 
     @model_validator(mode="after")
     def _names_what_it_acts_on(self) -> CommandRecord:
@@ -167,6 +177,8 @@ class CommandRecord(BaseModel):
             raise ValueError(f"{self.op} needs topic and partition")
         if self.op == "skip" and self.offset is None:
             raise ValueError("skip needs the offset the operator saw held")
+        if self.until is not None and self.op != "pause":
+            raise ValueError("until is for pause")
         return self
 
 
@@ -244,19 +256,24 @@ class Command:
     at: float
     key: str | None = None  # skip/unblock on a worker with concurrency: the held key
     auto: bool = False  # open/close told by a worker's breaker, not an operator
+    until: float | None = None  # pause for a while: epoch seconds it ends
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "command", **self.__dict__}
+        record = {"kind": "command", **self.__dict__}
+        if record["until"] is None:  # a pause without an end reads as before
+            del record["until"]
+        return record
 
 
 def send_command(config: Mapping[str, Any], op: str, group: str, *, topic: str | None = None,
                  partition: int | None = None, offset: int | None = None, reason: str = "",
-                 by: str | None = None, wait: float = 30.0, key: str | None = None, secret: str | None = None
-                 ) -> tuple[Command, list[dict[str, Any]]]:
+                 by: str | None = None, wait: float = 30.0, key: str | None = None, secret: str | None = None,
+                 minutes: float | None = None) -> tuple[Command, list[dict[str, Any]]]:
     """Send an operation and wait up to `wait` seconds for the workers' `applied` records.
 
-    Signed (and the pause state with it) when a control secret is configured: `secret`, else the
-    env variable.
+    `minutes` (pause only): the pause ends on its own that long after it was sent (`until`), on
+    every worker, and for a worker that starts meanwhile. Signed (and the group's state with it)
+    when a control secret is configured: `secret`, else the env variable.
     """
     if op not in OPS:
         raise ConfigError(f"unknown operation {op!r}; expected one of {', '.join(OPS)}")
@@ -265,9 +282,12 @@ def send_command(config: Mapping[str, Any], op: str, group: str, *, topic: str |
     if op == "skip" and offset is None:
         raise ConfigError("skip needs the offset you saw held (--offset; see `kafka-workflows blocked`): "
                           "it then skips that message and no other")
+    if minutes is not None and (op != "pause" or not 0 < minutes <= 7 * 24 * 60):
+        raise ConfigError("--minutes: a pause's length, more than 0 and at most a week (10080)")
     ensure_control_topics(config)
+    now = time.time()
     command = Command(uuid.uuid4().hex, op, group, topic, partition, offset, by or operator_name(), reason,
-                      time.time(), key)
+                      now, key, until=None if minutes is None else now + minutes * 60)
     follower = ControlFollower(config)  # start following before sending, so no reply is missed
     try:
         producer = RequestProducer(config)
@@ -275,8 +295,13 @@ def send_command(config: Mapping[str, Any], op: str, group: str, *, topic: str |
             producer.send(CONTROL_TOPIC, sign(command.to_json(), secret), key=group)
             if op in ("pause", "resume"):  # the group's state, for workers that start later
                 producer.send(STATUS_TOPIC, sign({"paused": op == "pause", "group": group, "by": command.by,
-                                                  "reason": reason, "at": command.at, "command": command.id},
+                                                  "reason": reason, "at": command.at, "command": command.id,
+                                                  **({"until": command.until} if command.until else {})},
                                                  secret), key=paused_key(group))
+            if op in ("nonblocking", "blocking"):  # the group's retry mode, for workers that start later
+                producer.send(STATUS_TOPIC, sign({"retries": op, "group": group, "by": command.by, "reason": reason,
+                                                  "at": command.at, "command": command.id}, secret),
+                              key=retries_key(group))
             if op in ("open", "close"):  # an operator's open holds until an operator closes
                 producer.send(STATUS_TOPIC, sign(breaker_state_record(group, op, command.by, reason, command.at,
                                                                       command.id, True), secret),
@@ -290,7 +315,7 @@ def send_command(config: Mapping[str, Any], op: str, group: str, *, topic: str |
             for record in follower.poll(0.2):
                 if record.get("kind") == "applied" and record.get("command") == command.id:
                     applied.append(record)
-            # skip/unblock act on one partition: one owner answers. pause/resume/open/close: every member may.
+            # skip/unblock act on one partition: one owner answers. The others: every member may.
             if applied and (op in ("skip", "unblock") or time.monotonic() > deadline - wait + 3):
                 break
         return command, applied

@@ -3,7 +3,8 @@
 `kafka-workflows.status` is keyed `<group>/<worker>`: assigned partitions, holds (blocked or
 waiting, with the held message's key, offset, failures and error), pause state, the circuit
 breaker's state (when declared) and counters. A worker that stops writes a tombstone. The groups'
-own states are kept there too: `paused/<group>` and `breaker/<group>` (ops/control.py). Status is
+own states are kept there too: `paused/<group>` (with `until` for a pause of N minutes),
+`retries/<group>` and `breaker/<group>` (ops/control.py); `group_state` reads them at once. Status is
 advisory: it is not flushed before offsets.
 """
 
@@ -13,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Message as KafkaMessage
@@ -25,6 +27,7 @@ from kafka_workflows.ops.control import (
     control_secret,
     ensure_control_topics,
     paused_key,
+    retries_key,
     signature_problem,
 )
 
@@ -122,8 +125,43 @@ def read_statuses(config: Mapping[str, Any], max_age: float = 30.0) -> list[dict
     """The latest status of every live worker (those that reported within `max_age` seconds)."""
     now = time.time()
     return [s for s in read_status_topic(config).values()
-            if isinstance(s.get("worker"), str) and isinstance(s.get("group"), str)
+            if isinstance(s.get("worker"), str) and isinstance(s.get("group"), str) and s.get("kind") != "incident"
             and isinstance(s.get("at"), int | float) and now - s["at"] <= max_age]
+
+
+@dataclass
+class GroupState:
+    """What a worker of `group` starts with: the group's operator-set states (ops/control.py)."""
+
+    paused: bool = False
+    paused_until: float | None = None  # epoch seconds a pause for N minutes ends
+    nonblocking: bool = False
+    breaker: dict[str, Any] | None = None  # the open breaker's state, else None
+
+
+def group_state(config: Mapping[str, Any], group: str, secret: str | None = None) -> GroupState:
+    """The group's pause, retry mode and breaker from one read of the status topic; with a control
+    secret only states signed with it, for this group, count (like `group_paused`). A pause whose
+    `until` passed is over."""
+    states = read_status_topic(config)
+    out = GroupState()
+    pause = states.get(paused_key(group))
+    if (pause is not None and "worker" not in pause and pause.get("paused") is True
+            and _trusted(pause, paused_key(group), group, secret, "pause state", "unpaused")):
+        until = pause.get("until")
+        if not isinstance(until, int | float) or isinstance(until, bool):
+            out.paused = True
+        elif until > time.time():
+            out.paused, out.paused_until = True, float(until)
+    mode = states.get(retries_key(group))
+    if (mode is not None and "worker" not in mode and mode.get("retries") == "nonblocking"
+            and _trusted(mode, retries_key(group), group, secret, "retry mode", "with its declared retries")):
+        out.nonblocking = True
+    breaker = states.get(breaker_key(group))
+    if (breaker is not None and "worker" not in breaker and breaker.get("breaker") == "open"
+            and _trusted(breaker, breaker_key(group), group, secret, "breaker state", "closed")):
+        out.breaker = breaker
+    return out
 
 
 def group_paused(config: Mapping[str, Any], group: str, secret: str | None = None) -> bool:

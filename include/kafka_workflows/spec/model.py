@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from kafka_workflows.ops.incidents import IncidentPolicy
 from kafka_workflows.retry.breaker import BreakerPolicy
 from kafka_workflows.retry.policy import RetryPolicy
 
@@ -209,6 +210,9 @@ class WorkerSpec(_Spec):
     retry: RetryPolicy | None = None
     breaker: BreakerPolicy | None = Field(default=None, description="the group's circuit breaker: pause the "
                                           "group while its handler keeps failing, probe after a cool-down")
+    incidents: IncidentPolicy | None = Field(default=None, description="ask a human in Airflow (the "
+                                             "<workflow>_incident DAG) when a key or partition stays held, or one "
+                                             "error spikes")
     store: str | None = Field(default=None, pattern=NAME, description="report job completions to this store")
     partitions: PositiveInt = 3
     batch_size: int = Field(default=500, ge=1, le=100_000,

@@ -271,6 +271,13 @@ class ConcurrentStrategy:
         finally:
             self.runner.close()
 
+    def retry_now(self) -> int:
+        """Every key hold comes due now (an operator's switch to non-blocking retries); how many."""
+        waiting = [hold for hold in self.scheduler.holds.values() if hold.due != float("inf")]
+        for hold in waiting:
+            hold.due = 0.0
+        return len(waiting)
+
     def describe_holds(self) -> list[dict[str, Any]]:
         return [hold.describe() for hold in self.scheduler.holds.values()]
 

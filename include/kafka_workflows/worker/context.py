@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
+from kafka_workflows.ops.incidents import IncidentWatch
 from kafka_workflows.retry.breaker import Breaker
 from kafka_workflows.retry.policy import RetryPolicy
 from kafka_workflows.worker.checkpoint import OffsetCheckpoint
@@ -143,6 +144,7 @@ class WorkerContext:
     tallies: Tallies = field(init=False)
     cut: BatchCut = field(default_factory=BatchCut)
     breaker: Breaker | None = None  # the group's circuit breaker (retry/breaker.py), when declared
+    incidents: IncidentWatch | None = None  # when the group asks a human (ops/incidents.py), when declared
 
     def __post_init__(self) -> None:
         self.tallies = Tallies(self.group, self.metrics, self.stats)

@@ -47,8 +47,9 @@ from kafka_workflows.kafka.config import check_reachable, client_config
 from kafka_workflows.kafka.errors import error_code
 from kafka_workflows.kafka.group_protocol import group_protocol_settings
 from kafka_workflows.observe import Telemetry
-from kafka_workflows.ops.control import ControlFollower, ensure_control_topics, send_breaker_state
-from kafka_workflows.ops.status import StatusPublisher, group_breaker, group_paused
+from kafka_workflows.ops.control import STATUS_TOPIC, ControlFollower, ensure_control_topics, send_breaker_state, sign
+from kafka_workflows.ops.incidents import IncidentPolicy, IncidentWatch, incident_key
+from kafka_workflows.ops.status import StatusPublisher, group_state
 from kafka_workflows.retry.breaker import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerPolicy
 from kafka_workflows.retry.policy import RetryPolicy
 from kafka_workflows.retry.topics import dead_letter_topic, retry_topic
@@ -98,6 +99,8 @@ class Worker:
     :param breaker: the group's circuit breaker settings (retry/breaker.py); None: no breaker.
     :param codecs: topic -> schemas.codec.Codec for the topics whose values have a schema: decoded once
         at the boundary; a value that does not decode is dead-lettered at once.
+    :param incidents: when the group asks a human (ops/incidents.py): a key or partition held too long,
+        an error fingerprint's spike; published to the status topic. None: never.
     """
 
     def __init__(self, config: Mapping[str, Any], topics: Sequence[str], group: str,
@@ -108,7 +111,8 @@ class Worker:
                  metrics: WorkerMetrics | None = None, concurrency: int = 1,
                  max_in_flight: int | None = None, max_in_flight_bytes: int = DEFAULT_MAX_BYTES,
                  breaker: BreakerPolicy | None = None, telemetry: Telemetry | None = None,
-                 unit: str | None = None, codecs: Mapping[str, Any] | None = None) -> None:
+                 unit: str | None = None, codecs: Mapping[str, Any] | None = None,
+                 incidents: IncidentPolicy | None = None) -> None:
         if not topics:
             raise ConfigError("worker needs at least one topic")
         if not group:
@@ -155,6 +159,9 @@ class Worker:
         self.ctx = WorkerContext(group, self.policy, self.retry_topics, boundary, self.held, self.writes,
                                  self.checkpoint, self.metrics, self.stats, self.status.soon,
                                  breaker=self.breaker)
+        if incidents is not None:
+            self.ctx.incidents = IncidentWatch(incidents, group, self.member)
+        self._incidents_checked = 0.0
         self.outcomes = Outcomes(self.ctx)
         one_at_a_time = blocking_call(self.handler) if is_async(self.handler) else self.handler  # type: ignore[arg-type]
         self.dispatch = MessageStrategy(self.ctx, self.outcomes, one_at_a_time, self.batch)
@@ -241,12 +248,17 @@ class Worker:
         self.health.beat()
         self.prepare()
         control = ControlFollower(self.config, on_ignored=self._ignored)  # before reading the state: no gap
-        self.operations.paused = group_paused(self.config, self.group)
+        group = group_state(self.config, self.group)
+        self.operations.paused, self.operations.paused_until = group.paused, group.paused_until
         if self.operations.paused:
             log.warning("group %s is paused by an operator: this worker starts paused (kafka-workflows resume)",
                         self.group)
+        if group.nonblocking:
+            self.operations.set_nonblocking(True)
+            log.warning("group %s is switched to non-blocking retries: this worker starts so (kafka-workflows "
+                        "blocking)", self.group)
         if self.breaker is not None:
-            state = group_breaker(self.config, self.group)
+            state = group.breaker
             if state is not None:
                 self.breaker.open(f"the group's breaker is open ({state.get('reason') or 'no reason'})",
                                   forced=state.get("forced") is True)
@@ -266,6 +278,7 @@ class Worker:
             while not self._stopping:
                 for record in control.poll(0):
                     self.operations.apply(consumer, record)
+                self.operations.tick(consumer)
                 if self.breaker is not None:
                     self._sync_breaker(consumer)
                 if not self.operations.paused and self._breaker_state != OPEN:
@@ -283,6 +296,7 @@ class Worker:
                 if self.breaker is not None:
                     self._sync_breaker(consumer)
                 self._publish_status()
+                self._publish_incidents()
                 self.health.beat(consumer)
         finally:
             # Every step runs, whichever raises (the first error is raised after the rest): a worker
@@ -306,6 +320,21 @@ class Worker:
         if self._breaker_state == OPEN:
             return self.poll_timeout  # nothing comes due while the breaker is open
         return max(0.0, min(self.poll_timeout, keyed, self.held.next_due() - time.monotonic()))
+
+    def _publish_incidents(self) -> None:
+        """New incidents (ops/incidents.py) to the status topic: spikes as they come, holds once a second."""
+        watch = self.ctx.incidents
+        if watch is None:
+            return
+        found, watch.pending = watch.pending, []
+        now = time.monotonic()
+        if now - self._incidents_checked >= 1.0:
+            self._incidents_checked = now
+            found += watch.check([*self.held.describe(), *(self.keyed.describe_holds() if self.keyed else ())])
+        for incident in found:
+            log.warning("group %s: incident (%s) published for a human to answer", self.group, incident["reason"])
+            self.metrics.incidents.labels(self.group, incident["reason"]).inc()
+            self.status.send(STATUS_TOPIC, sign(incident), incident_key(self.group))
 
     def _publish_status(self, final: bool = False) -> None:
         self.status.publish(lambda: {

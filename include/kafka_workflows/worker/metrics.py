@@ -94,6 +94,8 @@ class WorkerFamilies:
                              "0 closed, 1 open, 2 half-open", ["group"], registry=registry)
         self.breaker_opened = Counter("kw_worker_breaker_opened", "Times the circuit breaker opened",
                                       ["group"], registry=registry)
+        self.incidents = Counter("kw_worker_incidents", "Incidents published for a human (ops/incidents.py)",
+                                 ["group", "reason"], registry=registry)
 
 
 class WorkerMetrics:
@@ -114,6 +116,7 @@ class WorkerMetrics:
         self.control_ignored, self.status_failures = f.control_ignored, f.status_failures
         self.headers_untrusted = f.headers_untrusted
         self.breaker, self.breaker_opened = f.breaker, f.breaker_opened
+        self.incidents = f.incidents
         self._children: dict[tuple[str, str], Any] = {}
 
     def concurrency_gauges(self) -> tuple[Any, Any]:

@@ -2,8 +2,13 @@
 
 skip     dead-letter the held message (marked with who, why and when), move past it, resume;
 unblock  retry the held message now, whatever its backoff or kw-retry-at says;
-pause    pause every assigned partition (kept across rebalances until resumed);
+pause    pause every assigned partition (kept across rebalances until resumed); with `until` (epoch
+         seconds: "pause for N minutes") the worker resumes on its own then (`tick`);
 resume   resume every assigned partition that no hold keeps paused (nor an open circuit breaker);
+nonblocking  non-blocking retries until `blocking`: the policy without its blocking part, so a
+         failure moves on to the retry topics (or, with none declared, the dead-letter topic, for a
+         replay later) instead of holding its partition; what is held now is retried at once;
+blocking the declared retry policy again;
 open     open the group's circuit breaker (retry/breaker.py): an operator's stays open until closed;
          `auto` (told by a worker whose breaker tripped) probes after its cool-down;
 close    close it: held messages are retried now and the partitions resume (worker/loop.py).
@@ -60,6 +65,29 @@ class Operations:
         self.keyed: Any = None  # a worker with concurrency: skip/unblock act on a key's hold there
         self.gate = CommandGate()  # the secret from KAFKA_WORKFLOWS_CONTROL_SECRET, when set
         self._refusals: list[float] = []  # when the last refusal answers were written (rate limit)
+        self.paused_until: float | None = None  # epoch seconds a pause for N minutes ends
+        self.declared = ctx.policy  # the spec's retry policy (`nonblocking` swaps ctx.policy until `blocking`)
+
+    @property
+    def nonblocking(self) -> bool:
+        return self.ctx.policy is not self.declared
+
+    def set_nonblocking(self, on: bool) -> None:
+        """Non-blocking retries (the declared policy without `blocking`), or the declared policy."""
+        self.ctx.policy = self.declared.model_copy(update={"blocking": None}) if on else self.declared
+
+    def tick(self, consumer: Consumer, now: float | None = None) -> None:
+        """A pause for N minutes that is over ends here: the worker resumes as for `resume`."""
+        if self.paused_until is None or (time.time() if now is None else now) < self.paused_until:
+            return
+        self.paused_until = None
+        if self.paused:
+            result = self._resume(consumer)
+            log.warning("the pause of group %s is over: %s", self.group, result)
+            self._send(CONTROL_TOPIC, {"kind": "applied", "command": None, "op": "resume", "group": self.group,
+                                       "worker": self.member, "result": f"pause over: {result}",
+                                       "at": time.time()}, self.group)
+            self._on_change()
 
     def apply(self, consumer: Consumer, raw: Mapping[str, Any]) -> None:
         kind, group = raw.get("kind"), raw.get("group")
@@ -106,17 +134,26 @@ class Operations:
                 result = f"skipped {tp[0]}[{tp[1]}]@{hold.offset} to the dead-letter topic"
         elif op == "pause":
             self.paused = True
+            self.paused_until = record.until
             consumer.pause([TopicPartition(t, p) for t, p in self.assignment])
-            result = f"paused {len(self.assignment)} partition(s)"
+            result = f"paused {len(self.assignment)} partition(s)" + (
+                "" if record.until is None else f" for {max(0.0, record.until - record.at) / 60:g} min")
         elif op == "resume":
-            self.paused = False
-            if self.breaker_paused():
-                result = "resumed; the circuit breaker is open: the partitions resume when it closes"
-            else:
-                ready = [TopicPartition(t, p) for t, p in self.assignment
-                         if (t, p) not in held or held[(t, p)].due == FOREVER]
-                consumer.resume(ready)
-                result = f"resumed {len(ready)} partition(s)"
+            self.paused_until = None
+            result = self._resume(consumer)
+        elif op in ("nonblocking", "blocking"):
+            before = self.nonblocking
+            self.set_nonblocking(op == "nonblocking")
+            retried = 0
+            if op == "nonblocking":  # what is held now moves on at its next failure: retried now
+                for hold in held.values():
+                    if hold.kind == "blocked" and hold.due != FOREVER:
+                        hold.due, retried = 0.0, retried + 1
+                if self.keyed is not None:
+                    retried += self.keyed.retry_now()
+            mode = "non-blocking" if op == "nonblocking" else "declared"
+            result = (f"retries {'already ' if before == (op == 'nonblocking') else ''}{mode}"
+                      + (f"; {retried} held message(s) retried now" if retried else ""))
         elif op in ("open", "close"):
             breaker = self.ctx.breaker
             if breaker is None:
@@ -138,6 +175,15 @@ class Operations:
             "kind": "applied", "command": record.id, "op": op, "group": self.group, "worker": self.member,
             "result": result, "at": time.time()}, self.group)
         self._on_change()
+
+    def _resume(self, consumer: Consumer) -> str:
+        self.paused = False
+        if self.breaker_paused():
+            return "resumed; the circuit breaker is open: the partitions resume when it closes"
+        held = self.ctx.holds
+        ready = [TopicPartition(t, p) for t, p in self.assignment if (t, p) not in held or held[(t, p)].due == FOREVER]
+        consumer.resume(ready)
+        return f"resumed {len(ready)} partition(s)"
 
     def _skip(self, consumer: Consumer, tp: TP, hold: Hold, record: CommandRecord) -> None:
         ctx = self.ctx

@@ -66,6 +66,8 @@ class Outcomes:
             return True
         ctx.stats.failed += 1
         ctx.metrics.failed.labels(ctx.group, inbound.base, type(exc).__name__).inc()
+        if ctx.incidents is not None:  # a fingerprint's spike asks a human (published by the loop)
+            ctx.incidents.failed(type(exc).__name__)
         breaker = ctx.breaker
         if breaker is not None and breaker.failed(exc, ctx.tallies.pending()):
             # Open (or opened now): the record waits where it is, its attempt given back; the rest

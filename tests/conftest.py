@@ -62,6 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
 LANES = {"e2e": "stack", "security": "stack", "cluster": "stack"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the groups it schedules
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return

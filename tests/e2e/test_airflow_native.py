@@ -24,6 +24,7 @@ from airflow_client.client.api.dag_run_api import DagRunApi
 from airflow_client.client.api.extra_links_api import ExtraLinksApi
 from airflow_client.client.api.task_instance_api import TaskInstanceApi
 from airflow_client.client.api.x_com_api import XComApi
+from airflow_client.client.exceptions import ServiceException
 from airflow_client.client.models.clear_task_instances_body import ClearTaskInstancesBody
 from airflow_client.client.models.clear_task_instances_body_task_ids_inner import ClearTaskInstancesBodyTaskIdsInner
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
@@ -261,10 +262,19 @@ def test_kafka_records_start_exactly_one_run_each_with_the_record_as_conf_across
     def recorded() -> int:
         return len(AssetApi(client).get_asset_events(asset_id=asset.id, limit=1000).asset_events)
 
+    def recorded_while_runs_start() -> int | None:
+        # Airflow 3.3's GET /assets/events answers 500 while a run an event created is queued, not started
+        # (AssetEventResponse: created_dagruns[].start_date must be a datetime, it is None): ask again.
+        try:
+            return recorded()
+        except ServiceException:
+            return None
+
     before = recorded()
     second = [refund(n) for n in range(4, 14)]
     expected.update(_produce(kafka_config, second[:6]))
-    wait_for(lambda: recorded() > before, 120, "an asset event of the second batch", 0.05)
+    wait_for(lambda: (recorded_while_runs_start() or before) > before, 120, "an asset event of the second batch",
+             0.05)
     standalone.restart_triggerer()
     expected.update(_produce(kafka_config, second[6:]))
     wait_for(lambda: len(_refund_runs(client)) >= len(expected), 300, f"{len(expected)} refund runs", 1,

@@ -67,3 +67,14 @@ def raw_loop(config: dict[str, str], topic: str, n: int) -> float:
     elapsed = time.perf_counter() - (started or time.perf_counter())
     consumer.close()
     return n / elapsed
+
+
+def dag_known(api: Any, dag_id: str) -> bool:
+    """Whether the standalone behind `api` (an airflow_client ApiClient) has parsed `dag_id` yet."""
+    import airflow_client.client as af
+    from airflow_client.client.api.dag_api import DAGApi
+
+    try:
+        return DAGApi(api).get_dag(dag_id).dag_id == dag_id
+    except af.ApiException:
+        return False

@@ -44,7 +44,7 @@ from airflow_client.client.api.task_instance_api import TaskInstanceApi  # noqa:
 from airflow_client.client.api.x_com_api import XComApi  # noqa: E402
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody  # noqa: E402
 
-from bench.common import add_bench_args  # noqa: E402
+from bench.common import add_bench_args, dag_known  # noqa: E402
 from kafka_workflows.store import StoreClient  # noqa: E402
 from kw_examples import contacts  # noqa: E402
 from stack.airflow import AirflowStandalone  # noqa: E402
@@ -163,7 +163,7 @@ def measure(requests: int = 5, tuned: bool = False, settle: float = 3.0, rows: i
         store = StoreClient(config, contacts.STORE)
         with af.ApiClient(af.Configuration(host=standalone.url, access_token=standalone.token())) as api:
             for dag_id in (VARIANTS[v] for v in variants):
-                wait_for(lambda d=dag_id: _dag_known(api, d), 180, f"{dag_id} parsed", 1)
+                wait_for(lambda d=dag_id: dag_known(api, d), 180, f"{dag_id} parsed", 1)
             for n in range(requests):
                 for variant in variants:  # interleaved: both see the same machine load
                     try:
@@ -198,15 +198,6 @@ def measure(requests: int = 5, tuned: bool = False, settle: float = 3.0, rows: i
             summary[variant][metric] = {"p50": round(statistics.median(values), 3),
                                         "p95": round(_percentile(values, 0.95), 3)}
     return summary
-
-
-def _dag_known(api: af.ApiClient, dag_id: str) -> bool:
-    from airflow_client.client.api.dag_api import DAGApi
-
-    try:
-        return DAGApi(api).get_dag(dag_id).dag_id == dag_id
-    except af.ApiException:
-        return False
 
 
 def main() -> None:

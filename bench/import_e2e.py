@@ -39,12 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "include"), str(REPO / "plugins")]
 
 import airflow_client.client as af  # noqa: E402
-from airflow_client.client.api.dag_api import DAGApi  # noqa: E402
 from airflow_client.client.api.dag_run_api import DagRunApi  # noqa: E402
 from airflow_client.client.api.task_instance_api import TaskInstanceApi  # noqa: E402
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody  # noqa: E402
 
-from bench.common import add_bench_args  # noqa: E402
+from bench.common import add_bench_args, dag_known  # noqa: E402
 from kafka_workflows.sources.csv_source import CsvJobSource  # noqa: E402
 from kw_examples import contacts  # noqa: E402
 from stack.airflow import AirflowStandalone  # noqa: E402
@@ -106,7 +105,7 @@ def stack_import(work: Path, csv_rows: int, rows_per_job: int, bootstrap: str | 
 
         stack.callback(stop_worker)
         with af.ApiClient(af.Configuration(host=standalone.url, access_token=standalone.token())) as api:
-            wait_for(lambda: _dag_known(api, DAG_ID), 180, f"{DAG_ID} parsed", 1)
+            wait_for(lambda: dag_known(api, DAG_ID), 180, f"{DAG_ID} parsed", 1)
             runs, tis = DagRunApi(api), TaskInstanceApi(api)
             time.sleep(3)  # the worker's groups joined and its store processor restored: a warm stack
             t0 = time.time()
@@ -127,13 +126,6 @@ def stack_import(work: Path, csv_rows: int, rows_per_job: int, bootstrap: str | 
                 "csv": generated.path}
     finally:
         stack.close()
-
-
-def _dag_known(api: af.ApiClient, dag_id: str) -> bool:
-    try:
-        return DAGApi(api).get_dag(dag_id).dag_id == dag_id
-    except af.ApiException:
-        return False
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -78,3 +79,16 @@ def dag_known(api: Any, dag_id: str) -> bool:
         return DAGApi(api).get_dag(dag_id).dag_id == dag_id
     except af.ApiException:
         return False
+
+
+def handled_per_second(worker: Any, n: int, first: list[float]) -> float:
+    """Run `worker` (a kafka_workflows Worker, of this tree or another revision) in a thread until it
+    has handled `n` messages; messages per second from `first[0]`, which its handler sets on its first call."""
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    while worker.stats.handled < n:
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - first[0]
+    worker.stop()
+    thread.join(30)
+    return n / elapsed

@@ -25,7 +25,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -38,7 +37,7 @@ sys.path[:0] = [str(REPO), str(Path(_CODE) / "include")]
 
 from confluent_kafka import Producer  # noqa: E402
 
-from bench.common import add_bench_args, bench_broker, raw_loop  # noqa: E402
+from bench.common import add_bench_args, bench_broker, handled_per_second, raw_loop  # noqa: E402
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
 from kafka_workflows.messages import Message  # noqa: E402
 from kafka_workflows.worker import Worker  # noqa: E402
@@ -70,14 +69,7 @@ def worker_loop(config: dict[str, str], topic: str, n: int) -> float:
             first.append(time.perf_counter())
 
     worker = Worker(config, [topic], f"worker-{uuid.uuid4().hex}", noop)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    while worker.stats.handled < n:
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - first[0]
-    worker.stop()
-    thread.join(30)
-    return n / elapsed
+    return handled_per_second(worker, n, first)
 
 
 def measure(config: dict[str, str], topic: str, n: int, rounds: int, kinds: list[str]) -> dict[str, float]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,7 +33,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from confluent_kafka import Producer  # noqa: E402
 
-from bench.common import add_bench_args, bench_broker, raw_loop  # noqa: E402
+from bench.common import add_bench_args, bench_broker, handled_per_second, raw_loop  # noqa: E402
 from kafka_workflows.handlers import batch_handler  # noqa: E402
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
 from kafka_workflows.messages import Message, MessageBatch  # noqa: E402
@@ -80,14 +79,7 @@ def worker_loop(config: dict[str, str], topic: str, n: int, batch: bool, read_va
 
     handler = noop_batch if batch else reads if read_value else noop
     worker = Worker(config, [topic], f"worker-{uuid.uuid4().hex}", handler, codecs=codecs)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    while worker.stats.handled < n:
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - first[0]
-    worker.stop()
-    thread.join(30)
-    return n / elapsed
+    return handled_per_second(worker, n, first)
 
 
 @contextmanager

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -223,15 +222,7 @@ class AirflowStandalone:
         exited before it, would otherwise run on (a scheduler was seen to).
         """
         for replacement in self.replacements.values():
-            if replacement.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(replacement.pid, signal.SIGTERM)
-                try:
-                    replacement.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    os.killpg(replacement.pid, signal.SIGKILL)
-                    replacement.wait()
-            reaper.unwatch(replacement.pid)
+            reaper.stop_session(replacement, timeout)
         self.replacements.clear()
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -241,14 +232,8 @@ class AirflowStandalone:
             tree = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             tree = []
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        _, leftovers = psutil.wait_procs(tree, timeout=10)
+        reaper.stop_session(self.proc, timeout)
+        _, leftovers = psutil.wait_procs(tree, timeout=10)  # a component that left the session
         for leftover in leftovers:
             with contextlib.suppress(psutil.NoSuchProcess):
                 leftover.kill()
-        reaper.unwatch(self.proc.pid)

@@ -55,11 +55,13 @@ def stop_session(proc: subprocess.Popen[Any], timeout: float) -> None:
     """SIGTERM the session `proc` leads (started with start_new_session=True), SIGKILL it after
     `timeout` seconds, wait, and tell the reaper it is stopped. The one stop of every stack server."""
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # the leader's group may be gone already
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     unwatch(proc.pid)
 

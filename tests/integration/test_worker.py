@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from kafka_workflows.errors import BrokerUnreachableError, DeliveryError, HandlerImportError, NonRetryableError
@@ -258,3 +260,45 @@ def read_topics(config: dict[str, Any]) -> set[str]:
     from confluent_kafka.admin import AdminClient
 
     return set(AdminClient(config).list_topics(timeout=10).topics)
+
+
+def test_two_workers_with_retry_topics_share_the_request_topic(
+        kafka_config: dict[str, Any], topic: str, group: str, tmp_path: Path) -> None:
+    """A worker with non-blocking retries reads the request topic and its retry topics. Two replicas
+    must split the REQUEST topic's partitions between them: an assignor that only balances the count
+    of partitions (KIP-848's default `uniform`) once gave one replica all of them and the other only
+    the retry topics, so the second replica sat idle. (The classic protocol's cooperative-sticky
+    assignor still does that: see kafka/group_protocol.py.)"""
+    ensure_topics(kafka_config, [TopicSpec(topic, partitions=6)])
+    record = tmp_path / "handled.jsonl"
+    policy = '{"non_blocking": {"intervals": [30, 300]}}'
+    admin = AdminClient(dict(kafka_config))
+
+    def request_partitions() -> list[list[int]]:
+        try:
+            members = admin.describe_consumer_groups([group])[group].result().members
+        except KafkaException:  # the group's coordinator is still loading
+            return []
+        return sorted(sorted(tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic)
+                      for m in members if m.assignment)
+
+    def start() -> subprocess.Popen[bytes]:
+        return start_worker(kafka_config, topic, group, HANDLER, record, "--policy", policy, "--partitions", "6",
+                            env={"KW_GROUP_PROTOCOL": "consumer"})
+
+    workers = [start()]
+    try:
+        # The first replica owns everything; then a second one joins (a scale-up, a rolling restart).
+        wait_for(lambda: request_partitions() == [list(range(6))], 90, "the first worker owning the request topic", 0.5)
+        workers.append(start())
+        wait_for(lambda: len(request_partitions()) == 2, 90, "the second worker in the group", 0.5)
+        time.sleep(3)  # let the group settle
+        wait_for(lambda: [len(p) for p in request_partitions()] == [3, 3], 60, "three request partitions each", 0.5)
+        _produce(kafka_config, topic, [(f"user-{k}", {"seq": 0, "user": k}) for k in range(60)])
+        wait_for(lambda: len(records(record)) >= 60, 60, "all messages handled")
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            w.wait(30)
+    assert len({r["pid"] for r in records(record)}) == 2, "both workers handled requests"

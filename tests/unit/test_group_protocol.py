@@ -11,7 +11,7 @@ from kafka_workflows.kafka.group_protocol import chosen_protocol, group_protocol
 
 def test_default_is_kip_848_with_nothing_the_broker_owns() -> None:
     settings = group_protocol_settings({"bootstrap.servers": "x:9092"}, environ={})
-    assert settings == {"group.protocol": "consumer"}
+    assert settings == {"group.protocol": "consumer", "group.remote.assignor": "range"}
     assert is_incremental(settings)
 
 

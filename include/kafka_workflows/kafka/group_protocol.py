@@ -4,13 +4,17 @@ What matters is failover: how soon a group hands a dead member's partitions to a
 `bench/failover.py` measures it (SIGKILL one of two workers while messages flow) for both
 protocols librdkafka speaks to a Kafka 4 broker:
 
-- `consumer` (KIP-848, the default): the broker assigns partitions, incrementally, and owns the
+- `consumer` (KIP-848, the default): the broker assigns partitions (its `range` assignor, so every
+  topic of a subscription is split between the members), incrementally, and owns the
   session timeout (`group.consumer.session.timeout.ms`, Kafka's default 45 s; the local stack sets
   6 s). The client may not set `session.timeout.ms`, `heartbeat.interval.ms` or
   `partition.assignment.strategy` (librdkafka refuses to create the consumer).
 - `classic`: cooperative-sticky assignment with a short client-side session timeout
   (`CLASSIC_SESSION_TIMEOUT_MS`, which the broker's `group.min.session.timeout.ms` must allow:
-  Kafka's default minimum is 6 s).
+  Kafka's default minimum is 6 s). Known weakness: cooperative-sticky balances only how MANY
+  partitions each member owns, so of two replicas of a worker with retry topics, the one that
+  joined second may own only retry topics (`range` fixes that for `consumer` groups; the classic
+  protocol's range is eager, which this module does not use).
 
 Both hand the rebalance callbacks incremental assignments (`incremental_assign`), and both keep
 pause/resume of assigned partitions across a rebalance.
@@ -34,6 +38,11 @@ CLASSIC = "classic"
 DEFAULT_PROTOCOL = CONSUMER
 ENV = "KW_GROUP_PROTOCOL"
 CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
+# The broker's `range` assignor, not its default `uniform`: a worker reads its request topic and its retry
+# topics, and `uniform` balances only the COUNT of partitions a member owns, so a replica that joins a
+# running one can get nothing but retry topics and sit idle. `range` splits every topic between the
+# members (tests/integration/test_worker.py, two workers with retry topics).
+REMOTE_ASSIGNOR = "range"
 CLASSIC_SESSION_TIMEOUT_MS = 6000
 CLASSIC_HEARTBEAT_INTERVAL_MS = 1500
 
@@ -63,7 +72,7 @@ def group_protocol_settings(config: Mapping[str, Any] | None = None,
     """
     config = config or {}
     if chosen_protocol(config, environ) == CONSUMER:
-        settings: dict[str, Any] = {"group.protocol": CONSUMER}
+        settings: dict[str, Any] = {"group.protocol": CONSUMER, "group.remote.assignor": REMOTE_ASSIGNOR}
     else:
         settings = {
             "group.protocol": CLASSIC,

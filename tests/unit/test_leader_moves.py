@@ -10,7 +10,9 @@ from kafka_workflows.kafka.leader_moves import retry_leader_moves
 
 def test_a_fenced_leader_epoch_is_asked_again() -> None:
     answers = [KafkaException(KafkaError(KafkaError.FENCED_LEADER_EPOCH)),
-               KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)), {0: 42}]
+               KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)),
+               # the client's metadata has no such partition yet: a topic another replica just created
+               KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION)), {0: 42}]
 
     def call() -> dict[int, int]:
         answer = answers.pop(0)

@@ -75,6 +75,10 @@ def read_partition(consumer: Consumer, admin: AdminClient, topic: str, partition
     high = end_offsets(admin, topic, [partition])[partition]
     if high <= 0 or (start >= 0 and start >= high):
         return
+    # The partition's leader must be in the client's metadata before assign(): when it is not,
+    # librdkafka defers the first offset lookup on a fixed 500 ms timer ("no current leader for
+    # partition"), and every point read of the store (the split's split_state reads two) paid it.
+    consumer.list_topics(topic, timeout=min(timeout, 10.0))
     consumer.assign([TopicPartition(topic, partition, start)])
     deadline = time.monotonic() + timeout
     position = start

@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.admin import REPLICATED, TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import client_config
+from kafka_workflows.kafka.leader_moves import retry_leader_moves
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.kafka.reader import TopicMissingError, read_topic
 
@@ -337,7 +338,10 @@ class ControlFollower:
             "isolation.level": "read_committed"}))
         # The end as an offset, taken now: OFFSET_END would be resolved lazily, at the first fetch, and
         # a worker's quick `applied` answer produced before then would be missed (seen under load).
-        _, end = self._consumer.get_watermark_offsets(TopicPartition(CONTROL_TOPIC, 0), timeout=30)
+        # Retried: a replica starting next to another may read the topic the moment the other created it.
+        _, end = retry_leader_moves(
+            lambda: self._consumer.get_watermark_offsets(TopicPartition(CONTROL_TOPIC, 0), timeout=30),
+            f"the end of {CONTROL_TOPIC}", 60, refresh=lambda: self._consumer.list_topics(CONTROL_TOPIC, timeout=10))
         self._consumer.assign([TopicPartition(CONTROL_TOPIC, 0, end if end >= 0 else OFFSET_END)])
 
     def poll(self, timeout: float = 0.0) -> list[dict[str, Any]]:

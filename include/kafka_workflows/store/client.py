@@ -189,6 +189,7 @@ class StoreClient:
             return value
         wanted = request_id.encode()
         reader = partition_reader(self.config)
+        reader.list_topics(topic, timeout=10)  # the leader known before assign(): see read_partition
         reader.assign([TopicPartition(topic, p, start)])
         try:
             while time.monotonic() < deadline:

@@ -72,7 +72,7 @@ class TopicFollower:
         consumer = Consumer(client_config(self.config, **{
             "group.id": f"kw-monitor-{self.name}-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
             "isolation.level": "read_committed", "enable.partition.eof": True,
-            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100}))
+            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 500}))
         pending: set[tuple[str, int]] = set()
         next_refresh = 0.0
         try:

@@ -146,7 +146,7 @@ class SharedStoreReader:
                 "isolation.level": "read_committed",
                 "enable.partition.eof": True,
                 "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 100,
+                "fetch.wait.max.ms": 500,
             }))
             pending_eof = self._assign(consumer)
             while not self._stopping.is_set():

@@ -46,6 +46,7 @@ from kafka_workflows.kafka.admin import TopicSpec, ensure_topics, wait_for_topic
 from kafka_workflows.kafka.config import check_reachable, client_config
 from kafka_workflows.kafka.errors import error_code
 from kafka_workflows.kafka.group_protocol import group_protocol_settings
+from kafka_workflows.kafka.reader import consume_ready
 from kafka_workflows.observe import Telemetry
 from kafka_workflows.ops.control import STATUS_TOPIC, ControlFollower, ensure_control_topics, send_breaker_state, sign
 from kafka_workflows.ops.incidents import IncidentPolicy, IncidentWatch, incident_key
@@ -220,9 +221,10 @@ class Worker:
             **group_protocol_settings({**self.config, **self.consumer_overrides}),  # KIP-848 or classic
             "isolation.level": "read_committed",
             "statistics.interval.ms": 5000,
-            # A resumed partition waits for the fetch long-poll in flight; keep it short so a
-            # retry happens close to its due time.
-            "fetch.wait.max.ms": 100,
+            # A resumed partition waits for the fetch long-poll in flight, so a retry comes up to this
+            # late; new records end a long-poll at once. Each idle consumer asks the broker this often:
+            # at 100 ms, the stack's idle consumers alone kept a tenth of a core busy in the broker.
+            "fetch.wait.max.ms": 250,
             # librdkafka's default (1 s) stops fetching a partition for a whole second each time the
             # prefetch queue is full: a handler a little slower than the fetcher then idles most of
             # that second once it has drained the queue (bench/worker_throughput.py: 100k vs 330k msg/s).
@@ -284,7 +286,9 @@ class Worker:
                 if not self.operations.paused and self._breaker_state != OPEN:
                     self.held.resume_due(consumer)
                 try:
-                    batch = consumer.consume(num_messages=self.pacing.size, timeout=self._timeout())
+                    # Not consume(n, timeout): that waits the whole timeout unless n records are queued, and
+                    # large records (a split's jobs) never queue 500: every batch idled 0.2 s (bench/import_e2e.py).
+                    batch = consume_ready(consumer, self.pacing.size, self._timeout())
                     self.checkpoint.start_batch()
                     self.ctx.cut.begin(self.pacing.budget_s)
                     started = time.monotonic()

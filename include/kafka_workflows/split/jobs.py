@@ -5,7 +5,8 @@ Two modes, chosen by the caller:
 - **all-or-nothing** (`chunk_jobs=None`, the default here): every job and the init in ONE
   transaction; an exception from the jobs iterator (a bad CSV row) aborts it and nothing is produced.
 - **pipelined** (`chunk_jobs=N`, what SplitToJobsOperator does by default): a transaction per chunk
-  of N jobs or per `chunk_seconds` (whichever comes first, checked as each job is produced), so
+  of N jobs or per `chunk_seconds` (whichever comes first, checked as each job is produced; an
+  attempt's first chunk within `FIRST_CHUNK_SECONDS`, since nothing is handled before it), so
   workers see and handle the first jobs while the iterator is still reading. Each chunk's
   transaction also carries the store command `progress(jobs, rows)` (jobs 0..jobs-1 committed,
   `rows_read()` rows read); `init(total)` travels only in the LAST transaction, after every chunk
@@ -75,7 +76,8 @@ class RequestAbortedError(JobsError):
 
 
 DEFAULT_CHUNK_JOBS = 500  # jobs per transaction of a pipelined split (SplitToJobsOperator's default)
-DEFAULT_CHUNK_SECONDS = 1.0  # ... or this long, whichever first: the first jobs are visible within ~1 s
+DEFAULT_CHUNK_SECONDS = 1.0  # ... or this long, whichever first
+FIRST_CHUNK_SECONDS = 0.2  # an attempt's first chunk commits within this (the workers wait for it)
 
 
 @dataclass(frozen=True)
@@ -256,8 +258,10 @@ class _Split:
         self.in_chunk += 1
         if self.in_chunk % 1000 == 0:
             self.producer.poll(0)
+        # The first chunk is committed sooner: the workers have nothing to do until it is.
+        seconds = min(self.chunk_seconds, FIRST_CHUNK_SECONDS) if self.transactions == 0 else self.chunk_seconds
         if self.chunk_jobs is not None and (self.in_chunk >= self.chunk_jobs
-                                            or time.monotonic() - self.started >= self.chunk_seconds):
+                                            or time.monotonic() - self.started >= seconds):
             self._commit(count, None)
             log.debug("request %r: jobs 0..%d committed", self.request_id, count - 1)
 

@@ -49,6 +49,17 @@ def test_a_worker_batch_size_out_of_range_is_named() -> None:
         "wf.yaml:4: workers[0].batch_size: Input should be greater than or equal to 1 (found 0)"]
 
 
+def test_an_integral_float_is_an_integer_as_json_schema_says_and_a_fraction_is_not() -> None:
+    # JSON Schema (the editor's schema) calls 3.0 an integer; strict parsing refused it (found by
+    # test_spec_properties' fuzzing: `min_length: 0.0`).
+    spec = parse_spec("name: x\nparams:\n  n: {type: string, min_length: 0.0}\nworkers:\n"
+                      "  - {name: w, topics: [t], group: g, handler: os.getcwd, partitions: 6.0}\n")
+    assert spec.params["n"].min_length == 0 and isinstance(spec.workers[0].partitions, int)
+    assert problems("name: x\nworkers:\n  - {name: w, topics: [t], group: g, handler: os.getcwd,\n"
+                    "     partitions: 2.5}\n") == [
+        "wf.yaml:4: workers[0].partitions: Input should be a valid integer (found 2.5)"]
+
+
 def test_a_split_chunk_setting_out_of_range_is_named_and_a_good_one_reaches_the_operator() -> None:
     text = ("name: x\nsteps:\n  - id: split\n    split:\n      source: /in/a.csv\n      chunk_jobs: -1\n"
             "      chunk_seconds: 0\n      topic: jobs\n      store: s\n      schema: kw_examples.contacts.SCHEMA\n")

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, StrictInt, StrictStr, ValidationError
 
 from kafka_workflows.ops.control import control_secret, signature_problem
+from kafka_workflows.strict_model import StrictModel
 
 INCIDENT_PREFIX = "incident/"
 MAX_ERROR = 500  # characters of an error message an incident carries
@@ -35,10 +36,8 @@ def incident_key(group: str) -> str:
     return f"{INCIDENT_PREFIX}{group}"
 
 
-class IncidentPolicy(BaseModel):
+class IncidentPolicy(StrictModel):
     """`incidents:` of a worker spec: when the group asks a human."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     held_after: PositiveFloat = Field(default=300.0, description="seconds a key or partition stays held behind "
                                                                  "one failing message before a human is asked")

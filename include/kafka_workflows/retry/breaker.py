@@ -24,17 +24,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from kafka_workflows.strict_model import StrictModel
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 State = Literal["closed", "open", "half_open"]
 FOREVER = float("inf")
 
 
-class BreakerPolicy(BaseModel):
+class BreakerPolicy(StrictModel):
     """`breaker:` of a worker spec."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     failure_rate: float = Field(default=0.5, gt=0.0, le=1.0,
                                 description="share of failed handler calls in the window that opens the breaker")

@@ -17,18 +17,15 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
 from kafka_workflows.errors import ConfigError, HandlerImportError, NonRetryableError
 from kafka_workflows.handlers import resolve_callable
 from kafka_workflows.retry.backoff import Backoff
+from kafka_workflows.strict_model import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BlockingRetry(_Strict):
+class BlockingRetry(StrictModel):
     """Retry in place. `intervals` (seconds) wins over the exponential settings."""
 
     intervals: list[NonNegativeFloat] | None = Field(default=None, min_length=1)
@@ -42,13 +39,13 @@ class BlockingRetry(_Strict):
                        intervals=tuple(self.intervals or ()))
 
 
-class NonBlockingRetry(_Strict):
+class NonBlockingRetry(StrictModel):
     """One retry topic per interval (seconds before the next attempt)."""
 
     intervals: list[NonNegativeFloat] = Field(min_length=1)
 
 
-class RetryPolicy(_Strict):
+class RetryPolicy(StrictModel):
     blocking: BlockingRetry | None = None
     non_blocking: NonBlockingRetry | None = None
     non_retryable: list[str] = Field(default_factory=list, description="exception classes, as dotted paths")

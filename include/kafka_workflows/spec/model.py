@@ -36,6 +36,7 @@ from pydantic import (
 from kafka_workflows.ops.incidents import IncidentPolicy
 from kafka_workflows.retry.breaker import BreakerPolicy
 from kafka_workflows.retry.policy import RetryPolicy
+from kafka_workflows.strict_model import StrictModel
 
 NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,249}$"  # DAG ids, step ids, worker names, store names
 TOPIC = r"^[A-Za-z0-9._\-]{1,249}$"
@@ -52,7 +53,7 @@ class RuleError(ValueError):
         self.path = path
 
 
-class _Spec(BaseModel):
+class _Spec(StrictModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
 

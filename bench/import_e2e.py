@@ -58,7 +58,7 @@ WARM_UP_ROWS = 20_000
 SPEC = REPO / "dags" / "workflows" / "contacts_import.yaml"
 
 
-def plain_import(csv: Path, db: Path, rows_per_job: int) -> float:
+def plain_import(csv: Path, db: str | Path, rows_per_job: int) -> float:
     """The same validation and upsert, in this process, one transaction per job; seconds taken."""
     started = time.perf_counter()
     with open(csv, "rb") as stream, CsvJobSource(stream, contacts.SCHEMA, rows_per_job=rows_per_job,
@@ -75,6 +75,11 @@ def _state(value: Any) -> str | None:
 
 def _since(when: datetime | None, t0: float) -> float | None:
     return None if when is None else round(when.timestamp() - t0, 2)
+
+
+def _examples_db(db: str | Path) -> dict[str, str]:
+    """The environment that points the workers (and the DAG's tasks) at `db` (kw_examples/db.py)."""
+    return {"AIRFLOW_CONN_KW_EXAMPLES_DB": db} if isinstance(db, str) else {"KW_EXAMPLES_DB": str(db)}
 
 
 def run_import(api: af.ApiClient, csv: Path, rows_per_job: int, work: Path) -> tuple[str, float]:
@@ -94,24 +99,22 @@ def run_import(api: af.ApiClient, csv: Path, rows_per_job: int, work: Path) -> t
 
 
 def stack_import(work: Path, csv_rows: int, rows_per_job: int, bootstrap: str | None,
-                 worker_processes: int) -> dict[str, Any]:
+                 worker_processes: int, postgres: Any, db: str | Path) -> dict[str, Any]:
     """Trigger contacts_import on a fresh standalone stack; seconds from the trigger to the run's success."""
     stack = contextlib.ExitStack()
     try:
         if bootstrap is None:
             bootstrap = stack.enter_context(Broker(work / "kafka", port=free_port())).bootstrap_servers
-        postgres = stack.enter_context(scratch_server("kw-bench-import-"))
         home = work / "airflow"
         imports = home / "imports"
         imports.mkdir(parents=True)
         generated = contacts.write_csv(imports / "contacts.csv", csv_rows)
-        db = work / "stack.sqlite"
         dags = work / "dags"
         (dags / "workflows").mkdir(parents=True)
         shutil.copy(REPO / "dags" / "workflows.py", dags / "workflows.py")
         shutil.copy(SPEC, dags / "workflows" / SPEC.name)
         standalone = AirflowStandalone(home, free_port(), bootstrap, metadata_db=postgres.fresh_database("airflow"),
-                                       extra_env={"AIRFLOW__CORE__DAGS_FOLDER": str(dags), "KW_EXAMPLES_DB": str(db),
+                                       extra_env={"AIRFLOW__CORE__DAGS_FOLDER": str(dags), **_examples_db(db),
                                                   "AIRFLOW__KAFKA_WORKFLOWS__ALLOWED_SOURCES": f"file://{imports}/"})
         standalone.start()
         stack.callback(standalone.stop)
@@ -157,6 +160,9 @@ def main() -> None:
     parser.add_argument("--rows-per-job", type=int, default=500, help="contacts_import's default")
     parser.add_argument("--worker-processes", type=int, default=2,
                         help="companion worker replicas (docker-compose.yml deploys 2)")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
+                        help="where both imports write: a SQLite file each (one writer at a time), or a database "
+                             "each on the scratch Postgres server (as docker-compose.yml's workers share one)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, databases) after a success")
     add_bench_args(parser)
     args = parser.parse_args()
@@ -165,19 +171,22 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kw-import-e2e-"))
     ok = False
     try:
-        stack = stack_import(work, args.rows, args.rows_per_job, args.bootstrap, args.worker_processes)
-        plain_db = work / "plain.sqlite"
-        plain_s = plain_import(stack.pop("csv"), plain_db, args.rows_per_job)  # the same file, read again
-        if contacts.count(plain_db) != stack["valid_rows"]:
-            raise RuntimeError(f"the plain import wrote {contacts.count(plain_db)} contacts, "
-                               f"expected {stack['valid_rows']}")
+        with scratch_server("kw-bench-import-") as postgres:  # Airflow's metadata; with --db postgres, the contacts
+            stack_db, plain_db = ((postgres.fresh_database("stack"), postgres.fresh_database("plain"))
+                                  if args.db == "postgres" else (work / "stack.sqlite", work / "plain.sqlite"))
+            stack = stack_import(work, args.rows, args.rows_per_job, args.bootstrap, args.worker_processes,
+                                 postgres, stack_db)
+            plain_s = plain_import(stack.pop("csv"), plain_db, args.rows_per_job)  # the same file, read again
+            if contacts.count(plain_db) != stack["valid_rows"]:
+                raise RuntimeError(f"the plain import wrote {contacts.count(plain_db)} contacts, "
+                                   f"expected {stack['valid_rows']}")
         ok = True
     finally:
         if ok and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"{'kept' if ok else 'failed: logs kept'} in {work}", file=sys.stderr)
-    print(json.dumps({"smoke": args.smoke, "rows": args.rows, "rows_per_job": args.rows_per_job, "db": "sqlite",
+    print(json.dumps({"smoke": args.smoke, "rows": args.rows, "rows_per_job": args.rows_per_job, "db": args.db,
                       "worker_processes": args.worker_processes,
                       "plain_s": round(plain_s, 2), "stack_s": stack["seconds"], "stack": stack,
                       "ratio": round(plain_s / stack["seconds"], 3)}), flush=True)

@@ -29,10 +29,11 @@ def test_every_bench_is_covered() -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("bench", sorted(SHARES_BROKER | OWN_BROKER))
+@pytest.mark.parametrize("bench", [*sorted(SHARES_BROKER | OWN_BROKER), "import_e2e --db postgres"])
 def test_bench_runs_in_smoke_mode_and_prints_its_json_line(bench: str, broker: Broker,
                                                            request: pytest.FixtureRequest) -> None:
-    args = [sys.executable, str(REPO / "bench" / f"{bench}.py"), "--smoke"]
+    bench, *options = bench.split()
+    args = [sys.executable, str(REPO / "bench" / f"{bench}.py"), "--smoke", *options]
     if bench in SHARES_BROKER:
         args += ["--bootstrap", broker.bootstrap_servers]
     if bench in USES_REGISTRY:  # the session's schema registry (the bench starts its own otherwise)

@@ -26,6 +26,10 @@ from kafka_workflows.kafka.config import json_object, resolve_settings
 
 DEFAULT_CONN_ID = "schema_registry_default"
 AUTO_REGISTER = "auto_register"
+# confluent-kafka's registry client waits forever for an answer by default; a registry that accepts
+# a connection and never answers once hung a test for its whole 600 s. The connection's extra may set
+# its own `timeout`.
+DEFAULT_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ class RegistrySettings:
     auto_register: bool = True
 
     def client_config(self) -> dict[str, Any]:
-        return {"url": self.url, **self.client}
+        return {"url": self.url, "timeout": DEFAULT_TIMEOUT_S, **self.client}
 
 
 def _flag(value: Any, where: str) -> bool:

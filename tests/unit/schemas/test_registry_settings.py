@@ -21,6 +21,15 @@ def test_a_connection_gives_the_url_basic_auth_client_settings_and_auto_register
     assert settings.auto_register is False
 
 
+def test_the_registry_client_never_waits_forever_unless_the_connection_says_so() -> None:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    settings = from_connection({"conn_type": "http", "host": "registry:8081"}, "conn")
+    assert SchemaRegistryClient(settings.client_config())._rest_client.timeout == 30.0  # its default: None, forever
+    longer = from_connection({"conn_type": "http", "host": "registry:8081", "extra": {"timeout": 120}}, "conn")
+    assert SchemaRegistryClient(longer.client_config())._rest_client.timeout == 120
+
+
 def test_the_worker_reads_the_same_connection_as_json_or_uri_and_secrets_from_files(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from confluent_kafka import Producer  # noqa: E402
 
-from bench.common import add_bench_args, bench_broker  # noqa: E402
+from bench.common import add_bench_args, bench_broker, handled_per_second  # noqa: E402
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
 from kafka_workflows.messages import Message  # noqa: E402
 from kafka_workflows.worker import Worker  # noqa: E402
@@ -64,14 +63,7 @@ def run(config: dict[str, str], topic: str, n: int, kind: str, concurrency: int)
 
     worker = Worker(config, [topic], f"bench-{uuid.uuid4().hex}", awaits if kind == "async" else sleeps,
                     concurrency=concurrency)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    while worker.stats.handled < n:
-        time.sleep(0.005)
-    elapsed = time.perf_counter() - first[0]
-    worker.stop()
-    thread.join(60)
-    return n / elapsed
+    return handled_per_second(worker, n, first)
 
 
 def main() -> None:

@@ -22,7 +22,16 @@ import pendulum
 from airflow.sdk import DAG, Asset, BaseOperator, Param
 
 from kafka_workflows.handlers import resolve_callable
-from kafka_workflows.spec import NAME, Problem, SpecError, StepSpec, WorkflowSpec, line_of, load_specs
+from kafka_workflows.spec import (
+    ASSETS_TASK_SUFFIX,
+    NAME,
+    Problem,
+    SpecError,
+    StepSpec,
+    WorkflowSpec,
+    line_of,
+    load_specs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +105,25 @@ def _operator(step: StepSpec, dag: DAG, spec: WorkflowSpec | None = None) -> Bas
             args["value_schema"] = value_schema
     if step.kind == "await" and args.get("outlets"):  # URIs in the spec, Assets in Airflow
         args["outlets"] = [Asset(name=uri, uri=uri) for uri in args["outlets"]]
+        if step.await_ is not None and step.await_.assets_task:  # `_assets_task` records them: it ends in the triggerer
+            del args["outlets"]
     operator: BaseOperator = cls(**args, **common)
     return operator
+
+
+def _assets_task(step: StepSpec, dag: DAG) -> BaseOperator:
+    """The task that records an await step's outlets when the await ends in the triggerer (operators/assets.py),
+    with the await's retries."""
+    from kafka_workflows_airflow.operators.assets import RecordRequestAssetsOperator
+
+    assert step.await_ is not None and step.await_.outlets
+    body = step.await_.model_dump(by_alias=False)
+    return RecordRequestAssetsOperator(
+        task_id=step.id + ASSETS_TASK_SUFFIX, dag=dag, retries=step.retries,
+        retry_delay=pendulum.duration(seconds=step.retry_delay),
+        result=f"{{{{ ti.xcom_pull(task_ids='{step.id}') }}}}", request_id=body.get("request_id"),
+        store=body.get("store"), outlets=[Asset(name=uri, uri=uri) for uri in step.await_.outlets],
+        doc_md=f"Records the asset events of the request `{step.id}` finished ({', '.join(step.await_.outlets)}).")
 
 
 def _dag(spec: WorkflowSpec, file: str) -> DAG:
@@ -135,6 +161,9 @@ def build_dag(spec: WorkflowSpec, text: str = "", file: str = "<spec>") -> DAG:
     for step_id, upstream in spec.dependencies().items():
         for parent in upstream:
             tasks[parent] >> tasks[step_id]
+    for step in spec.steps:
+        if step.await_ is not None and step.await_.assets_task:
+            tasks[step.id] >> _assets_task(step, dag)
     return dag
 
 

@@ -266,7 +266,7 @@ def test_a_retried_split_whose_transaction_committed_produces_nothing(
     conf = _conf(names, source=str(generated.path), rows_per_job=50)
     when = _logical_date()
     first = contacts_import_test.test(logical_date=when, run_after=when, run_conf=conf,
-                                      mark_success_pattern="await|notify")
+                                      mark_success_pattern="await|await_assets|notify")
     assert first.state == "success"
     jobs = -(-len(generated.valid) // 50)
     assert _committed_messages(kafka_config, names["topic"]) == jobs
@@ -275,7 +275,7 @@ def test_a_retried_split_whose_transaction_committed_produces_nothing(
 
     generated.path.unlink()  # a retry must not even need the source again
     again = contacts_import_test.test(logical_date=when, run_after=when, run_conf=conf,
-                                      mark_success_pattern="await|notify")
+                                      mark_success_pattern="await|await_assets|notify")
     assert again.state == "success" and again.run_id == first.run_id, "the same task instance, run again"
     second_xcom = _xcom(again.dag_id, again.run_id, "split")
     assert second_xcom == {**first_xcom, "already_registered": True}
@@ -297,7 +297,7 @@ def test_the_trigger_serializes_its_importable_classpath() -> None:
     assert rebuilt.serialize() == (classpath, kwargs)
     assert kwargs == {"request_id": "r1", "store": "s1", "kafka_config_id": "kafka_default", "deadline": 12.5,
                       "progress_log_interval": 30.0, "linger": 60.0, "end_from_trigger": False,
-                      "fail_on_job_failures": False}
+                      "fail_on_job_failures": False, "traceparent": None, "tracestate": None, "started": None}
 
 
 class _StoreOnThread:

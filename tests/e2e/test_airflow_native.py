@@ -1,7 +1,8 @@
 """kafka-workflows as an Airflow citizen, against the session's real `airflow standalone` and broker:
 split, produce and await task instances link to their Kafka pages (operator extra links, read through
-Airflow's REST API and followed in a real Chromium), and a finished request is an Asset event that
-starts the downstream DAG `contacts_imported` once, also when its await task ran twice.
+Airflow's REST API and followed in a real Chromium), and a finished request is an Asset event (recorded by
+`await_assets` after the await ended in the triggerer) that starts the downstream DAG `contacts_imported`
+once, also when its await task ran twice.
 
 One small contacts import (1,000 rows, 10 jobs) runs to completion for the whole module. Its await
 task is cleared while deferred (a second try, as a retry or an operator's clear would make), and then
@@ -162,7 +163,8 @@ def test_a_finished_request_is_one_asset_event_that_starts_the_downstream_dag_on
     request_id = XComApi(client).get_xcom_entry(IMPORT, "split", finished_import, "request_id",
                                                 deserialize=True).actual_instance.value
     events = AssetApi(client).get_asset_events(source_dag_id=IMPORT, source_run_id=finished_import).asset_events
-    assert [(e.uri, e.source_task_id) for e in events] == [(ASSET, "await")], events
+    # `await` ends in the triggerer (end_from_trigger), which cannot record asset events: `await_assets` does.
+    assert [(e.uri, e.source_task_id) for e in events] == [(ASSET, "await_assets")], events
     summary = {"request_id": request_id, "store": contacts.STORE, "status": "succeeded", "total": 10,
                "completed": 10, "failed": 0}
     assert events[0].extra == summary

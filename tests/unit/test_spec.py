@@ -121,7 +121,7 @@ def test_example_specs_build_dags_matching_their_steps() -> None:
     for path in sorted(WORKFLOWS.glob("*.yaml")):
         spec = load_spec(path)
         dag = build_dag(spec, path.read_text(), str(path))
-        assert dag.dag_id == spec.name and dag.task_ids == [s.id for s in spec.steps]
+        assert dag.dag_id == spec.name and dag.task_ids == spec.task_ids()
         for step_id, upstream in spec.dependencies().items():
             assert dag.get_task(step_id).upstream_task_ids == set(upstream), (path.name, step_id)
         assert set(dag.params) == set(spec.params)
@@ -191,16 +191,35 @@ def test_validate_cli_reports_each_file_and_fails_on_any_bad_one(tmp_path: Path)
 def test_await_outlets_become_airflow_assets_and_a_bad_uri_is_named() -> None:
     from airflow.sdk import Asset
 
-    spec = load_spec(WORKFLOWS / "contacts_import.yaml")
-    [outlet] = build_dag(spec).get_task("await").outlets
-    assert outlet == Asset(name="kafka-workflows://contacts/imported", uri="kafka-workflows://contacts/imported")
+    text = "name: x\nsteps:\n  - id: a\n    await: {request_id: r, store: s, outlets: ['ok://x']}\n"
+    [outlet] = build_dag(parse_spec(text)).get_task("a").outlets
+    assert outlet == Asset(name="ok://x", uri="ok://x")
     text = "name: x\nsteps:\n  - id: a\n    await: {request_id: r, store: s, outlets: ['no scheme', 'ok://x']}\n"
     assert problems(text) == ["wf.yaml:4: steps[0].await.outlets[0]: 'no scheme' is not an asset URI (scheme://path, "
                               "no spaces or templates; airflow:// is Airflow's own)"]
 
 
+def test_an_await_ended_by_the_triggerer_gets_a_task_of_its_own_for_its_outlets() -> None:
+    """contacts_import: `await` ends in the triggerer (it cannot record asset events), so `await_assets`
+    records them, right after it and beside `notify`, with the await's result, request and store."""
+    from airflow.sdk import Asset
+
+    dag = build_dag(load_spec(WORKFLOWS / "contacts_import.yaml"))
+    awaited, assets = dag.get_task("await"), dag.get_task("await_assets")
+    assert awaited.end_from_trigger and awaited.outlets == []
+    assert assets.outlets == [Asset(name="kafka-workflows://contacts/imported", uri="kafka-workflows://contacts/imported")]
+    assert assets.upstream_task_ids == {"await"} and dag.get_task("notify").upstream_task_ids == {"await"}
+    assert (assets.result, assets.request_id, assets.store, assets.retries) == (
+        "{{ ti.xcom_pull(task_ids='await') }}", awaited.request_id, awaited.store, awaited.retries)
+    text = ("name: x\nsteps:\n  - id: a\n    await: {request_id: r, store: s, outlets: ['ok://x'], "
+            "end_from_trigger: true}\n  - id: a_assets\n    python: {callable: os.getcwd}\n")
+    assert problems(text) == ["wf.yaml:3: steps[0].id: records its outlets in a task named 'a_assets', which is also a "
+                              "step's id; rename that step"]
+
+
 def test_the_kafka_group_link_names_the_group_that_handles_each_step() -> None:
     groups = {d.dag_id: {t.task_id: getattr(t, "kafka_group", None) for t in d.tasks}
               for d in dags_from_folder(WORKFLOWS).values()}
-    assert groups["contacts_import"] == {"split": "contacts-importers", "await": "contacts-importers", "notify": None}
+    assert groups["contacts_import"] == {"split": "contacts-importers", "await": "contacts-importers", "notify": None,
+                                         "await_assets": None}
     assert groups["subscription_renewals"]["produce_renewal_requests"] == "renewals"

@@ -16,6 +16,7 @@ from kafka_workflows.spec.loader import (
     spec_files,
 )
 from kafka_workflows.spec.model import (
+    ASSETS_TASK_SUFFIX,
     NAME,
     ParamSpec,
     ProcessorSpec,
@@ -25,6 +26,6 @@ from kafka_workflows.spec.model import (
     WorkflowSpec,
 )
 
-__all__ = ["NAME", "JsonTypesLoader", "ParamSpec", "Problem", "ProcessorSpec", "SpecError", "StepSpec",
-           "StoreSpec", "WorkerSpec", "WorkflowSpec", "json_schema", "line_of", "load_spec", "load_specs",
+__all__ = ["ASSETS_TASK_SUFFIX", "NAME", "JsonTypesLoader", "ParamSpec", "Problem", "ProcessorSpec", "SpecError",
+           "StepSpec", "StoreSpec", "WorkerSpec", "WorkflowSpec", "json_schema", "line_of", "load_spec", "load_specs",
            "parse_spec", "spec_files"]

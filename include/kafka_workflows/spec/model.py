@@ -145,6 +145,7 @@ class SplitArgs(OperatorArgs):
 
 
 ASSET_URI = r"^[a-z][a-z0-9+.\-]*://[^\s{}]{1,1000}$"
+ASSETS_TASK_SUFFIX = "_assets"
 
 
 class AwaitArgs(OperatorArgs):
@@ -152,12 +153,23 @@ class AwaitArgs(OperatorArgs):
 
     The spec carries the URIs as strings (the core knows nothing of Airflow); the DAG factory makes
     them Airflow Assets, so a DAG scheduled on one runs when a request this step awaits finishes.
+    With `end_from_trigger: true` the events are recorded by a task of their own right after the
+    await, `<id>_assets` (ASSETS_TASK_SUFFIX), beside the next step: Airflow's triggerer cannot
+    record asset events, so the await ends there and the next step does not wait for a task start.
     """
 
     outlets: list[str] | None = Field(
         default=None, description="asset URIs updated once the awaited request is terminal (one asset event "
         "per finished request, its extra: request_id, store, status, total, completed, failed), e.g. "
         "kafka-workflows://contacts/imported")
+    end_from_trigger: bool | None = Field(
+        default=None, description="end the task in the triggerer when the request succeeded (the next step starts "
+        "sooner); with outlets, a task `<id>_assets` records the asset events right after it")
+
+    @property
+    def assets_task(self) -> bool:
+        """Whether the outlets are recorded by a task of their own (ended by the triggerer, this one can't)."""
+        return bool(self.outlets) and bool(self.end_from_trigger)
 
     @model_validator(mode="after")
     def _uris(self) -> Self:
@@ -348,6 +360,9 @@ class WorkflowSpec(_Spec):
         for index, step in enumerate(self.steps):
             if ids.index(step.id) != index:
                 raise RuleError(("steps", index, "id"), f"step id {step.id!r} is used twice; ids must be unique")
+            if step.await_ is not None and step.await_.assets_task and step.id + ASSETS_TASK_SUFFIX in ids:
+                raise RuleError(("steps", index, "id"), f"records its outlets in a task named "
+                                f"{step.id + ASSETS_TASK_SUFFIX!r}, which is also a step's id; rename that step")
             unknown = [a for a in step.after or () if a not in ids]
             if unknown:
                 raise RuleError(("steps", index, "after"), f"names unknown step(s) {unknown}; steps are {ids}")
@@ -371,6 +386,11 @@ class WorkflowSpec(_Spec):
     def schema_for(self, topic: str) -> SchemaSpec | None:
         settings = self.topics.get(topic)
         return settings.schema_ if settings is not None else None
+
+    def task_ids(self) -> list[str]:
+        """The DAG's task ids: one per step, then `<id>_assets` per await that records its outlets apart."""
+        return [s.id for s in self.steps] + [s.id + ASSETS_TASK_SUFFIX for s in self.steps
+                                             if s.await_ is not None and s.await_.assets_task]
 
     def dependencies(self) -> dict[str, list[str]]:
         """Upstream step ids of each step (`after`, or the step before when it is not given)."""

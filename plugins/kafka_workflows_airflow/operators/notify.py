@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -15,6 +13,7 @@ from airflow.sdk.exceptions import AirflowException
 from kafka_workflows.handlers import resolve_callable
 from kafka_workflows.observe import tracing
 from kafka_workflows_airflow.notifiers import MAX_FAILED_INDICES, notification_payload
+from kafka_workflows_airflow.sensors.completion import await_result
 
 NotifierSpec = BaseNotifier | Callable[[Context], Any] | str | Mapping[str, Any]
 
@@ -83,14 +82,7 @@ class NotifyOperator(BaseOperator):
         raise TypeError(f"{self.task_id}: notifier {spec!r} is neither a BaseNotifier nor a callable")
 
     def _result(self) -> Any:
-        result = self.result
-        if isinstance(result, str):
-            # An XCom pushed by the triggerer (TaskSuccessEvent, end_from_trigger) is stored JSON-encoded
-            # twice by Airflow 3.3 (TaskInstance.xcom_push serializes, then the JSON column again), so it
-            # comes back as JSON text.
-            with contextlib.suppress(ValueError):
-                result = json.loads(result)
-        return result
+        return await_result(self.result)
 
     @staticmethod
     def _name(spec: NotifierSpec) -> str:

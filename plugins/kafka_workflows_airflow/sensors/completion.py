@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -22,7 +24,7 @@ from kafka_workflows.store import (
 from kafka_workflows.store.indexcodec import decode_ranges
 from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
 from kafka_workflows_airflow.links import LINKS
-from kafka_workflows_airflow.triggers.completion import StoreCompletionTrigger
+from kafka_workflows_airflow.triggers.completion import StoreCompletionTrigger, await_span
 
 
 def describe_progress(progress: dict[str, Any] | None) -> str:
@@ -119,12 +121,18 @@ class AwaitCompletionSensor(BaseSensorOperator):
         if self.end_from_trigger and not end_from_trigger:
             self.log.info("outlets declared: the task resumes on a worker to record its asset events "
                           "(the triggerer cannot)")
+        # Ended by the triggerer, the task's `await` span is recorded there: it needs this span's context.
+        span = tracing.current() if end_from_trigger and tracing.active() else None
+        started = getattr(context["ti"], "start_date", None)
         self.defer(
             trigger=StoreCompletionTrigger(request_id=self.request_id, store=self.store,
                                            kafka_config_id=self.kafka_config_id, deadline=time.time() + self.timeout,
                                            progress_log_interval=self.progress_log_interval,
                                            end_from_trigger=end_from_trigger,
-                                           fail_on_job_failures=self.fail_on_job_failures),
+                                           fail_on_job_failures=self.fail_on_job_failures,
+                                           traceparent=span.traceparent if span else None,
+                                           tracestate=span.tracestate if span else None,
+                                           started=started.timestamp() if span and started is not None else None),
             method_name="execute_complete",
             # A backstop should the triggerer be down at the deadline; the trigger's own timeout
             # event comes first and carries the progress.
@@ -208,24 +216,21 @@ class AwaitCompletionSensor(BaseSensorOperator):
 
     def _trace(self, value: dict[str, Any], context: Context) -> None:
         """Traced (Airflow's [traces] otel_on): an `await <store>` span, a child of this task's span (in
-        the run's trace), from the task's start to the request's end, linked to the split's context the
-        store kept in the request's meta (bounded and checked: the value came through Kafka)."""
-        if not tracing.active():
-            return
-        meta = value.get("meta") if isinstance(value.get("meta"), dict) else {}
-        carrier = tracing.carrier_of(meta.get(tracing.TRACEPARENT), meta.get(tracing.TRACESTATE))
+        the run's trace), from the task's start to the request's end (triggers/completion.py: await_span)."""
         started = getattr(context.get("ti"), "start_date", None)
-        with tracing.span(f"await {self.store}", links=(carrier,) if carrier else (),
-                          start_time=int(started.timestamp() * 1e9) if started is not None else None,
-                          attributes={"kw.request_id": self.request_id, "kw.store": self.store,
-                                      "kw.status": str(value.get("status")), "kw.total": _int(value.get("total")),
-                                      "kw.completed": _int(value.get("completed")),
-                                      "kw.failed": _int(value.get("failed"))}):
-            pass
+        await_span(self.store, self.request_id, value, None, started.timestamp() if started is not None else None)
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+def await_result(result: Any) -> Any:
+    """An await task's return value as a downstream task's template renders it.
+
+    An XCom pushed by the triggerer (TaskSuccessEvent, end_from_trigger) is stored JSON-encoded twice
+    by Airflow 3.3 (TaskInstance.xcom_push serializes, then the JSON column again), so it comes back as
+    JSON text; a resumed task's XCom comes back as the dict."""
+    if isinstance(result, str):
+        with contextlib.suppress(ValueError):
+            return json.loads(result)
+    return result
 
 
 def asset_extra(request_id: str, store: str, value: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from asgiref.sync import sync_to_async
 
+from kafka_workflows.observe import tracing
 from kafka_workflows.store import ABORTED, CORRUPT, StoreClient
 from kafka_workflows.store.follower import (
     Progress,
@@ -49,7 +50,9 @@ class StoreCompletionTrigger(BaseTrigger):
     final value as its return_value XCom) instead of resuming it on a worker: one task start less
     between the last job and the notification. A request that ended `completed_with_failures` still
     resumes when `fail_on_job_failures` (the worker fails it); so do timeouts and errors, whose
-    messages belong in the task's failure.
+    messages belong in the task's failure. A task ended here gets its `await <store>` span from here
+    too (when the triggerer traces), a child of `traceparent` (the deferring task's span) from
+    `started` (epoch seconds): the same span a resumed task records.
 
     :param request_id: the request to wait for.
     :param store: the atomic store's name S.
@@ -59,11 +62,16 @@ class StoreCompletionTrigger(BaseTrigger):
     :param linger: seconds the shared reader stays warm after its last waiter left.
     :param end_from_trigger: end the task from the triggerer when the request succeeded.
     :param fail_on_job_failures: resume the task (to fail it) when the request had failed jobs.
+    :param traceparent: the deferring task's span context (W3C traceparent), or None.
+    :param tracestate: its W3C tracestate, or None.
+    :param started: when the task started (epoch seconds), where its `await` span begins.
     """
 
     def __init__(self, *, request_id: str, store: str, kafka_config_id: str = "kafka_default",
                  deadline: float | None = None, progress_log_interval: float = 30.0, linger: float = 60.0,
-                 end_from_trigger: bool = False, fail_on_job_failures: bool = False) -> None:
+                 end_from_trigger: bool = False, fail_on_job_failures: bool = False,
+                 traceparent: str | None = None, tracestate: str | None = None,
+                 started: float | None = None) -> None:
         super().__init__()
         self.request_id = request_id
         self.store = store
@@ -73,13 +81,17 @@ class StoreCompletionTrigger(BaseTrigger):
         self.linger = linger
         self.end_from_trigger = end_from_trigger
         self.fail_on_job_failures = fail_on_job_failures
+        self.traceparent = traceparent
+        self.tracestate = tracestate
+        self.started = started
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return CLASSPATH, {"request_id": self.request_id, "store": self.store,
                            "kafka_config_id": self.kafka_config_id, "deadline": self.deadline,
                            "progress_log_interval": self.progress_log_interval, "linger": self.linger,
                            "end_from_trigger": self.end_from_trigger,
-                           "fail_on_job_failures": self.fail_on_job_failures}
+                           "fail_on_job_failures": self.fail_on_job_failures,
+                           "traceparent": self.traceparent, "tracestate": self.tracestate, "started": self.started}
 
     def _kafka_config(self) -> dict[str, Any]:
         from kafka_workflows_airflow.hooks import KafkaWorkflowsHook
@@ -118,6 +130,10 @@ class StoreCompletionTrigger(BaseTrigger):
                     return TriggerEvent({"status": progress.status, "request_id": self.request_id, "store": self.store,
                                          "value": value, "message": str(value.get("error") or "")[:1000]})
                 if self.end_from_trigger and not (self.fail_on_job_failures and progress.status != "succeeded"):
+                    # The task ends here, so its span does too (a trigger's serialized kwargs are
+                    # ours, but checked like any other carrier).
+                    await_span(self.store, self.request_id, value,
+                               tracing.carrier_of(self.traceparent, self.tracestate), self.started)
                     return TaskSuccessEvent(xcoms={"return_value": value})
                 return TriggerEvent({"status": "done", "request_id": self.request_id, "store": self.store,
                                      "value": value})
@@ -146,3 +162,25 @@ class StoreCompletionTrigger(BaseTrigger):
                           self.store, self.store)
         else:
             self.log.info("request %s: %s", self.request_id, reader.describe())
+
+
+def await_span(store: str, request_id: str, value: Mapping[str, Any], parent: tracing.Carrier | None,
+               started: float | None) -> None:
+    """Record the `await <store>` span when this process traces: from `started` (epoch seconds) to now, a
+    child of `parent` (None: of the current span, the task's), linked to the split's context that the
+    store kept in the request's meta (bounded and checked: the value came through Kafka)."""
+    if not tracing.active():
+        return
+    meta = value.get("meta") if isinstance(value.get("meta"), dict) else {}
+    split = tracing.carrier_of(meta.get(tracing.TRACEPARENT), meta.get(tracing.TRACESTATE))
+    with tracing.span(f"await {store}", parent=parent, links=(split,) if split else (),
+                      start_time=int(started * 1e9) if started is not None else None,
+                      attributes={"kw.request_id": request_id, "kw.store": store,
+                                  "kw.status": str(value.get("status")), "kw.total": _count(value.get("total")),
+                                  "kw.completed": _count(value.get("completed")),
+                                  "kw.failed": _count(value.get("failed"))}):
+        pass
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1

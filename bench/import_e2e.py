@@ -92,7 +92,7 @@ def run_import(api: af.ApiClient, csv: Path, rows_per_job: int, work: Path) -> t
     run_id = runs.trigger_dag_run(DAG_ID, TriggerDAGRunPostBody(logical_date=None, conf={
         "source": str(csv), "rows_per_job": rows_per_job})).dag_run_id
     run = wait_for(lambda: (r := runs.get_dag_run(DAG_ID, run_id)).end_date is not None and r, 3600,
-                   f"the import of {csv.name}", 0.5)
+                   f"the import of {csv.name}", 1.0)
     if _state(run.state) != "success":
         raise RuntimeError(f"{DAG_ID} run {run_id} ended {_state(run.state)}; logs in {work}")
     return run_id, run.end_date.timestamp()

@@ -67,7 +67,8 @@ def get_provider_info() -> dict[str, Any]:
                           "tags": ["apache"]}],
         "operators": [{"integration-name": integration, "python-modules": [
             "kafka_workflows_airflow.operators.produce", "kafka_workflows_airflow.operators.split",
-            "kafka_workflows_airflow.operators.notify", "kafka_workflows_airflow.operators.incident"]}],
+            "kafka_workflows_airflow.operators.notify", "kafka_workflows_airflow.operators.incident",
+            "kafka_workflows_airflow.operators.assets"]}],
         "sensors": [{"integration-name": integration,
                      "python-modules": ["kafka_workflows_airflow.sensors.completion"]}],
         "triggers": [{"integration-name": integration,

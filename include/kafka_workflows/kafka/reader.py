@@ -53,8 +53,10 @@ def partition_reader(config: Mapping[str, Any]) -> Consumer:
 def consume_ready(consumer: Consumer, num_messages: int, timeout: float) -> list[KafkaMessage]:
     """Up to `num_messages` records: waits up to `timeout` for the first, then takes only what the
     client has already fetched. `Consumer.consume(n, timeout)` waits the whole timeout unless n
-    records arrive, which delays a lone record (the last completion of a request) by that timeout;
-    under load the fetched queue is full, so batches stay as large as before."""
+    records arrive, which delays a lone record (the last completion of a request) by that timeout,
+    and idles a worker whose large jobs never queue n records; under load the fetched queue is full,
+    so batches stay as large as before. Used by the worker loop, the store processor and the
+    triggerer's store reader."""
     first = consumer.consume(num_messages=1, timeout=timeout)
     if not first or num_messages <= 1:
         return first

@@ -54,7 +54,7 @@ class RuleError(ValueError):
 
 
 class _Spec(StrictModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)  # merged with StrictModel's (strict, frozen, no extras)
 
 
 class ParamSpec(_Spec):

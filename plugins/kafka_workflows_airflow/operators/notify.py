@@ -98,7 +98,7 @@ class NotifyOperator(BaseOperator):
         result = self._result()
         if not isinstance(result, dict):
             raise AirflowException(f"{self.task_id}: `result` must be the await task's store value (a dict), "
-                                   f"got {type(self.result).__name__}: {self.result!r:.200}")
+                                   f"got {type(result).__name__}")  # its content is not echoed
         payload = notification_payload(result, context, max_failed=self.max_failed_jobs)
         failures: list[str] = []
         for spec in self.notifiers:

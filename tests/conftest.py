@@ -42,7 +42,7 @@ from stack.registry import SchemaRegistry  # noqa: E402
 from tests.helpers.webhook import WebhookReceiver  # noqa: E402
 
 # The session's airflow standalone, shared by tests/e2e and tests/security.
-pytest_plugins = ["tests.helpers.standalone", "tests.helpers.early_release"]
+pytest_plugins = ["tests.helpers.standalone", "tests.helpers.early_release", "tests.helpers.spans"]
 
 
 def _terminated(signum: int, _frame: object) -> None:

@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kafka_workflows.messages import encode_value
@@ -44,16 +42,6 @@ PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 def _no_reader_outlives_the_module() -> Iterator[None]:
     yield
     stop_readers()
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.enable(provider)
-    yield exporter
-    tracing.disable()
 
 
 def _succeeded(kafka_config: dict[str, Any], request_id: str, jobs: int) -> str:

@@ -13,20 +13,16 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from kafka_workflows import headers as h
 from kafka_workflows.handlers import batch_handler
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.messages import Message, MessageBatch
-from kafka_workflows.observe import tracing
 from kafka_workflows.ops.deadletters import replay
 from kafka_workflows.retry.policy import NonBlockingRetry, RetryPolicy
 from kafka_workflows.retry.topics import dead_letter_topic
@@ -38,19 +34,6 @@ pytestmark = pytest.mark.integration
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.enable(provider)
-    try:
-        yield exporter
-    finally:
-        tracing.disable()
-        provider.shutdown()
 
 
 def _traceparent(span: Any) -> str:

@@ -2,10 +2,10 @@
 
 `contacts_import`'s `await` step declares `outlets: ["kafka-workflows://contacts/imported"]`; the
 task `await_assets` that follows it records one event of that asset per finished request, with the
-request's summary as the event's extra (request_id, store, status, total, completed, failed). This DAG is scheduled on the
-asset: each finished request starts a run (Airflow folds events that arrive before the run is
-created into that one run; the task reads every triggering event). Replace `summarize` with what
-should follow an import (refresh a report, start the next pipeline).
+request's summary as the event's extra (request_id, store, status, total, completed, failed). This
+DAG is scheduled on the asset: each finished request starts a run (Airflow folds events that arrive
+before the run is created into that one run; the task reads every triggering event). Replace
+`summarize` with what should follow an import (refresh a report, start the next pipeline).
 """
 
 from __future__ import annotations

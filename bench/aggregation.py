@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import add_bench_args, bench_broker  # noqa: E402
+from stack import reaper  # noqa: E402
 
 QUIX_VERSION = "3.28.1"
 QUIX_VENV = REPO / ".state" / "bench" / "quix-venv"
@@ -329,9 +330,9 @@ def run_quix(config: dict[str, str], commands: list[tuple[str, bytes]], requests
     with tempfile.TemporaryDirectory(prefix="kw-bench-quix-") as tmp:
         started = Path(tmp) / "started"
         log = open(Path(tmp) / "quix.log", "wb")  # noqa: SIM115 - the child writes it
-        proc = subprocess.Popen([str(python), str(Path(__file__).resolve()), "--quix-app",
-                                 config["bootstrap.servers"], topic, output, f"{topic}.group", str(started)],
-                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ""})
+        proc = reaper.popen([str(python), str(Path(__file__).resolve()), "--quix-app",
+                             config["bootstrap.servers"], topic, output, f"{topic}.group", str(started)],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": ""})
         try:
             while not watcher.done.wait(0.5):
                 if proc.poll() is not None:
@@ -394,9 +395,9 @@ def run_streams(config: dict[str, str], commands: list[tuple[str, bytes]], reque
         started = Path(tmp) / "started"
         log_path = Path(tmp) / "streams.log"
         log = open(log_path, "wb")  # noqa: SIM115 - the child writes it
-        proc = subprocess.Popen(["java", "-cp", classpath, "io.kafkaworkflows.bench.StreamsStore",
-                                 config["bootstrap.servers"], topic, output, f"{topic}-app", str(Path(tmp) / "state"),
-                                 str(started)], stdout=log, stderr=subprocess.STDOUT)
+        proc = reaper.popen(["java", "-cp", classpath, "io.kafkaworkflows.bench.StreamsStore",
+                             config["bootstrap.servers"], topic, output, f"{topic}-app", str(Path(tmp) / "state"),
+                             str(started)], stdout=log, stderr=subprocess.STDOUT)
         try:
             while not watcher.done.wait(0.5):
                 if proc.poll() is not None:

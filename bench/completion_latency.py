@@ -48,6 +48,7 @@ from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRun
 from bench.common import add_bench_args, dag_known  # noqa: E402
 from kafka_workflows.store import StoreClient  # noqa: E402
 from kw_examples import contacts  # noqa: E402
+from stack import reaper  # noqa: E402
 from stack.airflow import AirflowStandalone  # noqa: E402
 from stack.broker import Broker, free_port  # noqa: E402
 from stack.postgres import scratch_server  # noqa: E402
@@ -154,9 +155,9 @@ def measure(requests: int = 5, tuned: bool = False, settle: float = 3.0, rows: i
     try:
         standalone.start()
         with open(work / "store-processor.log", "wb") as log:
-            processor = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", "store-processor", "--store",
-                                          contacts.STORE, "--commit-interval", str(commit_interval)],
-                                         env=standalone.env(), stdout=log, stderr=subprocess.STDOUT)
+            processor = reaper.popen([sys.executable, "-m", "kafka_workflows.cli", "store-processor", "--store",
+                                      contacts.STORE, "--commit-interval", str(commit_interval)],
+                                     env=standalone.env(), stdout=log, stderr=subprocess.STDOUT)
         store = StoreClient(config, contacts.STORE)
         with af.ApiClient(af.Configuration(host=standalone.url, access_token=standalone.token())) as api:
             for dag_id in (VARIANTS[v] for v in variants):

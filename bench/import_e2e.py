@@ -48,6 +48,7 @@ from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRun
 from bench.common import add_bench_args, dag_known  # noqa: E402
 from kafka_workflows.sources.csv_source import CsvJobSource  # noqa: E402
 from kw_examples import contacts  # noqa: E402
+from stack import reaper  # noqa: E402
 from stack.airflow import AirflowStandalone  # noqa: E402
 from stack.broker import Broker, free_port  # noqa: E402
 from stack.postgres import scratch_server  # noqa: E402
@@ -121,9 +122,9 @@ def stack_import(work: Path, csv_rows: int, rows_per_job: int, bootstrap: str | 
         workers = []
         for n in range(worker_processes):
             with open(work / f"worker-{n}.log", "wb") as log:
-                workers.append(subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", "worker",
-                                                 str(dags / "workflows")], env=standalone.env(), stdout=log,
-                                                stderr=subprocess.STDOUT))
+                workers.append(reaper.popen([sys.executable, "-m", "kafka_workflows.cli", "worker",
+                                             str(dags / "workflows")], env=standalone.env(), stdout=log,
+                                            stderr=subprocess.STDOUT))
 
         def stop_workers() -> None:
             for worker in workers:

@@ -12,6 +12,8 @@ and exits. Linux only, like the rest of the stack.
 
     watch(proc.pid)     after Popen(..., start_new_session=True): the session id is the leader's pid
     unwatch(proc.pid)   once that session is stopped
+    popen(args, ...)    both for a plain child (a worker, a store processor, an Airflow component a test
+                        starts itself): a Popen in a session of its own, watched until it is reaped
 """
 
 from __future__ import annotations
@@ -49,6 +51,34 @@ def watch(sid: int) -> None:
 
 def unwatch(sid: int) -> None:
     _tell(f"-{sid}")
+
+
+class WatchedProcess(subprocess.Popen):  # type: ignore[type-arg]
+    """A child in a session of its own that the reaper stops should this process end first; stopped and
+    waited for as any Popen (terminate, kill, wait, poll), and forgotten by the reaper once reaped."""
+
+    def __init__(self, args: Any, **kwargs: Any) -> None:
+        super().__init__(args, start_new_session=True, **kwargs)
+        self._watched = True
+        watch(self.pid)
+
+    def _reaped(self, code: int | None) -> int | None:
+        if code is not None and getattr(self, "_watched", False):
+            self._watched = False
+            unwatch(self.pid)
+        return code
+
+    def poll(self) -> int | None:
+        return self._reaped(super().poll())
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._reaped(super().wait(timeout))  # type: ignore[return-value]
+
+
+def popen(args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
+    """`subprocess.Popen(args, **kwargs)` that dies with whoever started it, however that ends (a
+    worker left running after its test runner was killed would retry the dead broker for ever)."""
+    return WatchedProcess(args, **kwargs)
 
 
 def stop_session(proc: subprocess.Popen[Any], timeout: float) -> None:

@@ -41,6 +41,7 @@ from kafka_workflows.ops.deadletters import list_dead_letters
 from kw_examples import checkout, subscriptions
 from kw_examples.db import CONN_VAR
 from kw_examples.payment_provider import PaymentProvider
+from stack import reaper
 from stack.airflow import ADMIN, AirflowStandalone
 from stack.broker import Broker
 from stack.cluster import Cluster
@@ -266,8 +267,8 @@ def main() -> int:
         with open(worker_log, "ab") as log:
             # The worker side of every workflow spec: the same YAML files Airflow builds the DAGs from.
             worker_env = {**airflow.env(), **({"OTEL_SERVICE_NAME": "kafka-workflows-worker"} if traced else {})}
-            worker = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", "worker", str(WORKFLOWS)],
-                                      env=worker_env, stdout=log, stderr=subprocess.STDOUT)
+            worker = reaper.popen([sys.executable, "-m", "kafka_workflows.cli", "worker", str(WORKFLOWS)],
+                                  env=worker_env, stdout=log, stderr=subprocess.STDOUT)
 
         def stop_worker() -> None:
             worker.send_signal(signal.SIGTERM)

@@ -31,6 +31,7 @@ from packaging.version import Version
 from kafka_workflows_airflow.get_provider_info import CONFIG
 from stack.broker import Broker
 from stack.wait import wait_for
+from stack import reaper
 
 REPO = Path(__file__).resolve().parents[2]
 UV = str(Path(sys.executable).parent / "uv")
@@ -106,9 +107,9 @@ def test_the_core_installs_alone_at_its_floors_and_its_worker_handles_messages(
     topic, group = f"floor-{uuid.uuid4().hex[:8]}", f"floor-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "PYTHONPATH": str(handler_dir), "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
     with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen([str(bin_ / "kafka-workflows"), "worker", "--topic", topic, "--group", group,
-                                   "--handler", "floor_handler.record", "--partitions", "2"],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        worker = reaper.popen([str(bin_ / "kafka-workflows"), "worker", "--topic", topic, "--group", group,
+                               "--handler", "floor_handler.record", "--partitions", "2"],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
         time.sleep(1)

@@ -34,6 +34,7 @@ from kafka_workflows.kafka.admin import end_offsets
 from kafka_workflows.store import commands_topic, events_topic, store_topic
 from kw_examples import contacts
 from kw_examples.db import CONN_VAR
+from stack import reaper
 from stack.airflow import AirflowStandalone
 from stack.cluster import Cluster
 from stack.postgres import Postgres
@@ -76,8 +77,8 @@ class Chaos:
 
     def start(self, name: str, *args: str) -> None:
         with open(self.logs / f"{name}.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", *args], env=self.env,
-                                    stdout=out, stderr=subprocess.STDOUT)
+            proc = reaper.popen([sys.executable, "-m", "kafka_workflows.cli", *args], env=self.env,
+                                stdout=out, stderr=subprocess.STDOUT)
         self.units[name] = (list(args), proc)
 
     def sigkill(self, name: str) -> None:
@@ -112,8 +113,8 @@ class Chaos:
             raise AssertionError(f"no running airflow {component} to restart")
         airflow = str(Path(sys.executable).parent / "airflow")
         with open(self.logs / f"airflow-{component}.log", "ab") as out:
-            self.components.append(subprocess.Popen([airflow, component], env=self.env, stdout=out,
-                                                    stderr=subprocess.STDOUT))
+            self.components.append(reaper.popen([airflow, component], env=self.env, stdout=out,
+                                                stderr=subprocess.STDOUT))
         return took
 
     def stop(self) -> None:

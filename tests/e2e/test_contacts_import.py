@@ -24,6 +24,7 @@ from airflow_client.client.api.x_com_api import XComApi
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
 
 from kw_examples import contacts
+from stack import reaper
 from stack.airflow import AirflowStandalone
 from tests.e2e.conftest import WEBHOOK_SECRET
 from tests.helpers.kafka import wait_for
@@ -43,8 +44,8 @@ class Processes:
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = self.logs / f"{name}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", *args], env=self.env,
-                                    stdout=out, stderr=subprocess.STDOUT)
+            proc = reaper.popen([sys.executable, "-m", "kafka_workflows.cli", *args], env=self.env,
+                                stdout=out, stderr=subprocess.STDOUT)
         self.procs.append((proc, log))
         return proc
 

@@ -23,6 +23,7 @@ from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRun
 
 from kw_examples import subscriptions
 from kw_examples.payment_provider import PaymentProvider
+from stack import reaper
 from stack.airflow import AirflowStandalone
 from stack.broker import Broker
 from tests.helpers.kafka import wait_for
@@ -37,7 +38,7 @@ def test_trigger_through_rest_api_and_the_worker_handles_the_requests(
     provider = PaymentProvider().start_in_thread()
     worker_log = tmp_path / "worker.log"
     with open(worker_log, "wb") as log:
-        worker = subprocess.Popen(
+        worker = reaper.popen(
             [sys.executable, "-m", "kafka_workflows.cli", "worker", "--topic", "subscription-renewals",
              "--group", "renewals-e2e", "--handler", "kw_examples.subscriptions.renew"],
             env={**standalone.env(), "PAYMENT_PROVIDER_URL": provider.url}, stdout=log, stderr=subprocess.STDOUT)

@@ -18,6 +18,8 @@ from typing import Any
 
 from confluent_kafka import Message as KafkaMessage
 
+from stack import reaper
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -153,8 +155,8 @@ def spawn(config: Mapping[str, Any], *args: str, log: Path) -> subprocess.Popen[
            "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)])}
     out = open(log, "ab")  # noqa: SIM115 - the child keeps it
     try:
-        return subprocess.Popen([sys.executable, "-m", "tests.helpers.aggregation", *args], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        return reaper.popen([sys.executable, "-m", "tests.helpers.aggregation", *args], env=env,
+                            stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     finally:
         out.close()
 

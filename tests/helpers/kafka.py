@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from stack import reaper
 from stack.wait import wait_for as wait_for  # re-exported: the tests wait the way the stack does
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,9 +79,9 @@ def start_worker(config: Mapping[str, Any], topic: str, group: str, handler: str
                 "KW_TEST_RECORD": str(record),
                 "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)]), **(env or {})}
     out = open(log or record.with_suffix(f".{uuid.uuid4().hex[:6]}.log"), "ab")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", "worker", "--topic", topic,
-                             "--group", group, "--handler", handler, *extra],
-                            env=full_env, stdout=out, stderr=subprocess.STDOUT)
+    proc = reaper.popen([sys.executable, "-m", "kafka_workflows.cli", "worker", "--topic", topic,
+                         "--group", group, "--handler", handler, *extra],
+                        env=full_env, stdout=out, stderr=subprocess.STDOUT)
     out.close()
     return proc
 

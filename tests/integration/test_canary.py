@@ -18,6 +18,7 @@ from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.ops.control import control_history
 from kafka_workflows.retry.topics import dead_letter_topic
+from stack import reaper
 from tests.helpers.kafka import REPO, read_all, records, start_worker, wait_for
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,7 @@ def test_a_canary_replay_goes_on_while_letters_succeed_and_stops_on_its_own_when
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_config["bootstrap.servers"],
                "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)]), "USER": "ops-carol"}
         with out.open("w") as stdout:
-            replay = subprocess.Popen(
+            replay = reaper.popen(
                 [sys.executable, "-m", "kafka_workflows.cli", "--log-level", "WARNING", "dlq", "replay", "--topic",
                  topic, "--group", group, "--rate", "3/s", "--canary", "3", "--reason", "after the outage"],
                 env=env, stdout=stdout, stderr=subprocess.STDOUT)

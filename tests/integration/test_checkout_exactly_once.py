@@ -22,6 +22,7 @@ from confluent_kafka import Producer
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.producer import RequestProducer
 from kw_examples.checkout import simulate_purchases
+from stack import reaper
 from tests.helpers.kafka import REPO, read_all, wait_for
 
 pytestmark = pytest.mark.integration
@@ -61,7 +62,7 @@ def test_checkout_processor_sigkilled_repeatedly_outputs_each_checkout_exactly_o
 
     def start() -> subprocess.Popen[bytes]:
         with open(log, "ab") as out:
-            return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+            return reaper.popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
     rng = random.Random(11)
     proc = start()
@@ -119,8 +120,8 @@ def test_a_1mb_poison_is_dead_lettered_once_truncated_and_the_processor_goes_on(
            "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)])}
     log = tmp_path / "processor.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", "worker", str(folder), "--only",
-                                 "checkout"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = reaper.popen([sys.executable, "-m", "kafka_workflows.cli", "worker", str(folder), "--only",
+                             "checkout"], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: len(read_all(kafka_config, checkouts, timeout=2)) >= len(before), 90,
                  "the purchases before the poison checked out", 1)

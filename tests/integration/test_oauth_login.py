@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -26,6 +25,7 @@ from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import kafka_config_from_env
 from kafka_workflows.kafka.producer import RequestProducer
+from stack import reaper
 from stack.broker import Broker, free_port
 from tests.conftest import STATE
 from tests.helpers import oauth
@@ -84,9 +84,9 @@ def test_the_worker_logs_in_with_oauthbearer_from_the_airflow_connection(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "AIRFLOW_CONN_"))}
     full_env.update(env, KW_TEST_RECORD=str(record), PYTHONPATH=os.pathsep.join([str(REPO / "include"), str(REPO)]))
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", "worker", "--topic", topic,
-                                 "--group", group, "--handler", "tests.helpers.handlers.record",
-                                 "--metrics-port", str(port)], env=full_env, stdout=out, stderr=out)
+        proc = reaper.popen([sys.executable, "-m", "kafka_workflows.cli", "worker", "--topic", topic,
+                             "--group", group, "--handler", "tests.helpers.handlers.record",
+                             "--metrics-port", str(port)], env=full_env, stdout=out, stderr=out)
     try:
         def alive() -> None:
             assert proc.poll() is None, log.read_text()[-3000:]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from kafka_workflows.observe import Telemetry
 from kafka_workflows.retry.policy import BlockingRetry, RetryPolicy
 from kafka_workflows.store.client import StoreClient
 from kafka_workflows.worker import Worker
+from stack import reaper
 from stack.broker import free_port
 from tests.helpers.kafka import REPO, read_all, wait_for
 
@@ -88,8 +88,8 @@ stores:
            "KW_TEST_RECORD": str(record), "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)])}
     log = tmp_path / "worker.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", "worker", str(spec),
-                                 "--metrics-port", str(port)], env=env, cwd=REPO, stdout=out, stderr=out)
+        proc = reaper.popen([sys.executable, "-m", "kafka_workflows.cli", "worker", str(spec),
+                             "--metrics-port", str(port)], env=env, cwd=REPO, stdout=out, stderr=out)
     try:
         def alive() -> None:
             assert proc.poll() is None, log.read_text()[-3000:]

@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 
 from kafka_workflows.store import commands_topic
 from kw_examples import contacts
+from stack import reaper
 from stack.airflow import AirflowStandalone
 from stack.broker import Broker
 from tests.helpers.kafka import read_all, wait_for
@@ -67,8 +68,8 @@ def store_processor(standalone: AirflowStandalone, tmp_path_factory: pytest.Temp
     """Counts the (empty) requests of the callback attacks, so their await ends and notify runs."""
     log = tmp_path_factory.mktemp("security") / "store-processor.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "kafka_workflows.cli", "store-processor", "--store",
-                                 contacts.STORE], env=standalone.env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = reaper.popen([sys.executable, "-m", "kafka_workflows.cli", "store-processor", "--store",
+                             contacts.STORE], env=standalone.env(), stdout=out, stderr=subprocess.STDOUT)
     yield
     proc.send_signal(signal.SIGTERM)
     try:

@@ -1,5 +1,5 @@
 """A test runner that dies (SIGKILL: nothing of its own runs) or is terminated (SIGTERM) leaves no broker,
-Postgres or registry behind."""
+Postgres, registry or companion worker behind."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from stack.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
-# A stand-in for pytest: starts a broker, a Postgres server, a schema registry and a process that moved to a process
-# group of its own inside a watched session, prints their session ids, then waits to be killed.
+# A stand-in for pytest: starts a broker, a Postgres server, a schema registry, a process that moved to a process
+# group of its own inside a watched session and a companion worker (as tests/helpers/kafka.py starts one), prints
+# their session ids, then waits to be killed.
 RUNNER = """
-import json, subprocess, sys, tempfile, time
+import json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 from stack import reaper
 from stack.broker import Broker, free_port
@@ -32,11 +33,17 @@ work = Path(tempfile.mkdtemp(prefix="kw-reaper-"))
 broker = Broker(work / "kafka", port=free_port()).start()
 postgres = Postgres(scratch_dir("kw-reaper-pg-") / "data").start()
 registry = SchemaRegistry(work / "registry", port=free_port()).start()
-wanderer = subprocess.Popen([sys.executable, "-c", "import os, time; os.setpgid(0, 0); time.sleep(600)"],
+# The session's leader starts a child that moves to a process group of its own (a leader itself may not).
+wanderer = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; subprocess.Popen([sys.executable, "
+                             "'-c', 'import os, time; os.setpgid(0, 0); time.sleep(600)']); time.sleep(600)"],
                             start_new_session=True)
 reaper.watch(wanderer.pid)
+worker = reaper.popen([sys.executable, "-m", "kafka_workflows.cli", "worker", "--topic", "reaped", "--group", "reaped",
+                       "--handler", "tests.helpers.handlers.record"],
+                      env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+                           "PYTHONPATH": os.pathsep.join(["include", "."])})
 print(json.dumps({"broker": broker.proc.pid, "postgres": postgres.proc.pid, "registry": registry.proc.pid,
-                  "wanderer": wanderer.pid}), flush=True)
+                  "wanderer": wanderer.pid, "worker": worker.pid}), flush=True)
 time.sleep(600)
 """
 
@@ -48,13 +55,15 @@ def test_a_sigkilled_runner_leaves_no_broker_postgres_registry_or_other_process_
     try:
         line = runner.stdout.readline()  # type: ignore[union-attr]
         assert line, "the runner did not start its processes"
-        sessions = set(json.loads(line).values())
-        assert len(members(sessions)) >= 4
+        started = json.loads(line)
+        sessions = set(started.values())
+        wait_for(lambda: len(members({started["wanderer"]})) == 2, 30, "the wanderer's child", 0.2)
+        assert all(members({sid}) for sid in sessions), {name: members({sid}) for name, sid in started.items()}
         runner.send_signal(signal.SIGKILL)
         runner.wait(30)
-        started = time.monotonic()
-        wait_for(lambda: not members(sessions), 60, "the broker, Postgres, registry and wanderer to go", 0.5)
-        print(f"everything the killed runner started was gone {time.monotonic() - started:.1f}s after the kill")
+        killed = time.monotonic()
+        wait_for(lambda: not members(sessions), 60, "the broker, Postgres, registry, wanderer and worker to go", 0.5)
+        print(f"everything the killed runner started was gone {time.monotonic() - killed:.1f}s after the kill")
     finally:
         if runner.poll() is None:
             runner.kill()

@@ -2,7 +2,8 @@
 `airflow standalone` (one API server worker, as the tests run it) against the real broker:
 
 - with the broker paused (SIGSTOP; SIGCONT in a finally) and 50 callers polling the plugin's group,
-  workflow and overview API as fast as they are answered, `GET /api/v2/dags` answers within 1 s at p95;
+  workflow and overview API as fast as they are answered, `GET /api/v2/dags` answers within 1 s at p95,
+  and an action whose broker call times out meanwhile is a 503 naming librdkafka's error, never a 500;
 - 60 concurrent actions by an `op` user (each would wait 20 s for a worker's answer) do not stall it
   either: beyond the per-process cap they are refused at once with 429.
 """
@@ -86,7 +87,7 @@ def _polling(callers: int, poll: Callable[[int], None]) -> Iterator[list[int]]:
 
 def test_with_the_broker_paused_50_ui_polls_leave_airflows_api_responsive(
         standalone: AirflowStandalone, broker: Broker) -> None:
-    token = standalone.token()
+    token, op = standalone.token(), standalone.token(OP)
     paths = [f"/api/workflows/{WORKFLOW}/groups/{GROUP}", f"/api/workflows/{WORKFLOW}", "/api/workflows",
              f"/api/workflows/{WORKFLOW}/groups/{GROUP}", "/api/health"]
     for path in paths:  # the monitor is warm: the broker's last answers are known
@@ -95,12 +96,22 @@ def test_with_the_broker_paused_50_ui_polls_leave_airflows_api_responsive(
     before = _sample_dags(standalone, token, 5)
     statuses: list[tuple[int, str]] = []
     polled = [paths[0]] * 4 + paths[1:]  # mostly the group page: the one that asks the broker
+    acted: list[tuple[int, object]] = []
+    acting = threading.Thread(target=lambda: acted.append(call(
+        standalone, "POST", f"/api/workflows/{WORKFLOW}/groups/{GROUP}/resume", op,
+        {"reason": "the broker is paused: the action must say so"}, timeout=180)), daemon=True)
     with _paused(broker), _polling(50, lambda i: statuses.append(
             (call(standalone, "GET", polled[i % len(polled)], token, timeout=120)[0], polled[i % len(polled)]))):
+        acting.start()  # its first broker call (the control topics' metadata) gives up after 30 s
         time.sleep(5)  # every caller is in flight, the plugin's broker calls are stuck
         during = _sample_dags(standalone, token)
+        acting.join(180)
     assert _p95(during) < 1.0, f"GET /api/v2/dags took {sorted(during)} s with the broker paused (before: {before})"
     assert statuses and {s for s, _ in statuses} <= {200, 503}, sorted(set(statuses))
+    [(status, body)] = acted
+    assert status == 503 and isinstance(body, dict), (status, body)
+    # librdkafka's words for what happened (a paused broker: "Local: Broker transport failure" or a timeout).
+    assert str(body["detail"]).startswith("the Kafka broker did not answer: ") and "Local: " in body["detail"], body
     # The broker is back: the plugin's lag answers come from the broker again (no client stays wedged).
     def fresh_again() -> bool:
         status, body = call(standalone, "GET", f"/api/workflows/{WORKFLOW}/groups/{GROUP}", token)

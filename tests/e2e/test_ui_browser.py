@@ -287,6 +287,22 @@ def pending_action(standalone: AirflowStandalone, token: str, key: str) -> dict[
     return next((d for d in details if key in (d.get("body") or "")), None)
 
 
+def incident_trail(standalone: AirflowStandalone, token: str, run_id: str, config: dict[str, str], key: str
+                   ) -> str:
+    """What became of an answered incident: the decide task's state and tries, the commands about `key`
+    in the control topic and the workers' answers to them."""
+    request = urllib.request.Request(
+        f"{standalone.url}/api/v2/dags/{INCIDENT_DAG}/dagRuns/{run_id}/taskInstances/decide",
+        headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        task = json.load(response)
+    commands = [c for c in control_history(config, ("command",)) if c.get("key") == key]
+    ids = {c.get("id") for c in commands}
+    applied = [a.get("result") for a in control_history(config, ("applied",)) if a.get("command") in ids]
+    return (f"decide is {task.get('state')} (try {task.get('try_number')}); commands about the key: "
+            f"{[(c.get('op'), c.get('by')) for c in commands]}; answers: {applied}")
+
+
 def test_a_stuck_key_asks_a_human_in_airflow_and_the_answer_is_carried_out_and_audited_with_the_user(
         page: Page, standalone: AirflowStandalone, config: dict[str, str], record: Path, tmp_path: Path) -> None:
     """The worker publishes the key held too long; the incident DAG's AssetWatcher starts a run whose
@@ -313,8 +329,11 @@ def test_a_stuck_key_asks_a_human_in_airflow_and_the_answer_is_carried_out_and_a
         expect(answered).to_be_visible()
         answered.scroll_into_view_if_needed()
         shot(page, "incident-answered")
-        wait_for(lambda: "ok" in [r["outcome"] for r in records(record) if r["key"] == key], 120,
-                 "the unblocked key to be handled")
+        try:
+            wait_for(lambda: "ok" in [r["outcome"] for r in records(record) if r["key"] == key], 120,
+                     "the unblocked key to be handled")
+        except TimeoutError as exc:  # say which side stalled: the decide task, the command, or the worker
+            raise AssertionError(f"{exc}; {incident_trail(standalone, token, run_id, config, key)}") from None
         page.goto(f"{standalone.url}/kafka-workflows/ui/workflows/{WORKFLOW}")  # the operations UI's audit log
         row = page.locator("table.audit tr", has_text="ticket INC-7: provider back")
         expect(row).to_contain_text("admin")

@@ -19,10 +19,12 @@ import pytest
 from confluent_kafka import Producer
 
 from kafka_workflows import headers as h
+from kafka_workflows.errors import ConfigError
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.producer import RequestProducer
 from kafka_workflows.monitor import actions
 from kafka_workflows.monitor.service import Monitor
+from kafka_workflows.ops import deadletters as dlq_ops
 from kafka_workflows.ops.control import CONTROL_TOPIC, SECRET_ENV, STATUS_TOPIC, control_history, paused_key
 from kafka_workflows.ops.status import group_paused, read_status_topic
 from kafka_workflows.retry.topics import dead_letter_topic
@@ -282,7 +284,8 @@ def _forged_letters(config: dict[str, Any], topic: str, group: str) -> list[str]
     for key, value, origin in ((group, pause, CONTROL_TOPIC), (paused_key(group), state, STATUS_TOPIC)):
         producer.produce(dlq, json.dumps(value).encode(), key=key.encode(), partition=0, headers=[
             (h.ORIGINAL_TOPIC, origin.encode()), (h.ORIGINAL_PARTITION, b"0"), (h.ORIGINAL_OFFSET, b"7"),
-            (h.CONSUMER_GROUP, group.encode()), (h.ERROR_TYPE, b"ValueError"), (h.ERROR_MESSAGE, b"bad")])
+            (h.CONSUMER_GROUP, group.encode()), (h.ERROR_TYPE, b"ValueError"), (h.ERROR_MESSAGE, b"bad"),
+            ("x-mine", b"\xff")])  # the application's own header, not UTF-8: carried back as it was
     assert producer.flush(30) == 0
     return [f"{dlq}:0:0", f"{dlq}:0:1"]
 
@@ -300,12 +303,25 @@ def test_a_replay_goes_back_to_the_source_topic_never_to_the_topic_a_header_name
     assert "replayed 2 dead letter(s)" in replayed.stdout and f"-> {topic}" in replayed.stdout
     back = read_all(kafka_config, topic, expected=2, timeout=30)
     assert sorted(dict(m.headers())[h.REPLAYED_FROM].decode() for m in back) == ids
-    assert all(h.ORIGINAL_TOPIC not in dict(m.headers()) for m in back)
+    assert all(h.ORIGINAL_TOPIC not in dict(m.headers()) and dict(m.headers())["x-mine"] == b"\xff" for m in back)
     _nothing_reached_the_control_or_status_topic(kafka_config, group)
     [audit] = [r for r in control_history(kafka_config, kinds=("replayed",)) if r.get("group") == group]
     assert audit["to"] == topic and sorted(audit["ids"]) == ids
     refused = cli(kafka_config, "dlq", "replay", "--topic", CONTROL_TOPIC, "--group", group)
     assert refused.returncode == 2 and "never replayed to it" in refused.stderr
+
+
+def test_a_letter_of_another_dead_letter_topic_is_refused_and_nothing_is_sent(
+        kafka_config: dict[str, Any], topic: str, group: str) -> None:
+    """A caller's selection (the UI's ids) holding a letter of another group's dead-letter topic:
+    the whole replay is refused before anything is sent or recorded."""
+    _forged_letters(kafka_config, topic, group)
+    own = dlq_ops.list_dead_letters(kafka_config, topic, group)
+    stray = dlq_ops.DeadLetter(dead_letter_topic(topic, "another-group"), 0, 0, None, b"{}")
+    with pytest.raises(ConfigError, match="is not in"):
+        dlq_ops.replay_once(kafka_config, topic, group, lambda done: [*own, stray])
+    assert read_all(kafka_config, topic, timeout=10) == []
+    assert [r for r in control_history(kafka_config, kinds=("replayed",)) if r.get("group") == group] == []
 
 
 def _monitor(config: dict[str, Any], folder: Path, topic: str, group: str) -> Monitor:
@@ -358,6 +374,7 @@ def test_with_a_control_secret_a_worker_refuses_unsigned_commands_and_obeys_sign
         wait_for(lambda: records(record), 30, "the first message")
         forged = cli(kafka_config, "pause", "--group", group, "--reason", "no secret", "--wait", "8")
         assert forged.returncode == 1 and "paused" not in forged.stdout, forged.stdout
+        assert "refused: unsigned command" in forged.stdout and SECRET_ENV in forged.stderr, forged.stderr
         wrong = cli(kafka_config, "pause", "--group", group, "--wait", "8", env={SECRET_ENV: "a-guess"})
         assert wrong.returncode == 1 and "paused" not in wrong.stdout, wrong.stdout
         assert not group_paused(kafka_config, group, "the-secret"), "an unsigned pause state is no pause"

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from stack import reaper
@@ -65,9 +65,16 @@ def committed(config: Mapping[str, Any], group: str, topic: str) -> dict[int, in
 
 
 def group_members(config: Mapping[str, Any], group: str) -> int:
-    """Members of `group` that hold at least one partition."""
+    """Members of `group` that hold at least one partition; 0 while the group's coordinator is not
+    ready yet (a fresh broker answers NOT_COORDINATOR until it has loaded __consumer_offsets)."""
     admin = AdminClient(dict(config))
-    description = admin.describe_consumer_groups([group])[group].result()
+    try:
+        description = admin.describe_consumer_groups([group])[group].result()
+    except KafkaException as exc:
+        if exc.args[0].code() in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                                  KafkaError.COORDINATOR_NOT_AVAILABLE):
+            return 0
+        raise
     return sum(1 for m in description.members if m.assignment and m.assignment.topic_partitions)
 
 

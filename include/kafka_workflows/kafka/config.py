@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 from confluent_kafka.admin import AdminClient
 
 from kafka_workflows.errors import BrokerUnreachableError, ConfigError
+from kafka_workflows.kafka import client_log
 
 DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
 DEFAULT_CONN_ID = "kafka_default"
@@ -158,9 +159,13 @@ def kafka_config_from_env(environ: Mapping[str, str] | None = None) -> KafkaConf
 
 
 def client_config(config: Mapping[str, Any], **overrides: Any) -> KafkaConfig:
-    """A copy of `config` with overrides; connection-only keys of other clients are dropped."""
+    """A copy of `config` with overrides; connection-only keys of other clients are dropped. librdkafka's
+    log lines go to Python logging, rate limited (kafka/client_log.py), unless the config names its own
+    `logger` (or `log_cb`)."""
     merged = {k: v for k, v in config.items() if k not in ("group.id",)}
     merged.update(overrides)
+    if "logger" not in merged and "log_cb" not in merged:
+        merged["logger"] = client_log.LOGGER
     return merged
 
 

@@ -2,8 +2,8 @@
 
 Nothing here judges speed (figures from a smoke run on a busy test machine mean nothing); it only
 keeps the benches from rotting when the code they drive moves. A bench that can use a running broker
-gets the session's (`--bootstrap`); ui_api.py (fixed topic names) and failover.py (its own session
-timeouts) start their own.
+gets the session's (`--bootstrap`); ui_api.py (fixed topic names), failover.py (its own session
+timeouts) and broker_outage.py (it stops its broker) start their own.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from stack.broker import Broker
 REPO = Path(__file__).resolve().parents[2]
 SHARES_BROKER = {"worker_throughput", "concurrency", "aggregation", "awaits", "completion_latency", "import_e2e",
                  "tracing_overhead"}
-OWN_BROKER = {"ui_api", "failover"}
+OWN_BROKER = {"ui_api", "failover", "broker_outage"}
 USES_REGISTRY = {"worker_throughput"}
 
 

@@ -30,7 +30,7 @@ def test_lines_that_differ_only_in_numbers_pass_once_a_window_and_say_how_many_w
     limit = client_log.RateLimit(window=60, clock=clock)
     line = "%s [%s] %s"
     passed = []
-    for n in range(40):  # one reconnect attempt every half second, to ever other ports and client numbers
+    for n in range(40):  # one reconnect attempt every half second, to other ports and client numbers
         clock.now = n * 0.5
         r = record(line, "FAIL", f"rdkafka#consumer-{n % 3}", f"127.0.0.1:{40000 + n}/bootstrap: Connect to "
                    f"ipv4#127.0.0.1:{40000 + n} failed: Connection refused (after {n}ms in state CONNECT)")
@@ -41,7 +41,7 @@ def test_lines_that_differ_only_in_numbers_pass_once_a_window_and_say_how_many_w
     later = record(line, "FAIL", "rdkafka#consumer-1", "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: "
                    "Connection refused (after 0ms in state CONNECT)")
     assert limit.filter(later)
-    assert later.getMessage().endswith("(39 more like it in the last 60s)")
+    assert later.getMessage().endswith("(39 more like it in the 60s before)")
     clock.now = 60.1
     assert not limit.filter(record(line, "FAIL", "rdkafka#consumer-2", "127.0.0.1:2/bootstrap: Connect to "
                                    "ipv4#127.0.0.1:2 failed: Connection refused (after 1ms in state CONNECT)"))
@@ -56,6 +56,14 @@ def test_other_kinds_and_levels_pass_on_their_own_and_the_kinds_remembered_are_b
     assert not limit.filter(record("SASL authentication failed"))
     assert limit.filter(record("a fourth kind: the oldest kind is forgotten"))
     assert limit.filter(record("connection refused")), "forgotten, so it passes again"
+
+
+@pytest.mark.parametrize("size", [0, 10_000_000])
+def test_an_empty_or_huge_line_passes_once_and_the_kind_kept_is_bounded(size: int) -> None:
+    limit = client_log.RateLimit(window=60, clock=Clock())
+    huge = "x" * size
+    assert limit.filter(record(huge)) and not limit.filter(record(huge))
+    assert all(len(text) <= client_log.KIND_CHARS for _, text in limit._kinds)
 
 
 @pytest.mark.parametrize("client", ["consumer", "producer"])

@@ -9,7 +9,7 @@ reads it. Measured with one await waiting and the broker down: the triggerer use
 Every client built from `kafka.config.client_config` logs to `LOGGER` instead (confluent-kafka's
 `logger` setting). Lines that differ only in their numbers (ports, milliseconds, counts, client
 numbers) are one kind. The first line of a kind passes, then at most one per `WINDOW` seconds, and
-that one says how many were left out. confluent-kafka hands the lines over when the client is
+that one says how many were left out since the last. confluent-kafka hands the lines over when the client is
 polled or flushed, so a client nobody polls logs late, not never.
 """
 
@@ -25,6 +25,7 @@ from collections.abc import Callable
 LOGGER_NAME = "kafka_workflows.librdkafka"
 WINDOW = 60.0  # seconds between two lines of one kind
 MAX_KINDS = 1_000  # kinds remembered; the oldest is forgotten first
+KIND_CHARS = 300  # a kind is told by the start of its line (librdkafka's lines are shorter; this bounds memory)
 
 _NUMBERS = re.compile(r"\d+")
 
@@ -43,20 +44,20 @@ class RateLimit(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        kind = (record.levelno, _NUMBERS.sub("#", message))
+        kind = (record.levelno, _NUMBERS.sub("#", message[:KIND_CHARS]))
         now = self.clock()
         with self._lock:
             seen = self._kinds.get(kind)
             if seen is not None and now - seen[0] < self.window:
                 seen[1] += 1
                 return False
-            left_out = int(seen[1]) if seen is not None else 0
+            left_out, since = (int(seen[1]), now - seen[0]) if seen is not None else (0, 0.0)
             self._kinds[kind] = [now, 0]
             self._kinds.move_to_end(kind)
             while len(self._kinds) > self.max_kinds:
                 self._kinds.popitem(last=False)
         if left_out:
-            record.msg, record.args = f"{message} ({left_out} more like it in the last {self.window:.0f}s)", ()
+            record.msg, record.args = f"{message} ({left_out} more like it in the {since:.0f}s before)", ()
         return True
 
 

@@ -50,7 +50,10 @@ from tests.helpers import fuzz_records as fr
 from tests.helpers.fuzz_units import Collector, SupervisedUnit
 from tests.helpers.kafka import read_all, start_in_thread, stop_thread, wait_for
 
-pytestmark = pytest.mark.integration
+# Each pair of tests shares a module fixture: the fuzzing test fills it and the one after checks what it
+# left. So the module runs in one pytest-xdist worker, in order (--dist loadgroup); spread, the check can
+# land in the other worker with an empty fixture ("did not run").
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("fuzz")]
 
 BATCHES = 40  # hypothesis examples; each draws ~70 bad records, ~2,800 in all
 

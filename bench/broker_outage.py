@@ -46,15 +46,31 @@ SPEC = REPO / "dags" / "workflows" / "contacts_import.yaml"
 LIBRDKAFKA_MARKS = ("kafka_workflows.librdkafka", "rdkafka#")
 
 
-def _cpu_seconds(processes: list[psutil.Process]) -> float:
+def _triggerer(standalone: AirflowStandalone) -> psutil.Process:
+    """This standalone's `airflow triggerer` (other stacks may run on the machine: the suite's)."""
+    assert standalone.proc is not None
+    for process in psutil.Process(standalone.proc.pid).children(recursive=True):
+        try:
+            if "triggerer" in " ".join(process.cmdline()):
+                return process
+        except psutil.Error:
+            continue
+    raise RuntimeError("the standalone runs no airflow triggerer")
+
+
+def _cpu_seconds(triggerer: psutil.Process) -> float:
+    """CPU of the triggerer and its children (the trigger runner); a child that exits meanwhile is left out."""
+    try:
+        processes = [triggerer, *triggerer.children(recursive=True)]
+    except psutil.Error:
+        processes = [triggerer]
     total = 0.0
     for process in processes:
-        for p in (process, *process.children(recursive=True)):
-            try:
-                times = p.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
     return total
 
 
@@ -80,7 +96,7 @@ class Logs:
         return grown, lines
 
 
-def measure(triggerer: list[psutil.Process], logs: Logs, seconds: float) -> dict[str, Any]:
+def measure(triggerer: psutil.Process, logs: Logs, seconds: float) -> dict[str, Any]:
     cpu, before = _cpu_seconds(triggerer), logs.snapshot()
     time.sleep(seconds)
     grown, lines = logs.since(before)
@@ -117,10 +133,7 @@ def main() -> None:
                     tis = TaskInstanceApi(api)
                     wait_for(lambda: str(getattr(tis.get_task_instance(DAG_ID, run_id, "await").state, "value",
                                                  "")) == "deferred", 180, "await deferred", 1)
-                triggerer = [p for p in psutil.process_iter(["cmdline"])
-                             if "triggerer" in " ".join(p.info["cmdline"] or [])]
-                if not triggerer:
-                    raise RuntimeError("no airflow triggerer process found")
+                triggerer = _triggerer(standalone)
                 logs = Logs(home)
                 time.sleep(settle)
                 up = measure(triggerer, logs, seconds)

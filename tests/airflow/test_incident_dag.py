@@ -120,3 +120,22 @@ def test_the_other_answers_are_carried_out_through_the_control_topic_with_the_us
     assert [(c["op"], c["by"], c["reason"]) for c in commands] == [
         ("nonblocking", "alice", "provider flaky"), ("pause", "alice", "maintenance")], commands
     assert [c["by"] for c in control_history(config, ("canary",)) if c.get("group") == group] == ["alice"]
+
+
+@pytest.mark.integration
+def test_an_answer_no_worker_takes_up_fails_after_the_operators_own_wait_naming_the_command(
+        kafka_connection: str) -> None:
+    """The task waits `answer_wait` for the workers' answers (120 s by default: a rebalancing group answers
+    late, and a failed task would ask the human again), here 2 s for a group with no worker at all."""
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    found, _ = parse_incident(incident(group=group))
+    assert found is not None
+    task = IncidentOperator(task_id="decide", workflow="w", groups={group: ["subscription-renewals"]}, answer_wait=2)
+    assert IncidentOperator(task_id="d", workflow="w", groups={group: []}).answer_wait == 120
+    started = time.monotonic()
+    with pytest.raises(IncidentError, match=f"no worker of group {group} answered pause") as raised:
+        task.carry_out(PAUSE, found, "alice", "maintenance", {"minutes": 5})
+    assert 2 <= time.monotonic() - started < 30, "the operator's wait, not send_command's 30 s default"
+    [command] = [c for c in control_history({"bootstrap.servers": kafka_connection}, ("command",))
+                 if c.get("group") == group]
+    assert command["id"] in str(raised.value) and (command["op"], command["by"]) == ("pause", "alice")

@@ -59,6 +59,9 @@ class IncidentOperator(HITLOperator):
     :param canary: letters of a canary replay judged before it goes on.
     :param canary_rate: letters a second of a canary replay after its canary.
     :param notifiers: Airflow notifiers told when the question is asked.
+    :param answer_wait: seconds to wait for the workers to answer the chosen command. Longer than the
+        CLI's 30 s: a group that is rebalancing (a worker fenced under load, a replica starting) answers
+        late, and failing here would retry the task, which asks the human again.
     """
 
     template_fields: Sequence[str] = ()  # the question is made from the incident at run time
@@ -66,7 +69,7 @@ class IncidentOperator(HITLOperator):
     def __init__(self, *, workflow: str, groups: Mapping[str, Sequence[str]], kafka_config_id: str = "kafka_default",
                  pause_minutes: int = 15, canary: int = 5, canary_rate: float = 1.0,
                  notifiers: Sequence[BaseNotifier] | None = None, response_timeout: timedelta | None = None,
-                 **kwargs: Any) -> None:
+                 answer_wait: float = 120.0, **kwargs: Any) -> None:
         super().__init__(
             subject=f"kafka-workflows: {workflow} needs a decision", options=list(OPTIONS), multiple=False,
             body="(the incident is shown when the run starts)", notifiers=notifiers, response_timeout=response_timeout,
@@ -80,6 +83,7 @@ class IncidentOperator(HITLOperator):
         self.kafka_config_id = kafka_config_id
         self.canary = canary
         self.canary_rate = canary_rate
+        self.answer_wait = answer_wait
 
     # -- the incident --------------------------------------------------------------------
     def incident(self, context: Context) -> Incident:
@@ -166,7 +170,7 @@ class IncidentOperator(HITLOperator):
             partition=incident.partition if op in ("skip", "unblock") else None,
             offset=incident.offset if op in ("skip", "unblock") else None,
             key=incident.key if op in ("skip", "unblock") else None, reason=reason, by=by, secret=secret,
-            minutes=minutes)
+            minutes=minutes, wait=self.answer_wait)
         results = [str(a.get("result")) for a in applied]
         for result in results:
             self.log.info("%s: %s", op, result)

@@ -299,8 +299,20 @@ def incident_trail(standalone: AirflowStandalone, token: str, run_id: str, confi
     commands = [c for c in control_history(config, ("command",)) if c.get("key") == key]
     ids = {c.get("id") for c in commands}
     applied = [a.get("result") for a in control_history(config, ("applied",)) if a.get("command") in ids]
+    earlier = {n: try_errors(standalone, token, run_id, n) for n in range(1, int(task.get("try_number") or 1))}
     return (f"decide is {task.get('state')} (try {task.get('try_number')}); commands about the key: "
-            f"{[(c.get('op'), c.get('by')) for c in commands]}; answers: {applied}")
+            f"{[(c.get('op'), c.get('by')) for c in commands]}; answers: {applied}; earlier tries' errors: {earlier}")
+
+
+def try_errors(standalone: AirflowStandalone, token: str, run_id: str, try_number: int) -> list[str]:
+    """The warnings and errors in one try's log of the decide task (Airflow's REST API), the last few."""
+    request = urllib.request.Request(
+        f"{standalone.url}/api/v2/dags/{INCIDENT_DAG}/dagRuns/{run_id}/taskInstances/decide/logs/{try_number}"
+        "?full_content=true", headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        content = json.load(response).get("content") or []
+    lines = [f"{e.get('level')}: {e.get('event')}"[:400] if isinstance(e, dict) else str(e)[:400] for e in content]
+    return [line for line in lines if re.search(r"warn|error|critical|exception|traceback", line, re.I)][-8:]
 
 
 def test_a_stuck_key_asks_a_human_in_airflow_and_the_answer_is_carried_out_and_audited_with_the_user(

@@ -278,13 +278,17 @@ INCIDENT_DAG = f"{WORKFLOW}_incident"
 
 
 def pending_action(standalone: AirflowStandalone, token: str, key: str) -> dict[str, Any] | None:
-    """The required action asked about `key`, not answered yet (Airflow's REST API)."""
+    """The required action asked about `key` that its task is waiting on now (Airflow's REST API).
+
+    A detail outlives a failed try, unanswered: an answer given while the task waits to retry resumes
+    nothing, and the next try's request wipes it. So only a task that awaits input is answered."""
     request = urllib.request.Request(
         f"{standalone.url}/api/v2/dags/{INCIDENT_DAG}/dagRuns/~/hitlDetails?response_received=false",
         headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=60) as response:
         details = json.load(response)["hitl_details"]
-    return next((d for d in details if key in (d.get("body") or "")), None)
+    return next((d for d in details if key in (d.get("body") or "")
+                 and (d.get("task_instance") or {}).get("state") == "awaiting_input"), None)
 
 
 def incident_trail(standalone: AirflowStandalone, token: str, run_id: str, config: dict[str, str], key: str

@@ -40,8 +40,23 @@ rootLogger.appenderRef.file.ref = file
 """
 
 
+# The local broker shares its machine with Airflow, the workers and the tests (2 cores in CI), so it runs
+# with the JVM's small-machine settings: the serial collector (no concurrent GC threads or G1 barriers
+# for a 512 MB heap) and only the C1 compiler. C2 spent 1-2 s of CPU compiling during each 1M-row import
+# even on a warm broker, more than its faster code saves a broker this busy (bench/import_e2e.py, README).
+# KW_BROKER_JVM_OPTIONS replaces them, e.g. with Kafka's own "-XX:+UseG1GC" for a long soak.
+JVM_OPTIONS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+JVM_OPTIONS_VAR = "KW_BROKER_JVM_OPTIONS"
+
+
 class BrokerError(RuntimeError):
     pass
+
+
+def jvm_options(env: dict[str, str] | None = None) -> list[str]:
+    """The broker JVM's GC and compiler options: JVM_OPTIONS, or KW_BROKER_JVM_OPTIONS split on spaces."""
+    value = (os.environ if env is None else env).get(JVM_OPTIONS_VAR, "").strip()
+    return value.split() if value else list(JVM_OPTIONS)
 
 
 def free_port() -> int:
@@ -188,7 +203,7 @@ class Broker:
         log4j = self.data_dir / "log4j2.properties"
         log4j.write_text(LOG4J2.format(log=self.log_file, level=self.log_level))
         java = [
-            "java", f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            "java", f"-Xmx{self.heap}", "-Xms128m", *jvm_options(), "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={self.data_dir}",
             "-cp", f"{libs}/*",
         ]

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -291,6 +292,19 @@ def pending_action(standalone: AirflowStandalone, token: str, key: str) -> dict[
                  and (d.get("task_instance") or {}).get("state") == "awaiting_input"), None)
 
 
+def parked_try_settled(standalone: AirflowStandalone, run_id: str, try_number: int) -> bool:
+    """Whether the scheduler has taken the executor's report on the decide task's parked try.
+
+    An Airflow 3.3 race: the executor reports a try that parked (awaiting input) as finished only when
+    its process has exited, which here takes up to several seconds. An answer that resumes the task
+    before the scheduler has taken that report makes the scheduler see a queued task whose workload
+    just succeeded; it fails the try, and the next try's request wipes the answer. A human answers
+    seconds later; the test waits for the scheduler's own line about that report."""
+    report = (f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{INCIDENT_DAG}', "
+              f"task_id='decide', run_id='{run_id}', try_number={try_number},")
+    return report in (standalone.home / "standalone.log").read_text(errors="replace")
+
+
 def incident_trail(standalone: AirflowStandalone, token: str, run_id: str, config: dict[str, str], key: str
                    ) -> str:
     """What became of an answered incident: the decide task's state and tries, the commands about `key`
@@ -313,8 +327,11 @@ def try_errors(standalone: AirflowStandalone, token: str, run_id: str, try_numbe
     request = urllib.request.Request(
         f"{standalone.url}/api/v2/dags/{INCIDENT_DAG}/dagRuns/{run_id}/taskInstances/decide/logs/{try_number}"
         "?full_content=true", headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        content = json.load(response).get("content") or []
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            content = json.load(response).get("content") or []
+    except urllib.error.HTTPError as exc:
+        return [f"(its log: HTTP {exc.code})"]
     lines = [f"{e.get('level')}: {e.get('event')}"[:400] if isinstance(e, dict) else str(e)[:400] for e in content]
     return [line for line in lines if re.search(r"warn|error|critical|exception|traceback", line, re.I)][-8:]
 
@@ -332,6 +349,8 @@ def test_a_stuck_key_asks_a_human_in_airflow_and_the_answer_is_carried_out_and_a
         # Parsing the incident DAG and starting its watcher may take the standalone a while the first time.
         detail = wait_for(lambda: pending_action(standalone, token, key), 300, "a required action about the key", 2)
         run_id = detail["task_instance"]["dag_run_id"]
+        wait_for(lambda: parked_try_settled(standalone, run_id, int(detail["task_instance"]["try_number"])), 120,
+                 "the scheduler to take the report on the parked try", 0.5)
         page.goto(f"{standalone.url}/dags/{INCIDENT_DAG}/runs/{run_id}/tasks/decide/required_actions")
         expect(page.get_by_text(f"{TOPIC}[{partition}]@{offset}")).to_be_visible()
         expect(page.get_by_text(key, exact=True)).to_be_visible()

@@ -13,7 +13,8 @@ Error handling follows librdkafka's transactional rules (kept in kafka/transacti
 
 - retriable (`err.retriable()`): the same call is retried until the transaction timeout;
 - abortable (`err.txn_requires_abort()`): the transaction is aborted, every assigned partition
-  is rewound to its committed offset and the handler is told to reset its state (`on_reset`);
+  is rewound to its committed offset (eos/positions.py) and the handler is told to reset its state
+  (`on_reset`);
 - fatal (`err.fatal()`, e.g. fenced by a newer producer with the same transactional.id): the
   producer is closed and recreated (`init_transactions` again), then the same rewind + reset.
 
@@ -60,6 +61,7 @@ from kafka_workflows.eos.checkpoint import TransactionCheckpoint
 from kafka_workflows.eos.handler import TP, FunctionHandler, Output, TransactionalHandler
 from kafka_workflows.eos.metrics import ProcessorMetrics
 from kafka_workflows.eos.poison import PoisonGuard
+from kafka_workflows.eos.positions import committed_offsets, seek_to_committed
 from kafka_workflows.errors import ConfigError, KafkaWorkflowsError
 from kafka_workflows.kafka.admin import TopicSpec, ensure_topics
 from kafka_workflows.kafka.config import client_config
@@ -378,42 +380,15 @@ class TransactionalProcessor:
         """Seek `partitions` to their committed offsets and tell the handler to restore their state."""
         if not partitions or self._consumer is None:
             return
-        committed = self._committed([TopicPartition(t, p) for t, p in partitions])
-        for tp in committed:
-            offset = tp.offset if tp.offset >= 0 else self._reset_offset
-            try:
-                self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-            except KafkaException as exc:
-                # Not fetching yet (just assigned): it starts from the committed offset anyway.
-                log.debug("seek %s[%d] to %d: %s", tp.topic, tp.partition, offset, exc)
-        log.info("rewound %s to their committed offsets", partitions)
+        seek_to_committed(self._consumer, partitions, self._reset_offset, self.group, self._stop)
         self.handler.on_reset(partitions)
-
-    def _committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        """Committed offsets; read_committed makes the broker answer only once they are stable (KIP-447)."""
-        assert self._consumer is not None
-        started = last_warning = time.monotonic()
-        while True:
-            try:
-                return self._consumer.committed(partitions, timeout=10)
-            except KafkaException as exc:
-                err = kafka_error(exc)
-                if err is None or err.fatal() or self._stop.is_set():
-                    raise
-                now = time.monotonic()
-                if now - last_warning >= 10:
-                    last_warning = now
-                    log.warning("%s: committed offsets of %s not available after %.0fs (%s): a previous "
-                                "owner's transaction still open, or the group coordinator not ready; waiting",
-                                self.group, [(p.topic, p.partition) for p in partitions], now - started, err.str())
-                time.sleep(0.2)
 
     # -- rebalance -------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps: list[TP] = [(p.topic, p.partition) for p in partitions]
         if tps and self._txn.open:
             self._commit()  # restoring may take long: do not let the open transaction time out meanwhile
-        committed = self._committed(partitions) if partitions else []
+        committed = committed_offsets(consumer, partitions, self.group, self._stop) if partitions else []
         if tps:
             log.info("%s assigned %s", self.group, tps)
             try:
